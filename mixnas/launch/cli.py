@@ -1,0 +1,73 @@
+"""The ``mixnas`` command line.
+
+Each sub-command lives in its own module under :mod:`mixnas.launch.commands` with two functions:
+``register(subparsers)`` adds its parser (and sets ``func``), and the ``func`` it sets runs it and returns an exit
+code. This module owns the terminal contract: a :class:`~mixnas.errors.MixnasError` (bad input) becomes one line
+on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mixnas.errors import MixnasError
+
+# Sub-command modules, in the order ``mixnas --help`` lists them. A module that is missing is skipped, so a
+# partial install still offers the commands it has.
+COMMAND_MODULES = (
+    "search",
+    "resume",
+    "status",
+    "export",
+    "build",
+    "space",
+    "train_proxy",
+    "latency",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on usage errors already; keep its message to one line plus usage."""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mixnas", description="Hardware-aware neural architecture search with MixConv.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"mixnas.launch.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"mixnas.launch.commands.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except MixnasError as exc:
+        print(f"mixnas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mixnas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
