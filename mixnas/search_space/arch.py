@@ -169,8 +169,8 @@ class BlockArgs:
                 raise ArchitectureError(
                     f"{name}: only grouped 1x1 convolutions are supported (every entry 1), got {list(kernels)}"
                 )
-        if len(self.strides) != 2 or any(s not in (1, 2) for s in self.strides):
-            raise ArchitectureError(f"strides: expected two values in (1, 2), got {list(self.strides)}")
+        if len(self.strides) != 2 or any(s not in (1, 2) for s in self.strides) or self.strides[0] != self.strides[1]:
+            raise ArchitectureError(f"strides: expected (1, 1) or (2, 2), got {list(self.strides)}")
         if self.se_ratio is not None and not 0 < self.se_ratio <= 1:
             raise ArchitectureError(f"se_ratio: expected a number in (0, 1] or null, got {self.se_ratio!r}")
         for name in ("swish", "id_skip", "dilated"):
@@ -348,7 +348,19 @@ class Architecture:
             if not isinstance(block, BlockArgs):
                 raise ArchitectureError(f"blocks[{i}]: expected BlockArgs, got {type(block).__name__}")
         object.__setattr__(self, "blocks", blocks)
+        self._check_widths_chain()
         self.layers()  # validates channel splits and resolutions once, at construction
+
+    def _check_widths_chain(self) -> None:
+        # The TF builder would build a broken network (a conv fed the wrong number of channels) otherwise.
+        previous, what = self.stem_channels, "the stem width"
+        for i, block in enumerate(self.blocks):
+            if self.round(block.input_filters) != previous:
+                raise ArchitectureError(
+                    f"blocks[{i}]: input filters {block.input_filters} do not match {what} "
+                    f"({previous} after width scaling)"
+                )
+            previous, what = self.round(block.output_filters), f"the output filters of blocks[{i}]"
 
     # --- identity -------------------------------------------------------------------------------------------
     def identity_dict(self) -> dict[str, Any]:
