@@ -349,7 +349,9 @@ class Architecture:
                 raise ArchitectureError(f"blocks[{i}]: expected BlockArgs, got {type(block).__name__}")
         object.__setattr__(self, "blocks", blocks)
         self._check_widths_chain()
-        self.layers()  # validates channel splits and resolutions once, at construction
+        # Resolving the layers validates channel splits once, at construction; the result is cached (the record
+        # is frozen) because the builder, the counter and the latency table all ask for it.
+        object.__setattr__(self, "_layers", self._resolve_layers())
 
     def _check_widths_chain(self) -> None:
         # The TF builder would build a broken network (a conv fed the wrong number of channels) otherwise.
@@ -406,7 +408,14 @@ class Architecture:
         return round_filters(filters, g.width_multiplier, g.depth_divisor, g.min_depth)
 
     def layers(self) -> tuple[LayerSpec, ...]:
-        """Resolve every block repeat into a :class:`LayerSpec` (TF ``MixnetModel._build`` semantics)."""
+        """Every block repeat as a :class:`LayerSpec` (TF ``MixnetModel._build`` semantics)."""
+        cached = self.__dict__.get("_layers")
+        if cached is None:
+            cached = self._resolve_layers()
+            object.__setattr__(self, "_layers", cached)
+        return cached
+
+    def _resolve_layers(self) -> tuple[LayerSpec, ...]:
         g = self.global_params
         size = conv_output_size(g.resolution, 2)  # after the stride-2 stem
         layers: list[LayerSpec] = []
