@@ -1,0 +1,153 @@
+"""``mixnas train-proxy --arch ARCH --data DATA``: proxy-train one architecture and print its held-out metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from mixnas.errors import ArchitectureError
+from mixnas.evaluators.data import FORMATS, NORMALIZATIONS, DataSpec
+from mixnas.evaluators.proxy import DEFAULT_EPOCHS, DEVICES, OPTIMIZERS, SCHEDULES, ProxyConfig, ProxyEvaluator
+from mixnas.search_space.presets import resolve_arch
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    defaults = ProxyConfig()
+    p = sub.add_parser(
+        "train-proxy",
+        help="train one architecture briefly on a proxy task and report held-out accuracy",
+        description="Train ARCH on a proxy task (a subset of DATA at low resolution) and report held-out top-1 / "
+        "top-5, loss, time and images/s. DATA is 'digits' (scikit-learn's 8x8 digits), 'synthetic', or a path: a "
+        "folder of class subfolders of JPEG/PNG files (e.g. ImageNet's train/), downsampled-ImageNet npz batches, "
+        "CIFAR-10/100 binary files or MNIST-family IDX files. Progress goes to stderr.",
+    )
+    p.add_argument("--arch", required=True, help="preset name (e.g. mixnet_tiny, mixnet_s), block strings or a file")
+    p.add_argument("--data", required=True, help="digits, synthetic or a path")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed from the file names)")
+    budget = p.add_argument_group("budget (training stops at the first limit reached)")
+    budget.add_argument("--epochs", type=float, help=f"epochs (default {DEFAULT_EPOCHS:g} unless --steps / --seconds is given)")
+    budget.add_argument("--steps", type=int, help="optimizer steps")
+    budget.add_argument("--seconds", type=float, help="training seconds (not deterministic)")
+    subset = p.add_argument_group("proxy subset")
+    subset.add_argument("--resolution", type=int, help="image size (default: the architecture's)")
+    subset.add_argument("--classes", help="a count of classes chosen with the seed, or a comma-separated list of class names")
+    subset.add_argument("--images-per-class", type=int, help="at most this many images per class (default: all)")
+    subset.add_argument("--val-fraction", type=float, default=DataSpec.val_fraction, help="held-out share of each class (default %(default)s)")
+    subset.add_argument("--data-seed", type=int, default=0, help="seed of the class / image choice and the split (default 0)")
+    subset.add_argument("--normalize", choices=NORMALIZATIONS, default="dataset", help="input normalisation (default dataset)")
+    subset.add_argument("--flip", action="store_true", help="random horizontal flips")
+    subset.add_argument("--crop-padding", type=int, default=0, help="random crops after padding by this many pixels")
+    subset.add_argument("--cache-dir", help="cache of decoded image folders (default $MIXNAS_CACHE_DIR or ~/.cache/mixnas/datasets)")
+    subset.add_argument("--workers", type=int, help="image decoding threads (default: one per core)")
+    train = p.add_argument_group("training")
+    train.add_argument("--seed", type=int, default=0, help="experiment seed; the trial seed mixes it with the architecture id")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default %(default)s")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="default %(default)s")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: scaled with the batch size)")
+    train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="default %(default)s")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
+    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default %(default)s")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default 1: fastest when the CPU is shared; try 2+ on an idle machine)")
+    train.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA when available)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    p.set_defaults(func=run)
+
+
+def _classes(text: str | None) -> int | tuple[str, ...] | None:
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _progress(epoch: int, metrics: dict[str, Any]) -> None:
+    train_loss = metrics.get("train_loss")
+    loss_text = f"{train_loss:.3f}" if train_loss is not None else "-"
+    print(
+        f"epoch {epoch}: top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  train loss {loss_text}  "
+        f"{metrics['images_per_second']:.0f} img/s  {metrics['train_seconds']:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    arch = resolve_arch(args.arch)
+    if args.resolution is not None:
+        try:
+            arch = arch.replace(resolution=args.resolution)
+        except ValueError as exc:
+            raise ArchitectureError(f"--resolution: {exc}") from None
+    spec = DataSpec(
+        source=args.data,
+        format=args.format,
+        resolution=args.resolution,
+        classes=_classes(args.classes),
+        images_per_class=args.images_per_class,
+        val_fraction=args.val_fraction,
+        seed=args.data_seed,
+        normalize=args.normalize,
+        flip=args.flip,
+        crop_padding=args.crop_padding,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+    )
+    config = ProxyConfig(
+        epochs=args.epochs,
+        steps=args.steps,
+        seconds=args.seconds,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        threads=args.threads,
+        device=args.device,
+    )
+    evaluator = ProxyEvaluator(spec, config)
+    data = evaluator.proxy_data(arch)
+    summary = data.summary()
+    print(
+        f"training {arch.name or arch.id} on {summary['source']}: {summary['classes']} classes at "
+        f"{summary['resolution']}x{summary['resolution']}, {summary['train_images']} train / {summary['val_images']} held-out images",
+        file=sys.stderr,
+        flush=True,
+    )
+    result = evaluator.evaluate(arch, seed=args.seed, report=_progress)
+    result["arch"] = arch.name or arch.id
+    result["data"] = summary
+    if args.json:
+        json.dump(_json_safe(result), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(result)
+    return 0 if result["status"] == "ok" else 1
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    print(f"status: {result['status']}" + (f" ({result['error']})" if result.get("error") else ""))
+    print(f"top1 {result['top1']:.4f}  top5 {result['top5']:.4f}  held-out loss {result['loss'] if result['loss'] is None else round(result['loss'], 4)}")
+    print(
+        f"{result['epochs']:g} epochs, {result['steps']} steps in {result['train_seconds']:.1f} s "
+        f"({result['images_per_second']:.0f} img/s); evaluation {result['eval_seconds']:.1f} s"
+    )
+    if result["params"] is not None:
+        print(f"{result['params']:,} params, {result['macs']:,} MACs at {result['resolution']}x{result['resolution']}, {result['num_classes']} classes")

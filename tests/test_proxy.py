@@ -1,0 +1,163 @@
+"""Proxy trainer: real tiny training runs on digits / synthetic data, statuses, determinism, early stop, CLI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from mixnas.errors import ConfigError
+from mixnas.evaluators.data import DataSpec
+from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator, RMSpropTF, learning_rate, trial_seed
+from mixnas.launch.cli import main
+from mixnas.search_space.presets import resolve_arch
+
+TINY = resolve_arch("mixnet_tiny")
+SMOKE_DATA = DataSpec("synthetic", classes=4, images_per_class=40, resolution=16)
+TIMING_KEYS = ("train_seconds", "eval_seconds", "images_per_second")
+
+
+def without_timings(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in TIMING_KEYS}
+
+
+def test_mixnet_tiny_on_digits_ends_well_above_chance() -> None:
+    evaluator = ProxyEvaluator(DataSpec("digits", resolution=32), ProxyConfig(epochs=2, threads=1))
+    result = evaluator.evaluate(TINY, seed=0)
+    assert result["status"] == "ok", result
+    assert result["top1"] >= 0.6  # chance is 0.1; the CLI's default budget reaches ~0.97
+    assert result["top5"] >= result["top1"]
+    assert result["epochs"] == 2.0 and result["steps"] == 2 * (1438 // 64)
+    assert result["num_classes"] == 10 and result["resolution"] == 32
+    assert result["params"] > 0 and result["macs"] > 0 and result["images_per_second"] > 0
+    assert result["error"] is None and result["stopped_early"] is False
+    json.dumps(result, allow_nan=False)
+
+
+def test_same_seed_same_result_and_global_rng_untouched() -> None:
+    config = ProxyConfig(steps=6, batch_size=32, threads=1)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=3)
+    after = torch.rand(3)
+    b = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=3)
+    assert torch.equal(before, after)  # the trial ran inside fork_rng
+    assert a["status"] == "ok"
+    assert without_timings(a) == without_timings(b)
+    c = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=4)
+    assert c["loss"] != a["loss"]
+
+
+def test_reporting_does_not_change_the_run_and_can_stop_it() -> None:
+    config = ProxyConfig(epochs=3, batch_size=32, threads=1)
+    evaluator = ProxyEvaluator(SMOKE_DATA, config)
+    seen: list[int] = []
+    full = evaluator.evaluate(TINY, seed=1, report=lambda epoch, metrics: seen.append(epoch))
+    quiet = evaluator.evaluate(TINY, seed=1)
+    assert seen == [1, 2, 3]
+    assert without_timings(full) == without_timings(quiet)
+
+    stops: list[int] = []
+
+    def stop_after_first(epoch: int, metrics: dict[str, Any]) -> bool:
+        stops.append(epoch)
+        assert 0.0 <= metrics["top1"] <= 1.0
+        return True
+
+    stopped = evaluator.evaluate(TINY, seed=1, report=stop_after_first)
+    assert stops == [1]
+    assert stopped["status"] == "ok" and stopped["stopped_early"] is True
+    assert stopped["epochs"] == 1.0
+
+
+def test_huge_learning_rate_diverges_with_partial_metrics() -> None:
+    config = ProxyConfig(epochs=3, batch_size=32, lr=1e12, warmup_epochs=0, threads=1)
+    result = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=0)
+    assert result["status"] == "diverged", result
+    assert "non-finite" in result["error"]
+    assert result["steps"] >= 1 and result["params"] > 0
+    json.dumps(result, allow_nan=False)
+
+
+def test_build_or_forward_exception_is_a_failed_trial() -> None:
+    def broken_build(arch: Any, num_classes: int, **kwargs: Any) -> nn.Module:
+        raise RuntimeError("no kernel for this block")
+
+    result = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1), build_fn=broken_build).evaluate(TINY)
+    assert result["status"] == "failed"
+    assert result["error"] == "RuntimeError: no kernel for this block"
+
+    class BadForward(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)  # wrong shape for an image batch
+
+    result = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1), build_fn=lambda *a, **k: BadForward()).evaluate(TINY)
+    assert result["status"] == "failed" and result["error"].startswith("RuntimeError")
+
+
+def test_rmsprop_exponential_and_augmentation_run() -> None:
+    data = SMOKE_DATA.replace(flip=True, crop_padding=2)
+    config = ProxyConfig(steps=4, batch_size=32, optimizer="rmsprop", schedule="exponential", threads=1, channels_last=False)
+    result = ProxyEvaluator(data, config).evaluate(TINY, seed=0)
+    assert result["status"] == "ok" and result["steps"] == 4
+
+
+def test_seconds_budget_stops() -> None:
+    result = ProxyEvaluator(SMOKE_DATA, ProxyConfig(seconds=0.5, batch_size=32, threads=1)).evaluate(TINY)
+    assert result["status"] == "ok" and result["steps"] >= 1
+
+
+def test_config_validation() -> None:
+    assert ProxyConfig().epochs == 5.0 and ProxyConfig(epochs=None).epochs == 5.0
+    assert ProxyConfig(steps=500).epochs is None  # a step budget alone is not capped by the default epochs
+    with pytest.raises(ConfigError, match="proxy: epochs: expected a number > 0 or null, got -1"):
+        ProxyConfig(epochs=-1)
+    with pytest.raises(ConfigError, match=r"exp.yaml: proxy: optimizer: expected one of \['sgd', 'rmsprop'\], got 'adam'"):
+        ProxyConfig.from_dict({"optimizer": "adam"}, "exp.yaml: proxy")
+    with pytest.raises(ConfigError, match=r"unknown keys \['epoch'\]"):
+        ProxyConfig.from_dict({"epoch": 3})
+    assert ProxyConfig.from_dict({"epochs": 2, "lr": 0.05}).peak_lr == 0.05
+
+
+def test_schedule_and_seed_helpers() -> None:
+    config = ProxyConfig(lr=1.0, warmup_epochs=1)
+    lrs = [learning_rate(s, 100, 10, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0)
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert trial_seed(0, "abc") == trial_seed(0, "abc") != trial_seed(1, "abc")
+
+
+def test_rmsprop_tf_matches_its_formula() -> None:
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = RMSpropTF([w], lr=0.1, decay=0.9, momentum=0.5, eps=1e-3)
+    w.grad = torch.tensor([0.5, 1.0])
+    opt.step()
+    ms = 0.9 + 0.1 * torch.tensor([0.25, 1.0])
+    expected = torch.tensor([1.0, -2.0]) - 0.1 * torch.tensor([0.5, 1.0]) / torch.sqrt(ms + 1e-3)
+    assert torch.allclose(w.detach(), expected)
+
+
+def test_cli_json_is_one_document(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train-proxy", "--arch", "mixnet_tiny", "--data", "synthetic", "--resolution", "16", "--classes", "3",
+                 "--images-per-class", "30", "--epochs", "2", "--batch-size", "16", "--threads", "1", "--json"])
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert code == 0 and document["status"] == "ok"
+    for key in ("status", "top1", "top5", "train_seconds", "images_per_second"):
+        assert key in document
+    assert "epoch 1:" in err and "epoch 2:" in err
+
+
+def test_cli_bad_data_is_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    code = main(["train-proxy", "--arch", "mixnet_tiny", "--data", str(tmp_path / "missing"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith("mixnas: error: ") and "missing: no such file or folder" in err
