@@ -1,0 +1,47 @@
+"""``mixnas resume RUN_DIR [--config CONFIG] [--set KEY=VALUE ...] [--force]``: continue an interrupted search."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mixnas.launch.commands.search import add_config_options, observers, print_result, set_log_level
+from mixnas.launch.config import apply_overrides, config_from_dict, load_config, read_yaml
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted search",
+        description="Continue the search in RUN_DIR from its ledger and controller state: finished trials are "
+        "kept, trials that were running are re-run with the same architecture. With --config or --set the new "
+        "config is compared with the run's; a difference is refused (with the list of changes) unless --force.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--config", metavar="CONFIG", help="experiment YAML to compare with (and, with --force, use)")
+    add_config_options(p)
+    p.add_argument("--force", action="store_true", help="accept a changed config")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mixnas.launch.runner import RunPaths, load_run_config, resume_search
+
+    run_dir = Path(args.run_dir)
+    paths = RunPaths(run_dir)
+    new = None
+    if args.config:
+        new = load_config(args.config, args.overrides)
+    elif args.overrides:
+        data = apply_overrides(read_yaml(paths.config), args.overrides)
+        new = config_from_dict(data, source=f"{paths.config} (with --set)", base_dir=run_dir)
+    cfg = new or load_run_config(paths)
+    set_log_level(cfg, args.verbose)
+    summary, already = resume_search(run_dir, new_config=new, force=args.force,
+                                     observers=observers(cfg, args.quiet))
+    if already:
+        print(f"run {run_dir} is already finished ({summary.done}/{summary.trials} trials); nothing to resume")
+        return 0
+    print_result(summary, run_dir)
+    return 0

@@ -1,0 +1,153 @@
+"""Export the best (top-k) or Pareto-optimal architectures of a run.
+
+For each selected trial, a folder ``NN_trialTTTTT/`` under the export directory holds, as asked by ``formats``:
+
+* ``tf.txt``: block strings in the official TF MixNet grammar (``mixnas build`` and the TF code read them);
+* ``timm.txt``: the same in timm's grammar, or a line saying why timm cannot express it (e.g. a feature timm's
+  builder lacks); the export goes on;
+* ``arch.json``: the architecture record (``Architecture.from_json`` reads it), with the trial's metrics;
+* ``model.onnx``: the built network at its own resolution (batch 1).
+
+``README.md`` in the export directory is a markdown table of params, MACs, predicted latency, proxy accuracy and
+reward of every exported trial. Candidates of a generic (non-architecture) space are exported as JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from mixnas.errors import MixnasError, RunError
+from mixnas.launch.config import ExperimentConfig
+from mixnas.launch.ledger import Ledger, TrialRecord
+from mixnas.launch.runner import RunPaths, load_run_config, write_text_atomic
+from mixnas.launch.summary import front_objectives, pareto_records, ranked
+from mixnas.search_space.arch import Architecture
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("tf", "timm", "json", "onnx")
+
+
+@dataclass
+class Exported:
+    """One exported trial: where it went and what could not be written."""
+
+    rank: int
+    record: TrialRecord
+    folder: Path
+    files: list[str]
+    notes: list[str]
+    timm: list[str] | None = None
+
+
+def select(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, top: int | None = None,
+           pareto: bool = False) -> list[TrialRecord]:
+    """The trials to export: the Pareto front (by the run's objectives) or the ``top`` best by reward."""
+    if pareto:
+        front = pareto_records(records, front_objectives(cfg))
+        first = front_objectives(cfg)[0]
+        sign = -1.0 if first.direction == "max" else 1.0
+        return sorted(front, key=lambda r: (sign * float(r.metrics[first.metric]), r.trial))
+    chosen = ranked(cfg, records)
+    if not chosen and cfg.reward.type == "pareto":
+        raise RunError("this run optimises Pareto objectives (no scalar reward): export it with --pareto")
+    return chosen[: top if top is not None else 5]
+
+
+def _architecture(record: TrialRecord) -> Architecture | None:
+    if isinstance(record.candidate, dict) and "blocks" in record.candidate:
+        return Architecture.from_dict(record.candidate)
+    return None
+
+
+def _number(value: Any, fmt: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return format(value, fmt)
+
+
+def markdown_table(cfg: ExperimentConfig, items: Sequence[Exported]) -> str:
+    accuracy = cfg.reward.accuracy if cfg.reward.type == "mnasnet" else (
+        cfg.reward.metric if cfg.reward.type == "metric" else "top1")
+    lines = [
+        f"# {cfg.name}: exported architectures",
+        "",
+        f"| rank | trial | params | MACs | latency (ms) | {accuracy} | reward | block strings (tf) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for item in items:
+        m = item.record.metrics
+        strings = " ".join(f"`{s}`" for s in item.record.block_strings) if item.record.block_strings else \
+            f"`{json.dumps(item.record.candidate, sort_keys=True)}`"
+        lines.append(
+            f"| {item.rank} | {item.record.trial} | {_number(m.get('params'), ',.0f')} | "
+            f"{_number(m.get('macs'), ',.0f')} | {_number(m.get('latency_ms'), '.3f')} | "
+            f"{_number(m.get(accuracy), '.4f')} | {_number(item.record.reward, '.5f')} | {strings} |"
+        )
+    notes = [f"- trial {i.record.trial}: {n}" for i in items for n in i.notes]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def _export_one(rank: int, record: TrialRecord, out: Path, formats: Sequence[str]) -> Exported:
+    folder = out / f"{rank:02d}_trial{record.trial:05d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    item = Exported(rank, record, folder, [], [])
+    arch = _architecture(record)
+    if arch is None and any(f in ("tf", "timm", "onnx") for f in formats):
+        item.notes.append("a generic-space candidate: no block strings or ONNX, see arch.json")
+    if "json" in formats or arch is None:
+        doc = {"trial": record.trial, "encoding": list(record.encoding), "metrics": record.metrics,
+               "reward": record.reward, "architecture": record.candidate}
+        write_text_atomic(folder / "arch.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        item.files.append("arch.json")
+    if arch is None:
+        return item
+    from mixnas.search_space.block_string import encode_arch
+
+    if "tf" in formats:
+        write_text_atomic(folder / "tf.txt", "\n".join(encode_arch(arch, "tf")) + "\n")
+        item.files.append("tf.txt")
+    if "timm" in formats:
+        try:
+            item.timm = encode_arch(arch, "timm")
+            write_text_atomic(folder / "timm.txt", "\n".join(item.timm) + "\n")
+        except MixnasError as exc:
+            note = f"not expressible in timm's grammar: {exc}"
+            write_text_atomic(folder / "timm.txt", f"# {note}\n")
+            item.notes.append(note)
+        item.files.append("timm.txt")
+    if "onnx" in formats:
+        try:
+            from mixnas.evaluators.latency.measure import arch_input_shape, build_network, export_onnx
+
+            (folder / "model.onnx").write_bytes(export_onnx(build_network(arch), arch_input_shape(arch, 1)))
+            item.files.append("model.onnx")
+        except (ImportError, MixnasError, RuntimeError) as exc:
+            item.notes.append(f"no ONNX file: {type(exc).__name__}: {exc}")
+    return item
+
+
+def export_run(run_dir: str | Path, *, top: int | None = None, pareto: bool = False,
+               formats: Sequence[str] = FORMATS, out_dir: str | Path | None = None) -> tuple[Path, list[Exported]]:
+    """Export a run's best or Pareto-optimal trials; returns the export folder and what was written."""
+    paths = RunPaths(Path(run_dir))
+    cfg = load_run_config(paths)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise RunError(f"unknown export format(s) {unknown}: expected some of {list(FORMATS)}")
+    with Ledger(paths.ledger, readonly=True) as ledger:
+        records = ledger.trials()
+    chosen = select(cfg, records, top=top, pareto=pareto)
+    if not chosen:
+        raise RunError(f"{paths.root}: no successful trial to export yet")
+    out = Path(out_dir) if out_dir else paths.export
+    out.mkdir(parents=True, exist_ok=True)
+    items = [_export_one(rank, record, out, formats) for rank, record in enumerate(chosen, 1)]
+    write_text_atomic(out / "README.md", markdown_table(cfg, items))
+    return out, items

@@ -1,0 +1,308 @@
+"""The trial ledger: one SQLite row per trial, the source of truth of a run.
+
+A row is inserted when the controller proposes a trial (status ``running``) and updated once when the trial ends.
+That update is committed before the controller hears the result, so a driver killed at any moment never loses a
+finished trial: ``mixnas resume`` reads finished rows back instead of re-running them, and re-runs rows still marked
+``running`` with the same architecture.
+
+The database uses WAL journaling, so ``mixnas status`` can read it while the search writes, and
+``synchronous=FULL``, so a committed row survives a power cut, not only a killed process.
+
+Statuses: ``running``; ``ok``; ``failed`` (raised, or its worker died, after every retry); ``diverged`` (NaN or
+infinite loss / metric); ``infeasible`` (broke a hard constraint, not trained); ``pruned`` (stopped early by the
+scheduler).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from mixnas.errors import RunError
+
+LEDGER_FORMAT_VERSION = 1
+STATUSES = ("running", "ok", "failed", "diverged", "infeasible", "pruned")
+FINISHED = ("ok", "failed", "diverged", "infeasible", "pruned")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    trial INTEGER PRIMARY KEY,
+    suggestion_id TEXT NOT NULL,
+    encoding TEXT NOT NULL,
+    arch_id TEXT,
+    block_strings TEXT,
+    candidate TEXT,
+    status TEXT NOT NULL,
+    reason TEXT,
+    metrics TEXT,
+    reward REAL,
+    curve TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    failures TEXT,
+    worker TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    eval_seconds REAL
+);
+"""
+
+
+def clean_json(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become ``None`` (strict JSON has no NaN), numpy scalars plain numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):  # numpy scalar
+        return clean_json(value.item())
+    return str(value)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(clean_json(value), sort_keys=True, allow_nan=False)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One ledger row, decoded."""
+
+    trial: int
+    suggestion_id: str
+    encoding: tuple[int, ...]
+    arch_id: str | None
+    block_strings: tuple[str, ...] | None
+    candidate: Any
+    status: str
+    reason: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reward: float | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    attempt: int = 0
+    failures: list[str] = field(default_factory=list)
+    worker: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    eval_seconds: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial,
+            "suggestion_id": self.suggestion_id,
+            "encoding": list(self.encoding),
+            "arch_id": self.arch_id,
+            "block_strings": list(self.block_strings) if self.block_strings is not None else None,
+            "candidate": self.candidate,
+            "status": self.status,
+            "reason": self.reason,
+            "metrics": self.metrics,
+            "reward": self.reward,
+            "attempt": self.attempt,
+            "failures": self.failures,
+            "worker": self.worker,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "eval_seconds": self.eval_seconds,
+        }
+
+
+def _record(row: sqlite3.Row) -> TrialRecord:
+    strings = _loads(row["block_strings"])
+    return TrialRecord(
+        trial=row["trial"],
+        suggestion_id=row["suggestion_id"],
+        encoding=tuple(_loads(row["encoding"])),
+        arch_id=row["arch_id"],
+        block_strings=tuple(strings) if strings is not None else None,
+        candidate=_loads(row["candidate"]),
+        status=row["status"],
+        reason=row["reason"],
+        metrics=_loads(row["metrics"]) or {},
+        reward=row["reward"],
+        curve=_loads(row["curve"]) or [],
+        attempt=row["attempt"],
+        failures=_loads(row["failures"]) or [],
+        worker=row["worker"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        eval_seconds=row["eval_seconds"],
+    )
+
+
+class Ledger:
+    """The SQLite ledger of one run directory.
+
+    Args:
+        path: the database file (``RUN_DIR/ledger.sqlite``).
+        readonly: open an existing ledger for reading only (``mixnas status`` / ``export`` while a run writes).
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            if not self.path.is_file():
+                raise RunError(f"{self.path}: no ledger here (is this a mixnas run directory?)")
+            uri = f"file:{self.path.resolve()}?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            with self._transaction():
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?)", (str(LEDGER_FORMAT_VERSION),)
+                )
+        self._conn.row_factory = sqlite3.Row
+        self._check_version()
+
+    # ------------------------------------------------------------------ plumbing
+    def _transaction(self) -> Any:
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    def _check_version(self) -> None:
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise RunError(f"{self.path}: not a mixnas ledger ({exc})") from None
+        version = int(row[0]) if row else None
+        if version != LEDGER_FORMAT_VERSION:
+            raise RunError(f"{self.path}: ledger format_version {version!r}; this mixnas reads {LEDGER_FORMAT_VERSION}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------------ writing
+    def add_trial(
+        self,
+        trial: int,
+        *,
+        suggestion_id: str,
+        encoding: tuple[int, ...],
+        arch_id: str | None,
+        block_strings: list[str] | None,
+        candidate: Any,
+    ) -> None:
+        """Insert a proposed trial (status ``running``); a row already there with the same trial is replaced."""
+        with self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO trials(trial, suggestion_id, encoding, arch_id, block_strings, candidate, "
+                "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (trial, suggestion_id, _dumps(list(encoding)), arch_id, _dumps(block_strings), _dumps(candidate),
+                 time.time()),
+            )
+
+    def record_failure(self, trial: int, *, attempt: int, reason: str) -> None:
+        """Note a failed attempt that will be retried (the row stays ``running``)."""
+        with self._transaction():
+            row = self._conn.execute("SELECT failures FROM trials WHERE trial = ?", (trial,)).fetchone()
+            failures = (_loads(row[0]) if row and row[0] else []) + [reason]
+            self._conn.execute(
+                "UPDATE trials SET attempt = ?, failures = ? WHERE trial = ?", (attempt, _dumps(failures), trial)
+            )
+
+    def finish_trial(
+        self,
+        trial: int,
+        *,
+        status: str,
+        reason: str | None,
+        metrics: Mapping[str, Any],
+        reward: float | None,
+        curve: list[dict[str, Any]] | None,
+        attempt: int,
+        worker: str | None,
+        started_at: float | None,
+        finished_at: float,
+        eval_seconds: float | None,
+    ) -> None:
+        """Store a trial's final outcome (committed when this returns)."""
+        if status not in FINISHED:
+            raise ValueError(f"finish_trial: status must be one of {list(FINISHED)}, got {status!r}")
+        if reward is not None and not math.isfinite(reward):
+            reward = None
+        with self._transaction():
+            cur = self._conn.execute(
+                "UPDATE trials SET status = ?, reason = ?, metrics = ?, reward = ?, curve = ?, attempt = ?, "
+                "worker = ?, started_at = ?, finished_at = ?, eval_seconds = ? WHERE trial = ?",
+                (status, reason, _dumps(dict(metrics)), reward, _dumps(curve or []), attempt, worker, started_at,
+                 finished_at, eval_seconds, trial),
+            )
+            if cur.rowcount != 1:
+                raise RunError(f"{self.path}: trial {trial} is not in the ledger")
+
+    # ------------------------------------------------------------------ reading
+    def trials(self, status: str | None = None) -> list[TrialRecord]:
+        """Every trial in suggestion order (optionally only one status)."""
+        if status is None:
+            rows = self._conn.execute("SELECT * FROM trials ORDER BY trial").fetchall()
+        else:
+            rows = self._conn.execute("SELECT * FROM trials WHERE status = ? ORDER BY trial", (status,)).fetchall()
+        return [_record(r) for r in rows]
+
+    def __iter__(self) -> Iterator[TrialRecord]:
+        return iter(self.trials())
+
+    def get(self, trial: int) -> TrialRecord | None:
+        row = self._conn.execute("SELECT * FROM trials WHERE trial = ?", (trial,)).fetchone()
+        return _record(row) if row else None
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials per status (every status present, zero when absent)."""
+        out = dict.fromkeys(STATUSES, 0)
+        for status, n in self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status"):
+            out[status] = n
+        return out
+
+    def __len__(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0])

@@ -1,0 +1,159 @@
+"""What a run has found so far, computed from ledger records: counts, the best trial, the Pareto front, hypervolume.
+
+Everything that reports on a run (the terminal progress line, ``mixnas status``, TensorBoard, ``mixnas export``)
+reads it from here, so they always agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from mixnas.launch.config import ExperimentConfig, Objective
+from mixnas.launch.ledger import STATUSES, TrialRecord
+
+
+def front_objectives(cfg: ExperimentConfig) -> tuple[Objective, ...]:
+    """The two or three objectives a Pareto front / scatter of this run is drawn in."""
+    r = cfg.reward
+    if r.type == "pareto":
+        return r.objectives
+    if r.type == "mnasnet":
+        return (Objective(r.accuracy, "max"), Objective(r.cost, "min"))
+    return (Objective(r.metric, r.direction), Objective("macs", "min"))
+
+
+def reference_point(cfg: ExperimentConfig) -> tuple[float, ...] | None:
+    """The hypervolume reference point: configured, or (0, 2 x target) for the MnasNet reward; else None."""
+    r = cfg.reward
+    if r.type == "pareto":
+        return r.reference_point
+    if r.type == "mnasnet" and r.target is not None:
+        return (0.0, 2.0 * r.target)
+    return None
+
+
+def _values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float, ...] | None:
+    out = []
+    for o in objectives:
+        v = record.metrics.get(o.metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        out.append(float(v))
+    return tuple(out)
+
+
+def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
+    """The ``ok`` records on the Pareto front, in trial order (duplicates of a front point all kept)."""
+    from mixnas.evaluators.reward import pareto_front
+
+    scored = [(r, _values(r, objectives)) for r in records if r.status == "ok"]
+    scored = [(r, v) for r, v in scored if v is not None]
+    if not scored:
+        return []
+    front = pareto_front([v for _, v in scored], [o.direction for o in objectives])
+    return sorted((scored[i][0] for i in front), key=lambda r: r.trial)
+
+
+def hypervolume_of(records: Sequence[TrialRecord], objectives: Sequence[Objective],
+                   reference: Sequence[float] | None) -> float | None:
+    """Hypervolume of the ``ok`` records against ``reference`` (None without a reference or 2-3 objectives)."""
+    from mixnas.evaluators.reward import hypervolume
+
+    if reference is None or len(objectives) not in (2, 3):
+        return None
+    points = [v for v in (_values(r, objectives) for r in records if r.status == "ok") if v is not None]
+    if not points:
+        return 0.0
+    return hypervolume(points, reference, [o.direction for o in objectives])
+
+
+def better(cfg: ExperimentConfig, a: float, b: float) -> bool:
+    """Is reward ``a`` better than ``b``? (only a ``metric`` reward can be minimised)"""
+    if cfg.reward.type == "metric" and cfg.reward.direction == "min":
+        return a < b
+    return a > b
+
+
+def best_record(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The ``ok`` trial with the best reward (earliest on ties), or None."""
+    best = None
+    for r in records:
+        if r.status == "ok" and r.reward is not None and (best is None or better(cfg, r.reward, best.reward)):
+            best = r
+    return best
+
+
+def ranked(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """``ok`` trials with a reward, best first (trial order breaks ties)."""
+    ok = [r for r in records if r.status == "ok" and r.reward is not None]
+    sign = 1.0 if cfg.reward.type == "metric" and cfg.reward.direction == "min" else -1.0
+    return sorted(ok, key=lambda r: (sign * r.reward, r.trial))
+
+
+@dataclass
+class RunSummary:
+    """A snapshot of a run."""
+
+    name: str
+    trials: int
+    counts: dict[str, int]
+    best: TrialRecord | None
+    front: list[TrialRecord] = field(default_factory=list)
+    hypervolume: float | None = None
+    finished: bool = False
+    active: bool = False
+    eval_seconds: float = 0.0
+
+    @property
+    def done(self) -> int:
+        return sum(n for s, n in self.counts.items() if s != "running")
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0) + self.counts.get("diverged", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        state = "finished" if self.finished else ("running" if self.active else "stopped")
+        return {
+            "name": self.name,
+            "state": state,
+            "trials": self.trials,
+            "done": self.done,
+            "counts": dict(self.counts),
+            "best": self.best.to_dict() if self.best else None,
+            "pareto_front": [r.trial for r in self.front],
+            "hypervolume": self.hypervolume,
+            "eval_seconds": self.eval_seconds,
+        }
+
+
+def summarize(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, finished: bool = False,
+              active: bool = False) -> RunSummary:
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    objectives = front_objectives(cfg)
+    return RunSummary(
+        name=cfg.name,
+        trials=cfg.execution.trials,
+        counts=counts,
+        best=best_record(cfg, records),
+        front=pareto_records(records, objectives),
+        hypervolume=hypervolume_of(records, objectives, reference_point(cfg)),
+        finished=finished,
+        active=active,
+        eval_seconds=sum(r.eval_seconds or 0.0 for r in records),
+    )
+
+
+def short_arch(record: TrialRecord | None, width: int = 80) -> str:
+    """One line naming a trial's candidate: its block strings, or its decoded choices."""
+    if record is None:
+        return "-"
+    if record.block_strings:
+        text = " ".join(record.block_strings)
+    else:
+        text = " ".join(str(v) for v in record.encoding)
+    return text if len(text) <= width else text[: width - 3] + "..."

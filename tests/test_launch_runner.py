@@ -1,0 +1,225 @@
+"""The launcher end to end on Ray: CLI search / status / export / resume, failures, and exact resume after SIGKILL.
+
+One local Ray instance serves the whole module (started here, ``num_cpus=2``); the CLI runs in subprocesses that
+join it through ``execution.address``, so a killed driver only takes its own actors with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mixnas.launch.config import config_from_dict, load_config
+from mixnas.launch.ledger import Ledger
+from mixnas.launch.runner import run_search
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="mxr", dir="/tmp")  # Ray's socket paths must stay short
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mixnas.launch.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mixnas {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with Ledger(run_dir / "ledger.sqlite", readonly=True) as ledger:
+        return [r.to_dict() for r in ledger.trials()]
+
+
+def _essence(rows: list[dict]) -> list[tuple]:
+    """What must be equal between an uninterrupted and a killed-and-resumed run: order, architectures, results."""
+    return [(r["trial"], r["suggestion_id"], tuple(r["encoding"]), r["status"], json.dumps(r["metrics"], sort_keys=True))
+            for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------------ tabular
+def _macro_config(shared_dir: Path, tmp_path: Path, trials: int, **execution) -> Path:
+    data = yaml.safe_load((EXPERIMENTS / "nas_bench_macro.yaml").read_text())
+    data["evaluator"]["table"] = str(shared_dir / "benchmarks/nas_bench_macro/nas-bench-macro_cifar10.json")
+    data["controller"]["options"] = {"population_size": 8, "sample_size": 3}
+    data["execution"].update(trials=trials, max_concurrent=2, deterministic=True, **execution)
+    data["logging"] = {"tensorboard": False, "level": "warning"}
+    path = tmp_path / "macro.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_cli_search_status_export_and_finished_resume(shared_dir, tmp_path, ray_address):
+    config = _macro_config(shared_dir, tmp_path, 12)
+    run_dir = tmp_path / "run"
+    tb_dir = run_dir / "tensorboard"
+    proc = _cli("search", str(config), "--output", str(run_dir), "--set", f"execution.address={ray_address}",
+                "--set", "logging.tensorboard=true")
+    assert "best: trial" in proc.stdout and "[12/12]" in proc.stderr
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["execution"]["trials"] == 12 and saved["execution"]["address"] == ray_address
+    assert (run_dir / "pareto.png").stat().st_size > 0
+    assert any((tb_dir / "search").iterdir()) and len(list((tb_dir / "trials").iterdir())) == 12
+
+    status = json.loads(_cli("status", str(run_dir), "--json").stdout)
+    assert status["state"] == "finished" and status["done"] == 12 and status["counts"]["ok"] == 12
+    best = max(r["metrics"]["mean_acc"] for r in _rows(run_dir))
+    assert status["best"]["reward"] == pytest.approx(best)
+
+    exported = _cli("export", str(run_dir), "--top", "3", "--format", "json")
+    assert "exported 3 architectures" in exported.stdout
+    assert len(list((run_dir / "export").glob("*/arch.json"))) == 3
+
+    again = _cli("resume", str(run_dir))
+    assert "already finished" in again.stdout
+
+
+def test_changed_config_is_refused_with_a_diff(shared_dir, tmp_path, ray_address):
+    config = _macro_config(shared_dir, tmp_path, 4)
+    run_dir = tmp_path / "run"
+    _cli("search", str(config), "--output", str(run_dir), "--set", f"execution.address={ray_address}", "-q")
+    proc = _cli("resume", str(run_dir), "--set", "execution.trials=6", check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "execution.trials: 4 -> 6" in proc.stderr and "--force" in proc.stderr
+    _cli("resume", str(run_dir), "--set", "execution.trials=6", "--force", "-q")
+    assert len(_rows(run_dir)) == 6
+
+
+def _kill_when(proc: subprocess.Popen, ledger: Path, finished_target: int, timeout: float = 90) -> int:
+    """SIGKILL the driver as soon as the ledger has ``finished_target`` finished trials; returns how many it had."""
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists():
+            try:
+                con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
+                done = con.execute("SELECT COUNT(*) FROM trials WHERE status != 'running'").fetchone()[0]
+                con.close()
+            except sqlite3.OperationalError:  # the schema is being created
+                done = 0
+            if done >= finished_target:
+                break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return done
+
+
+def test_sigkill_and_resume_equals_uninterrupted_run(shared_dir, tmp_path, ray_address):
+    trials = 40
+    config = _macro_config(shared_dir, tmp_path, trials)
+    cfg = load_config(config, [f"execution.address={ray_address}"])
+    reference = tmp_path / "reference"
+    run_search(cfg, reference)
+    ref_rows = _rows(reference)
+    assert len(ref_rows) == trials and all(r["status"] == "ok" for r in ref_rows)
+
+    run_dir = tmp_path / "killed"
+    seed = random.randrange(10**6)
+    rng = random.Random(seed)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "mixnas.launch.cli"]
+    commands = [[*base, "search", str(config), "--output", str(run_dir), "--set", f"execution.address={ray_address}",
+                 "-q"]]
+    commands += [[*base, "resume", str(run_dir), "-q"]] * 2
+    for command in commands:  # kill twice at random points, then let the last resume finish
+        before = {r["trial"]: r for r in _rows(run_dir)} if (run_dir / "ledger.sqlite").exists() else {}
+        finished = sum(r["status"] != "running" for r in before.values())
+        if finished + 1 >= trials:
+            break
+        target = rng.randrange(finished + 1, trials)
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _kill_when(proc, run_dir / "ledger.sqlite", target)
+        assert proc.returncode == -signal.SIGKILL, f"the driver ended before the kill: {proc.stderr.read()}"
+        after = {r["trial"]: r for r in _rows(run_dir)}
+        for trial, row in before.items():  # a finished trial is never lost nor re-run
+            if row["status"] != "running":
+                assert after[trial] == row, f"trial {trial} changed after a kill (random seed {seed})"
+    _cli("resume", str(run_dir), "-q")
+    rows = _rows(run_dir)
+    assert _essence(rows) == _essence(ref_rows), f"killed-and-resumed ledger differs (random seed {seed})"
+    saved = json.loads((run_dir / "controller.json").read_text())
+    expected = json.loads((reference / "controller.json").read_text())
+    assert saved["controller"] == expected["controller"]
+    assert saved["told"] == list(range(trials))
+
+
+def test_a_raising_and_a_nan_trial_are_recorded_and_the_search_completes(tmp_path, ray_address):
+    table = {f"{a}{b}": {"acc": 0.5 + 0.1 * a + 0.01 * b, "params": 100 * (a + b + 1)}
+             for a in range(3) for b in range(3)}
+    del table["11"]  # looking it up raises
+    table["22"]["acc"] = math.nan  # a diverged trial
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    data = {
+        "name": "failures",
+        "search_space": {"kind": "choices", "name": "two", "dimensions": {"a": [0, 1, 2], "b": [0, 1, 2]}},
+        "controller": {"type": "random"},
+        "evaluator": {"type": "tabular", "table": "table.json"},
+        "reward": {"type": "metric", "metric": "acc"},
+        "execution": {"trials": 9, "max_concurrent": 2, "max_failures_per_trial": 2, "address": ray_address},
+        "logging": {"tensorboard": False},
+    }
+    cfg = config_from_dict(data, source="failures.yaml", base_dir=tmp_path)
+    summary = run_search(cfg, tmp_path / "run")
+    rows = {tuple(r["encoding"]): r for r in _rows(tmp_path / "run")}
+    assert len(rows) == 9 and summary.done == 9
+    raised = rows[(1, 1)]
+    assert raised["status"] == "failed" and "not in the table" in raised["reason"]
+    assert raised["attempt"] == 2 and len(raised["failures"]) == 2
+    nan = rows[(2, 2)]
+    assert nan["status"] == "diverged" and "acc" in nan["reason"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == 7
+    assert summary.best.encoding == (2, 1)
+    state = json.loads((tmp_path / "run" / "controller.json").read_text())
+    assert sorted(state["told"]) == list(range(9)) and state["controller"]["pending"] == []
+
+
+# ------------------------------------------------------------------------------------------------------ proxy
+def test_tiny_proxy_search_and_timm_onnx_export(tmp_path, ray_address):
+    overrides = [
+        f"execution.address={ray_address}", "execution.trials=3", "execution.max_concurrent=2",
+        "evaluator.budget={steps: 4}", "evaluator.subset.images_per_class=20", "logging.tensorboard=false",
+    ]
+    run_dir = tmp_path / "quick"
+    proc = _cli("search", str(EXPERIMENTS / "quickstart.yaml"), "--output", str(run_dir), "-q",
+                *[x for o in overrides for x in ("--set", o)], timeout=240)
+    assert "block strings (tf):" in proc.stdout
+    strings = [line.strip() for line in proc.stdout.splitlines() if line.startswith("  r")]
+    assert strings, proc.stdout
+    built = _cli("build", " ".join(strings), "--json")
+    assert json.loads(built.stdout)["block_strings"] == strings
+    rows = _rows(run_dir)
+    assert all(r["status"] == "ok" and 0 <= r["metrics"]["top1"] <= 1 for r in rows)
+    exported = _cli("export", str(run_dir), "--top", "3", "--format", "timm", "--format", "onnx")
+    assert "exported 3 architectures" in exported.stdout
+    folders = sorted((run_dir / "export").glob("*_trial*"))
+    assert len(folders) == 3
+    for folder in folders:
+        assert (folder / "timm.txt").read_text().strip()
+        assert (folder / "model.onnx").stat().st_size > 1000
+    assert "| rank | trial | params | MACs |" in (run_dir / "export" / "README.md").read_text()
