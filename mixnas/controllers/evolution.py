@@ -1,0 +1,183 @@
+"""Regularized (aging) evolution, asynchronous, with Pareto selection for several objectives.
+
+Real, Aggarwal, Huang & Le, "Regularized Evolution for Image Classifier Architecture Search", AAAI 2019: keep a
+population of the ``population_size`` most recently evaluated architectures; to make a child, draw
+``sample_size`` members at random (a tournament), mutate the best of them, and when the child's result arrives it
+joins the population and the *oldest* member leaves (aging, not the worst). Until the population is full,
+suggestions are uniformly random.
+
+Asynchronous: a child is proposed from whatever the population holds when ``ask`` is called, so any number of
+suggestions may be out at once (Real et al. ran 450 workers the same way).
+
+Several objectives: the tournament winner is the member with the lowest non-dominated rank, ties broken by the
+largest crowding distance, both computed over the current population (Deb, Pratap, Agarwal & Meyarivan, "A Fast
+and Elitist Multiobjective Genetic Algorithm: NSGA-II", IEEE TEC 2002). With one objective this reduces to the
+best value.
+
+Failed results (and pruned ones without every objective value) are not added to the population: an architecture
+that cannot be trained should not become a parent, and adding it with a made-up worst fitness would only shorten
+the memory of the population. Pruned results with values are added: their values are a pessimistic, partial
+estimate and aging removes them in time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mixnas.controllers.base import (
+    Controller,
+    Encoding,
+    Objective,
+    SpaceLike,
+    check_int,
+    derive_seeds,
+    rng_state,
+    set_rng_state,
+)
+from mixnas.errors import ControllerError
+
+
+def nondominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Pareto rank of each point (0 = non-dominated), all objectives maximised (Deb et al. 2002, fast sort)."""
+    n = len(points)
+    dominated_by_me: list[list[int]] = [[] for _ in range(n)]
+    n_dominating = [0] * n
+    for i in range(n):
+        for j in range(i + 1, n):
+            if _dominates(points[i], points[j]):
+                dominated_by_me[i].append(j)
+                n_dominating[j] += 1
+            elif _dominates(points[j], points[i]):
+                dominated_by_me[j].append(i)
+                n_dominating[i] += 1
+    ranks = [0] * n
+    front = [i for i in range(n) if n_dominating[i] == 0]
+    rank = 0
+    while front:
+        following = []
+        for i in front:
+            ranks[i] = rank
+            for j in dominated_by_me[i]:
+                n_dominating[j] -= 1
+                if n_dominating[j] == 0:
+                    following.append(j)
+        front, rank = following, rank + 1
+    return ranks
+
+
+def crowding_distances(points: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[float]:
+    """NSGA-II crowding distance of each point within its own front; boundary points get infinity."""
+    distances = [0.0] * len(points)
+    n_objectives = len(points[0]) if points else 0
+    for rank in set(ranks):
+        front = [i for i, r in enumerate(ranks) if r == rank]
+        for m in range(n_objectives):
+            ordered = sorted(front, key=lambda i: points[i][m])
+            low, high = points[ordered[0]][m], points[ordered[-1]][m]
+            distances[ordered[0]] = distances[ordered[-1]] = math.inf
+            if high == low:
+                continue
+            for k in range(1, len(ordered) - 1):
+                gap = points[ordered[k + 1]][m] - points[ordered[k - 1]][m]
+                distances[ordered[k]] += gap / (high - low)
+    return distances
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+class EvolutionController(Controller):
+    """Regularized evolution (Real et al. 2019).
+
+    Args:
+        space: The search space.
+        objectives: Objective names and directions; with more than one, selection is by Pareto rank then crowding.
+        seed: Seed of the generator used for initial sampling, tournaments and mutation.
+        population_size: Members kept (the most recently evaluated ones).
+        sample_size: Tournament size; 1 is random parent selection, ``population_size`` is greedy.
+        mutations: Dimensions changed per child.
+        avoid_duplicates: Do not repeat an encoding until the space is exhausted.
+        max_retries: Extra tournaments when a child is a duplicate, before the base class's fallback.
+    """
+
+    type_name = "evolution"
+
+    def __init__(
+        self,
+        space: SpaceLike,
+        *,
+        objectives: Iterable[Objective | Sequence[str] | str] | None = None,
+        seed: int = 0,
+        population_size: int = 20,
+        sample_size: int = 5,
+        mutations: int = 1,
+        avoid_duplicates: bool = True,
+        max_retries: int = 32,
+    ) -> None:
+        super().__init__(
+            space, objectives=objectives, seed=seed, avoid_duplicates=avoid_duplicates, max_retries=max_retries
+        )
+        self.population_size = check_int(self.type_name, "population_size", population_size, low=2)
+        self.sample_size = check_int(self.type_name, "sample_size", sample_size, low=1)
+        if self.sample_size > self.population_size:
+            raise ControllerError(
+                f"evolution: option sample_size must be at most population_size ({self.population_size}), "
+                f"got {sample_size}"
+            )
+        self.mutations = check_int(self.type_name, "mutations", mutations, low=1, high=len(self._sizes))
+        self._rng = np.random.default_rng(derive_seeds(self.seed, 2)[1])
+        # (encoding, fitness with every objective turned to "larger is better"), oldest first
+        self._population: deque[tuple[Encoding, tuple[float, ...]]] = deque(maxlen=self.population_size)
+
+    @property
+    def population(self) -> list[tuple[Encoding, tuple[float, ...]]]:
+        """The current members, oldest first, with their (larger-is-better) fitness."""
+        return list(self._population)
+
+    def _propose(self) -> Encoding:
+        if len(self._population) < self.population_size:
+            return self.space.sample(self._rng)
+        contestants = self._rng.choice(len(self._population), size=self.sample_size, replace=False)
+        parent = self._population[self._tournament_winner([int(i) for i in contestants])][0]
+        return self.space.mutate(parent, self._rng, n=self.mutations)
+
+    def _tournament_winner(self, contestants: list[int]) -> int:
+        points = [member[1] for member in self._population]
+        if len(self.objectives) == 1:
+            return max(contestants, key=lambda i: points[i][0])  # first drawn wins ties
+        ranks = nondominated_ranks(points)
+        crowding = crowding_distances(points, ranks)
+        return min(contestants, key=lambda i: (ranks[i], -crowding[i]))
+
+    def _observe(
+        self,
+        suggestion_id: str,
+        encoding: Encoding,
+        status: str,
+        values: tuple[float, ...] | None,
+        reason: str | None,
+    ) -> None:
+        if values is None or status == "failed":
+            return
+        self._population.append((encoding, self.fitness(values)))  # a full deque drops its oldest member
+
+    def _options(self) -> dict[str, Any]:
+        return {"population_size": self.population_size, "sample_size": self.sample_size, "mutations": self.mutations}
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "rng": rng_state(self._rng),
+            "population": [[list(enc), list(fit)] for enc, fit in self._population],
+        }
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        set_rng_state(self._rng, state["rng"])
+        self._population.clear()
+        for enc, fit in state["population"]:
+            self._population.append((tuple(int(i) for i in enc), tuple(float(v) for v in fit)))

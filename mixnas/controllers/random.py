@@ -1,0 +1,61 @@
+"""Random search: every suggestion drawn uniformly from the space (respecting its hard constraints).
+
+The baseline every other controller must beat (Li & Talwalkar, "Random Search and Reproducibility for Neural
+Architecture Search", UAI 2019). Duplicate avoidance comes from the base class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mixnas.controllers.base import Controller, Encoding, Objective, SpaceLike, derive_seeds, rng_state, set_rng_state
+
+
+class RandomController(Controller):
+    """Uniform random search.
+
+    Args:
+        space: The search space.
+        objectives: Objective names and directions (only recorded; random search ignores results).
+        seed: Seed of the sampling generator.
+        avoid_duplicates: Do not repeat an encoding until the space is exhausted.
+        max_retries: Re-draws of a duplicate before the base class's fallback.
+    """
+
+    type_name = "random"
+
+    def __init__(
+        self,
+        space: SpaceLike,
+        *,
+        objectives: Iterable[Objective | Sequence[str] | str] | None = None,
+        seed: int = 0,
+        avoid_duplicates: bool = True,
+        max_retries: int = 32,
+    ) -> None:
+        super().__init__(
+            space, objectives=objectives, seed=seed, avoid_duplicates=avoid_duplicates, max_retries=max_retries
+        )
+        self._rng = np.random.default_rng(derive_seeds(self.seed, 2)[1])
+
+    def _propose(self) -> Encoding:
+        return self.space.sample(self._rng)
+
+    def _observe(
+        self,
+        suggestion_id: str,
+        encoding: Encoding,
+        status: str,
+        values: tuple[float, ...] | None,
+        reason: str | None,
+    ) -> None:
+        """Random search learns nothing from results."""
+
+    def _state(self) -> dict[str, Any]:
+        return {"rng": rng_state(self._rng)}
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        set_rng_state(self._rng, state["rng"])

@@ -1,0 +1,92 @@
+"""TabularEvaluator: JSON (object and list) and CSV tables, errors that name the file, and NAS-Bench-Macro itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mixnas.errors import DataError
+from mixnas.evaluators.tabular import NAS_BENCH_MACRO_OPTIMUM, TabularEvaluator, nas_bench_macro
+from mixnas.search_space.space import load_space
+
+MACRO = Path("benchmarks") / "nas_bench_macro" / "nas-bench-macro_cifar10.json"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_json_object_table_in_the_nas_bench_macro_format(tmp_path: Path) -> None:
+    table = {
+        "012": {"test_acc": [90.0, 91.0, 92.0], "mean_acc": 91.0, "std": 0.8, "params": 100, "flops": 2000},
+        "210": {"test_acc": [80.0, 81.0, 82.0], "mean_acc": 81.0, "std": 0.8, "params": 50, "flops": 1000},
+    }
+    evaluator = TabularEvaluator(write(tmp_path / "t.json", json.dumps(table)))
+    assert evaluator.metrics == ("mean_acc", "std", "params", "flops")  # the list test_acc is not a metric
+    assert evaluator.evaluate((0, 1, 2)) == {"mean_acc": 91.0, "std": 0.8, "params": 100.0, "flops": 2000.0}
+    assert evaluator.evaluate("210")["mean_acc"] == 81.0
+    assert evaluator.best("flops", "min") == ("210", 1000.0)
+    assert len(evaluator) == 2 and evaluator.keys() == ["012", "210"]
+
+
+def test_json_list_and_csv_tables_with_a_key_column(tmp_path: Path) -> None:
+    rows = [{"arch": "1-0", "acc": 0.5, "lat": 3}, {"arch": "0-1", "acc": 0.7, "lat": 4}]
+    as_json = TabularEvaluator(write(tmp_path / "t.json", json.dumps(rows)), key_column="arch", key_separator="-")
+    as_csv = TabularEvaluator(
+        write(tmp_path / "t.csv", "arch,acc,lat,note\n1-0,0.5,3,a\n0-1,0.7,4,b\n"), key_column="arch", key_separator="-"
+    )
+    for evaluator in (as_json, as_csv):
+        assert evaluator.evaluate((0, 1)) == {"acc": 0.7, "lat": 4.0}
+    assert as_csv.metrics == ("acc", "lat")  # the text column is not a metric
+    only_acc = TabularEvaluator(tmp_path / "t.csv", key_column="arch", metrics=["acc"], key_separator="-")
+    assert only_acc.evaluate("1-0") == {"acc": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "kwargs", "message"),
+    [
+        ("missing.json", None, {}, "no such table file"),
+        ("bad.json", "{not json", {}, "not valid JSON"),
+        ("list.json", "[1, 2]", {}, "record 0 has no key column 'key'"),
+        ("scalar.json", "3", {}, "expected a JSON object keyed by architecture"),
+        ("entry.json", '{"01": 5}', {}, "entry '01' is not an object of metrics"),
+        ("empty.json", "{}", {}, "the table is empty"),
+        ("twice.csv", "key,acc\n01,1\n01,2\n", {}, "key '01' appears twice"),
+        ("nokey.csv", "arch,acc\n01,1\n", {}, "has no key column 'key'"),
+        ("metric.json", '{"01": {"acc": 1}}', {"metrics": ["lat"]}, "entry '01' has no metric 'lat'"),
+        ("list_metric.json", '{"01": {"acc": [1, 2]}}', {"metrics": ["acc"]}, "metric 'acc' is not a number"),
+    ],
+)
+def test_bad_tables_raise_data_errors_naming_the_file(
+    tmp_path: Path, name: str, text: str | None, kwargs: dict, message: str
+) -> None:
+    path = tmp_path / name if text is None else write(tmp_path / name, text)
+    with pytest.raises(DataError, match=message) as info:
+        TabularEvaluator(path, **kwargs)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_key_is_a_data_error(tmp_path: Path) -> None:
+    evaluator = TabularEvaluator(write(tmp_path / "t.json", '{"01": {"acc": 1}}'))
+    with pytest.raises(DataError, match=r"key '10' is not in the table \(1 entries\)"):
+        evaluator.evaluate((1, 0))
+    with pytest.raises(DataError, match="unknown metric 'lat'"):
+        evaluator.best("lat")
+
+
+def test_nas_bench_macro_table_matches_its_readme(shared_dir: Path) -> None:
+    path = shared_dir / MACRO
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    evaluator = nas_bench_macro(path)
+    space = load_space("nas_bench_macro")
+    assert len(evaluator) == space.cardinality == 6561
+    key, best = evaluator.best("mean_acc")
+    assert key == "22212220" and round(best, 2) == NAS_BENCH_MACRO_OPTIMUM
+    assert space.table_key((2, 2, 2, 1, 2, 2, 2, 0)) == evaluator.key((2, 2, 2, 1, 2, 2, 2, 0)) == key
+    assert round(evaluator.evaluate("00000000")["mean_acc"], 2) == 45.36
+    flops = [evaluator.evaluate(k)["flops"] for k in evaluator.keys()]
+    assert 7.6e6 < min(flops) < 7.8e6 and 105e6 < max(flops) < 106e6
