@@ -286,3 +286,40 @@ def test_tf_initialisation() -> None:
     again = build(arch, generator=torch.Generator().manual_seed(0))
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+@pytest.mark.parametrize(
+    ("kernels", "stride", "dilations"),
+    [((3, 5, 7, 9), 1, None), ((3, 5, 7, 9, 11), 2, None), ((3, 3), 1, (1, 2)), ((9,), 1, None)],
+)
+def test_mixconv_fast_cpu_backward_equals_builtin_gradients(kernels, stride, dilations, memory_format) -> None:
+    # MixConv's CPU training path (dense channels_last operands, 3x3-tiled weight gradients for large stride-1
+    # kernels) must give nn.Conv2d's gradients, up to float summation order.
+    torch.manual_seed(0)
+    splits = [5] * len(kernels)
+    mix = MixConv(splits, kernels, stride=stride, dilations=dilations)
+    x = torch.randn(3, sum(splits), 13, 13).to(memory_format=memory_format)
+    grad = torch.randn_like(mix(x))
+
+    def gradients(fast: bool) -> list[torch.Tensor]:
+        inp = x.clone().requires_grad_()
+        mix.zero_grad()
+        if fast:
+            out = mix(inp)
+        else:
+            chunks = torch.split(inp, splits, dim=1)
+            out = torch.cat([conv(chunk) for conv, chunk in zip(mix.convs, chunks)], dim=1)
+        out.backward(grad)
+        return [inp.grad.clone()] + [conv.weight.grad.clone() for conv in mix.convs]
+
+    fast, builtin = gradients(True), gradients(False)
+    for a, b in zip(fast, builtin):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_mixconv_eval_and_no_grad_use_plain_convolutions() -> None:
+    mix = MixConv([4, 4], [3, 5]).eval()
+    x = torch.randn(1, 8, 9, 9, requires_grad=True)
+    out = mix(x)
+    assert out.grad_fn is not None and "DepthwiseConv" not in type(out.grad_fn).__name__
