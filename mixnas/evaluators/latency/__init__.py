@@ -1,0 +1,45 @@
+"""On-device latency: measurement, per-layer lookup table (LUT), predictor and validation report.
+
+* :mod:`.measure`: time a module or an architecture end to end (torch eager or ONNX Runtime, CPU threads,
+  batch size, warm-up, repeats, interleaving, drift correction) with device metadata.
+* :mod:`.signatures`: decompose an architecture into canonical layer signatures (stem, block repeats, head,
+  classifier).
+* :mod:`.lut`: the versioned JSON lookup table (atomic writes, merge, CSV import).
+* :mod:`.profile`: fill a table on the device (in context, incremental, resumable) and calibrate it.
+* :mod:`.predictor`: ``LatencyPredictor(table).predict(arch) -> (mean_ms, std_ms)``.
+* :mod:`.validate`: error and rank metrics against end-to-end measurements, scatter plot.
+
+See ``docs/latency.md``. torch is imported only by the functions that measure; onnxruntime / onnx only by the
+ONNX Runtime backend.
+"""
+
+from __future__ import annotations
+
+from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
+from mixnas.evaluators.latency.measure import MeasureConfig, Measurement, measure_arch, measure_archs, measure_module
+from mixnas.evaluators.latency.predictor import LatencyPredictor
+from mixnas.evaluators.latency.profile import calibrate, fit_calibration, load_or_create, new_table, profile_archs
+from mixnas.evaluators.latency.signatures import arch_signatures, layer_signature
+from mixnas.evaluators.latency.validate import ValidationReport, error_metrics, validate
+
+__all__ = [
+    "Calibration",
+    "Entry",
+    "LatencyPredictor",
+    "LatencyTable",
+    "MeasureConfig",
+    "Measurement",
+    "ValidationReport",
+    "arch_signatures",
+    "calibrate",
+    "error_metrics",
+    "fit_calibration",
+    "layer_signature",
+    "load_or_create",
+    "measure_arch",
+    "measure_archs",
+    "measure_module",
+    "new_table",
+    "profile_archs",
+    "validate",
+]

@@ -1,0 +1,420 @@
+"""The latency lookup table (LUT): per-signature latencies of one device, backend, thread count and batch size.
+
+On disk it is one JSON document (``format_version`` 1), written atomically (temporary file, then
+``os.replace``) so an interrupted profiling run leaves either the old or the new table, never a torn one::
+
+    {
+      "format": "mixnas-latency-lut",
+      "format_version": 1,
+      "signature_version": 1,
+      "backend": "torch", "threads": 1, "batch_size": 1,
+      "device": {"cpu": "AMD EPYC", "platform": "...", "torch": "2.13.0+cpu", ...},
+      "settings": {"warmup": 10, "repeats": 50, "channels_last": true, ...},
+      "entries": {"mb_r16_i16_...": {"ms": 0.21, "mean_ms": 0.22, "std_ms": 0.01, "count": 50, "source": "measured"}},
+      "calibration": {"scale": 1.02, "offset_ms": 0.05, "n": 10, "points": [...]} or null
+    }
+
+``ms`` is the value the predictor adds up: the table's statistic (``settings.statistic``, by default the 10th
+percentile of the runs) for measured entries, the mean for imported ones.
+Entries are keyed by :mod:`~mixnas.evaluators.latency.signatures` strings. :meth:`LatencyTable.from_csv` imports a
+table measured with another tool (see ``docs/latency.md`` for the CSV format).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.signatures import SIGNATURE_VERSION
+
+LUT_FORMAT = "mixnas-latency-lut"
+LUT_FORMAT_VERSION = 1
+# Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
+DEVICE_KEYS = ("cpu", "accelerator")
+CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
+_TOP_KEYS = {
+    "format",
+    "format_version",
+    "signature_version",
+    "backend",
+    "threads",
+    "batch_size",
+    "device",
+    "settings",
+    "entries",
+    "calibration",
+}
+_ENTRY_KEYS = {"ms", "mean_ms", "std_ms", "count", "source"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Latency of one signature.
+
+    Attributes:
+        ms: the value the predictor sums (the table's statistic if measured here, the mean if imported).
+        mean_ms: mean over the timed runs.
+        std_ms: standard deviation over the timed runs.
+        count: number of timed runs.
+        source: ``measured`` or ``csv`` (or ``merged``).
+    """
+
+    ms: float
+    mean_ms: float
+    std_ms: float = 0.0
+    count: int = 1
+    source: str = "measured"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ms": self.ms,
+            "mean_ms": self.mean_ms,
+            "std_ms": self.std_ms,
+            "count": self.count,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Entry:
+        if not isinstance(data, Mapping):
+            raise LatencyTableError(f"{where}: expected an object, got {type(data).__name__}")
+        unknown = sorted(set(data) - _ENTRY_KEYS)
+        if unknown:
+            raise LatencyTableError(f"{where}: unknown keys {unknown}; allowed: {sorted(_ENTRY_KEYS)}")
+        mean = _number(data.get("mean_ms", data.get("ms")), f"{where}.mean_ms")
+        entry = cls(
+            ms=_number(data.get("ms", mean), f"{where}.ms"),
+            mean_ms=mean,
+            std_ms=_number(data.get("std_ms", 0.0), f"{where}.std_ms", allow_zero=True),
+            count=_count(data.get("count", 1), f"{where}.count"),
+            source=str(data.get("source", "measured")),
+        )
+        return entry
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``measured ~= scale * sum(entries) + offset_ms``, fitted on end-to-end measurements.
+
+    ``points`` keeps the data of the fit, ``(arch_id, summed_ms, measured_ms)``, so the fit can be redone and the
+    architectures excluded from validation. ``archs`` holds the calibration architectures themselves (their
+    JSON, aligned with ``points``; empty for tables that did not store them), so that validation can time them
+    again as drift references.
+    """
+
+    scale: float
+    offset_ms: float
+    points: tuple[tuple[str, float, float], ...] = ()
+    archs: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        points = []
+        for i, (a, s, m) in enumerate(self.points):
+            point: dict[str, Any] = {"arch_id": a, "summed_ms": s, "measured_ms": m}
+            if i < len(self.archs):
+                point["arch"] = self.archs[i]
+            points.append(point)
+        return {"scale": self.scale, "offset_ms": self.offset_ms, "n": len(self.points), "points": points}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Calibration:
+        if not isinstance(data, Mapping):
+            raise LatencyTableError(f"{where}: expected an object or null, got {type(data).__name__}")
+        points_raw = data.get("points", [])
+        if not isinstance(points_raw, list):
+            raise LatencyTableError(f"{where}.points: expected a list")
+        points = []
+        archs = []
+        for i, p in enumerate(points_raw):
+            if not isinstance(p, Mapping) or not {"arch_id", "summed_ms", "measured_ms"} <= set(p):
+                raise LatencyTableError(f"{where}.points[{i}]: expected an object with arch_id, summed_ms, measured_ms")
+            points.append(
+                (
+                    str(p["arch_id"]),
+                    _number(p["summed_ms"], f"{where}.points[{i}].summed_ms"),
+                    _number(p["measured_ms"], f"{where}.points[{i}].measured_ms"),
+                )
+            )
+            if isinstance(p.get("arch"), Mapping):
+                archs.append(dict(p["arch"]))
+        if archs and len(archs) != len(points):
+            raise LatencyTableError(f"{where}.points: either every point or none has an 'arch'")
+        scale = _number(data.get("scale"), f"{where}.scale")
+        offset = data.get("offset_ms")
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
+            raise LatencyTableError(f"{where}.offset_ms: expected a finite number, got {offset!r}")
+        return cls(scale=scale, offset_ms=float(offset), points=tuple(points), archs=tuple(archs))
+
+
+def _number(value: Any, where: str, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise LatencyTableError(f"{where}: expected {expected}, got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LatencyTableError(f"{where}: expected a positive integer, got {value!r}")
+    return value
+
+
+@dataclass
+class LatencyTable:
+    """Per-signature latencies with the conditions they were measured under.
+
+    Mutable on purpose: profiling fills ``entries`` incrementally and saves after every batch of signatures.
+    """
+
+    backend: str
+    threads: int
+    batch_size: int
+    device: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    calibration: Calibration | None = None
+
+    # --- lookup ---------------------------------------------------------------------------------------------
+    def __contains__(self, signature: object) -> bool:
+        return signature in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def missing(self, signatures: Iterable[str]) -> list[str]:
+        """The distinct signatures not in the table, in first-seen order."""
+        seen: dict[str, None] = {}
+        for s in signatures:
+            if s not in self.entries:
+                seen.setdefault(s, None)
+        return list(seen)
+
+    def condition(self) -> dict[str, Any]:
+        """What must match for two tables to be comparable: backend, threads, batch, clock, statistic, device."""
+        return {
+            "backend": self.backend,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "clock": self.settings.get("clock"),
+            "statistic": self.settings.get("statistic"),
+            **{k: self.device.get(k) for k in DEVICE_KEYS},
+        }
+
+    # --- merge ----------------------------------------------------------------------------------------------
+    def merge(self, other: LatencyTable, *, force: bool = False) -> LatencyTable:
+        """A new table with the entries of both.
+
+        Tables of different backends, thread counts, batch sizes or devices describe different hardware
+        conditions and are refused unless ``force``. A signature in both gets pooled statistics (count-weighted
+        mean and central value, pooled variance). The calibration is kept from ``self`` (else ``other``); refit
+        it after merging tables measured at different times.
+        """
+        mine, theirs = self.condition(), other.condition()
+        differing = [k for k in mine if mine[k] != theirs[k]]
+        if differing and not force:
+            details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in differing)
+            raise LatencyTableError(
+                f"refusing to merge latency tables measured under different conditions ({details}); "
+                "use force to merge anyway"
+            )
+        entries = dict(self.entries)
+        for sig, entry in other.entries.items():
+            entries[sig] = _pool(entries[sig], entry) if sig in entries else entry
+        return LatencyTable(
+            backend=self.backend,
+            threads=self.threads,
+            batch_size=self.batch_size,
+            device=dict(self.device),
+            settings=dict(self.settings),
+            entries=entries,
+            calibration=self.calibration or other.calibration,
+        )
+
+    # --- JSON -----------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": LUT_FORMAT,
+            "format_version": LUT_FORMAT_VERSION,
+            "signature_version": SIGNATURE_VERSION,
+            "backend": self.backend,
+            "threads": self.threads,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "settings": self.settings,
+            "entries": {sig: self.entries[sig].to_dict() for sig in sorted(self.entries)},
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
+        if not isinstance(data, Mapping):
+            raise LatencyTableError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != LUT_FORMAT:
+            raise LatencyTableError(
+                f"{source}: not a mixnas latency table (format {data.get('format')!r}, expected {LUT_FORMAT!r})"
+            )
+        version = data.get("format_version")
+        if version != LUT_FORMAT_VERSION:
+            raise LatencyTableError(
+                f"{source}: unknown format_version {version!r}; this mixnas reads {LUT_FORMAT_VERSION}"
+            )
+        sig_version = data.get("signature_version")
+        if sig_version != SIGNATURE_VERSION:
+            raise LatencyTableError(
+                f"{source}: signature_version {sig_version!r} does not match this mixnas ({SIGNATURE_VERSION}); "
+                "re-profile the table"
+            )
+        unknown = sorted(set(data) - _TOP_KEYS)
+        if unknown:
+            raise LatencyTableError(f"{source}: unknown keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
+        backend = data.get("backend")
+        if not isinstance(backend, str) or not backend:
+            raise LatencyTableError(f"{source}: backend: expected a non-empty string, got {backend!r}")
+        for key in ("device", "settings"):
+            if not isinstance(data.get(key, {}), Mapping):
+                raise LatencyTableError(f"{source}: {key}: expected an object")
+        entries_raw = data.get("entries")
+        if not isinstance(entries_raw, Mapping):
+            raise LatencyTableError(f"{source}: entries: expected an object mapping signatures to latencies")
+        entries = {str(sig): Entry.from_dict(e, f"{source}: entries[{sig!r}]") for sig, e in entries_raw.items()}
+        calibration_raw = data.get("calibration")
+        calibration = (
+            None if calibration_raw is None else Calibration.from_dict(calibration_raw, f"{source}: calibration")
+        )
+        return cls(
+            backend=backend,
+            threads=_count(data.get("threads"), f"{source}: threads"),
+            batch_size=_count(data.get("batch_size"), f"{source}: batch_size"),
+            device=dict(data.get("device", {})),
+            settings=dict(data.get("settings", {})),
+            entries=entries,
+            calibration=calibration,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the table atomically (temporary file in the same folder, then ``os.replace``)."""
+        write_json_atomic(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise LatencyTableError(f"{path}: no such latency table") from None
+        except OSError as exc:
+            raise LatencyTableError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LatencyTableError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, str(path))
+
+    # --- CSV ------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_csv(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        backend: str,
+        threads: int = 1,
+        batch_size: int = 1,
+        device: Mapping[str, Any] | None = None,
+    ) -> LatencyTable:
+        """Import a table measured with another tool.
+
+        The CSV has a header row with ``signature,mean_ms,std_ms`` and optionally ``count`` (any order; other
+        columns are an error). ``mean_ms`` must be > 0, ``std_ms`` >= 0 (may be empty: 0), ``count`` a positive
+        integer (default 1). A signature may appear once only.
+        """
+        path = Path(path)
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.reader(fh))
+        except FileNotFoundError:
+            raise LatencyTableError(f"{path}: no such CSV file") from None
+        rows = [r for r in rows if any(cell.strip() for cell in r)]
+        if not rows:
+            raise LatencyTableError(f"{path}: empty CSV; expected a header {','.join(CSV_COLUMNS)}")
+        header = [h.strip() for h in rows[0]]
+        required = {"signature", "mean_ms", "std_ms"}
+        if not required <= set(header) or not set(header) <= set(CSV_COLUMNS) or len(set(header)) != len(header):
+            raise LatencyTableError(
+                f"{path}: header {header}: expected columns signature, mean_ms, std_ms and optionally count"
+            )
+        entries: dict[str, Entry] = {}
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) != len(header):
+                raise LatencyTableError(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
+            cells = {h: c.strip() for h, c in zip(header, row)}
+            sig = cells["signature"]
+            if not sig:
+                raise LatencyTableError(f"{path}:{line}: empty signature")
+            if sig in entries:
+                raise LatencyTableError(f"{path}:{line}: duplicate signature {sig!r}")
+            mean = _number(_parse_float(cells["mean_ms"], f"{path}:{line}: mean_ms"), f"{path}:{line}: mean_ms")
+            where = f"{path}:{line}: std_ms"
+            std = _number(_parse_float(cells["std_ms"] or "0", where), where, allow_zero=True)
+            count = 1
+            if cells.get("count"):
+                try:
+                    count = int(cells["count"])
+                except ValueError:
+                    raise LatencyTableError(
+                        f"{path}:{line}: count: expected an integer, got {cells['count']!r}"
+                    ) from None
+                _count(count, f"{path}:{line}: count")
+            entries[sig] = Entry(ms=mean, mean_ms=mean, std_ms=std, count=count, source="csv")
+        return cls(
+            backend=backend,
+            threads=threads,
+            batch_size=batch_size,
+            device=dict(device or {}),
+            settings={"imported_from": path.name},
+            entries=entries,
+        )
+
+
+def _parse_float(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise LatencyTableError(f"{where}: expected a number, got {text!r}") from None
+
+
+def _pool(a: Entry, b: Entry) -> Entry:
+    """Combine two entries of one signature as if their runs had been one sample."""
+    n = a.count + b.count
+    mean = (a.count * a.mean_ms + b.count * b.mean_ms) / n
+    ms = (a.count * a.ms + b.count * b.ms) / n
+    ss = sum(
+        (e.count - 1) * e.std_ms**2 + e.count * (e.mean_ms - mean) ** 2 for e in (a, b)
+    )
+    std = math.sqrt(ss / (n - 1)) if n > 1 else 0.0
+    return Entry(ms=ms, mean_ms=mean, std_ms=std, count=n, source="merged")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

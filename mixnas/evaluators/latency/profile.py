@@ -1,0 +1,340 @@
+"""Building a lookup table on the device: profile missing signatures, then calibrate on whole networks.
+
+Parts are measured *in context*: a network that contains the signature is run part by part and each part is
+timed where it sits. Measured alone, a part keeps its weights and buffers in cache from one run to the next and
+looks much faster than inside a network (on the development machine, whole tiny networks took 1.5-1.7x the sum
+of their isolated parts, but 1.0-1.2x the sum of their parts timed in context).
+
+Profiling is incremental and interruption-safe. Only signatures missing from the table are measured; networks
+are processed in chunks and the table is saved atomically after every chunk, so a run killed at any moment loses
+at most one chunk and a re-run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Sequence
+
+from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
+from mixnas.evaluators.latency.measure import (
+    REFERENCE_ARCH,
+    MeasureConfig,
+    Measurement,
+    Stage,
+    clock_for,
+    device_metadata,
+    make_input,
+    make_stage,
+    measure_archs,
+    measure_reference,
+    reference_runner,
+    time_pipeline,
+    time_runs,
+    torch_threads,
+)
+from mixnas.evaluators.latency.signatures import Part, arch_parts, arch_signatures, part_module
+from mixnas.search_space.arch import Architecture
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+DEFAULT_CHUNK = 8
+DEFAULT_ROUNDS = 5
+MIN_POINTS_FOR_OFFSET = 5
+
+
+def new_table(config: MeasureConfig) -> LatencyTable:
+    """An empty table for ``config`` on this machine, with its device metadata.
+
+    With drift correction, the reference network is measured now and its latency stored as
+    ``settings.reference_ms``: every later measurement for this table is rescaled to this machine speed.
+    """
+    settings: dict[str, Any] = config.to_dict()
+    if config.drift_correction:
+        settings["reference_arch"] = REFERENCE_ARCH
+        settings["reference_ms"] = measure_reference(config)
+    return LatencyTable(
+        backend=config.backend,
+        threads=config.threads,
+        batch_size=config.batch_size,
+        device=device_metadata(config),
+        settings=settings,
+    )
+
+
+def config_from_table(table: LatencyTable, **overrides: Any) -> MeasureConfig:
+    """The measurement settings a table was built with (backend, threads, batch, clock, statistic, ...)."""
+    names = ("device", "warmup", "repeats", "channels_last", "clock", "statistic", "drift_correction")
+    known = {k: table.settings[k] for k in names if k in table.settings}
+    if "reference_ms" not in table.settings:
+        known["drift_correction"] = False
+    known.update(overrides)
+    try:
+        return MeasureConfig(backend=table.backend, threads=table.threads, batch_size=table.batch_size, **known)
+    except TypeError as exc:
+        raise LatencyTableError(f"latency table settings: {exc}") from None
+
+
+def reference_ms(table: LatencyTable, config: MeasureConfig) -> float | None:
+    """The table's drift baseline when ``config`` asks for drift correction (an error if the table has none)."""
+    if not config.drift_correction:
+        return None
+    value = table.settings.get("reference_ms")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise LatencyTableError(
+            "drift correction needs the table's settings.reference_ms (a table imported or built without it); "
+            "disable drift correction to add measurements to it"
+        )
+    return float(value)
+
+
+def check_compatible(table: LatencyTable, config: MeasureConfig) -> None:
+    """Refuse to add measurements taken under ``config`` on this machine to a table of other conditions."""
+    here = LatencyTable(
+        backend=config.backend,
+        threads=config.threads,
+        batch_size=config.batch_size,
+        device=device_metadata(config),
+        settings=config.to_dict(),
+    ).condition()
+    theirs = table.condition()
+    differing = [k for k in here if here[k] != theirs[k]]
+    if differing:
+        details = ", ".join(f"{k}: table {theirs[k]!r}, now {here[k]!r}" for k in differing)
+        raise LatencyTableError(f"the latency table was measured under other conditions ({details})")
+
+
+def select_contexts(
+    table: LatencyTable, archs: Iterable[Architecture], only: Collection[str] | None = None
+) -> list[Architecture]:
+    """The architectures (in order) that bring a signature missing from ``table`` and from those chosen before.
+
+    With ``only``, only signatures in it count as missing.
+    """
+    covered: set[str] = set()
+    chosen = []
+    for arch in archs:
+        new = {
+            s
+            for s in arch_signatures(arch)
+            if s not in table and s not in covered and (only is None or s in only)
+        }
+        if new:
+            chosen.append(arch)
+            covered |= new
+    return chosen
+
+
+class _StageCache:
+    """Prepared stages by signature, so a part shared by several context networks is built (exported) once."""
+
+    def __init__(self, config: MeasureConfig, limit: int = 512) -> None:
+        self.config = config
+        self.limit = limit
+        self.stages: dict[str, Stage] = {}
+
+    def get(self, part: Part, arch: Architecture) -> Stage:
+        sig = part.signature
+        stage = self.stages.pop(sig, None)
+        if stage is None:
+            stage = make_stage(part_module(part, arch), part.input_shape(self.config.batch_size), self.config)
+        self.stages[sig] = stage  # most recently used last
+        while len(self.stages) > self.limit:
+            del self.stages[next(iter(self.stages))]
+        return stage
+
+
+def profile_archs(
+    table: LatencyTable,
+    archs: Sequence[Architecture],
+    config: MeasureConfig,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    chunk: int = DEFAULT_CHUNK,
+    rounds: int = DEFAULT_ROUNDS,
+    progress: Progress | None = None,
+    only: Collection[str] | None = None,
+) -> int:
+    """Measure, in context, every signature of ``archs`` missing from ``table``; return how many were added.
+
+    The networks that contain a missing signature (:func:`select_contexts`) are run part by part
+    (:func:`~mixnas.evaluators.latency.measure.time_pipeline`), each part timed where it sits in the network.
+    Networks are processed ``chunk`` at a time, interleaved over ``rounds`` rounds of ``ceil(repeats / rounds)``
+    runs each; a signature met in several networks of a chunk pools their runs. The entry is ``config.statistic`` (and
+    mean, standard deviation, count) of the pooled runs, rescaled by the chunk's drift factor when ``config``
+    asks for drift correction (the reference network is timed in every round). With ``path``, the table is
+    saved after every chunk.
+    With ``only``, just those signatures are measured (and only networks that have one of them are run).
+    """
+    import torch
+
+    check_compatible(table, config)
+    baseline = reference_ms(table, config)
+    reference = reference_runner(config) if baseline is not None else None
+    wanted = set(only) if only is not None else None
+    todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
+    contexts = select_contexts(table, archs, wanted)
+    cache = _StageCache(config)
+    clock = clock_for(config)
+    per_round = max(1, math.ceil(config.repeats / rounds))
+    done = 0
+    for start in range(0, len(contexts), chunk):
+        batch = contexts[start : start + chunk]
+        with torch_threads(config.threads):
+            pipelines = []
+            for arch in batch:
+                parts = arch_parts(arch)
+                stages = [cache.get(p, arch) for p in parts]
+                x = make_input(parts[0].input_shape(config.batch_size), config)
+                pipelines.append(([p.signature for p in parts], stages, x))
+            samples = [[[] for _ in stages] for _, stages, _ in pipelines]
+            reference_runs: list[float] = []
+            with torch.inference_mode():
+                for _, stages, x in pipelines:
+                    time_pipeline(stages, x, max(1, config.warmup), clock)
+                for _ in range(rounds):
+                    for (_, stages, x), acc in zip(pipelines, samples):
+                        time_pipeline(stages, x, 1, clock)  # re-warm after the other networks ran
+                        time_pipeline(stages, x, per_round, clock, acc)
+                    if reference is not None:
+                        reference()
+                        reference_runs.extend(time_runs(reference, per_round, clock))
+        drift = 1.0
+        if baseline is not None:
+            drift = baseline / Measurement.from_samples(reference_runs).value(config.statistic)
+        pooled: dict[str, list[float]] = {}
+        for (sigs, _, _), acc in zip(pipelines, samples):
+            for sig, runs in zip(sigs, acc):
+                if sig not in table and (wanted is None or sig in wanted):
+                    pooled.setdefault(sig, []).extend(runs)
+        for sig, runs in pooled.items():
+            m = Measurement.from_samples([r * drift for r in runs])
+            table.entries[sig] = Entry(ms=m.value(config.statistic), mean_ms=m.mean_ms, std_ms=m.std_ms, count=m.count)
+        done += len(pooled)
+        if path is not None:
+            table.save(path)
+        if progress is not None:
+            progress(done, len(todo), f"{start + len(batch)}/{len(contexts)} networks")
+    return done
+
+
+def mutant_contexts(
+    space: Any,
+    encodings: Sequence[Sequence[int]],
+    table: LatencyTable,
+    rng: Any,
+    *,
+    exclude: Collection[str] = (),
+    transform: Callable[[Architecture], Architecture] | None = None,
+    fraction: float = 0.1,
+    tries: int = 10,
+) -> tuple[list[Architecture], list[str]]:
+    """Other networks of ``space`` in which to measure the signatures the given architectures miss in ``table``.
+
+    Validating a predictor on networks whose missing parts were timed inside those very networks would flatter
+    it. So for each encoding, mutants (``fraction`` of the dimensions changed, :meth:`SearchSpace.mutate`) are
+    drawn until every missing signature of its network appears in some mutant, whose id is not in ``exclude``,
+    or ``tries`` draws are spent. A part's signature depends on a handful of dimensions (its own choices and
+    the widths around it), so small mutations keep most of them; each mutant costs a whole-network profile.
+    Returns the mutants to profile with ``only=`` the missing signatures, and the signatures no mutant
+    contained.
+
+    Args:
+        space: the search space the encodings belong to.
+        encodings: encodings of the architectures to cover.
+        table: the lookup table.
+        rng: ``numpy.random.Generator``.
+        exclude: architecture ids that must not serve as contexts (the validation set).
+        transform: applied to every decoded architecture (e.g. a resolution override).
+        fraction: share of the dimensions each mutant changes.
+        tries: mutants drawn per architecture at most.
+    """
+    transform = transform or (lambda a: a)
+    n_mutations = max(1, round(fraction * len(space.dimensions)))
+    contexts: list[Architecture] = []
+    covered: set[str] = set()
+    uncovered: dict[str, None] = {}
+    for enc in encodings:
+        want = set(table.missing(arch_signatures(transform(space.decode(enc))))) - covered - set(uncovered)
+        for _ in range(tries):
+            if not want:
+                break
+            candidate = transform(space.decode(space.mutate(enc, rng, n=n_mutations)))
+            if candidate.id in exclude:
+                continue
+            got = want & set(arch_signatures(candidate))
+            if got:
+                contexts.append(candidate)
+                want -= got
+                covered |= got
+        uncovered.update(dict.fromkeys(sorted(want)))
+    return contexts, list(uncovered)
+
+
+def fit_calibration(points: Sequence[tuple[str, float, float]]) -> Calibration:
+    """Fit ``measured = scale * summed + offset`` minimising the squared *relative* error.
+
+    Relative (weighted) least squares matches how the predictor is judged (percentage error) and keeps the
+    largest networks from dominating the fit. The offset is fitted only from :data:`MIN_POINTS_FOR_OFFSET`
+    points on, and kept only if the line stays positive over the calibration range; otherwise the fit is a
+    scale alone.
+    """
+    if not points:
+        raise LatencyTableError("calibration needs at least one end-to-end measurement")
+    # Weighted least squares with weights 1/measured^2: minimise sum((a * x + b * y - 1)^2), x = s/m, y = 1/m.
+    xs = [s / m for _, s, m in points]
+    ys = [1.0 / m for _, _, m in points]
+    sxx = sum(x * x for x in xs)
+    sxy = sum(x * y for x, y in zip(xs, ys))
+    syy = sum(y * y for y in ys)
+    sx, sy = sum(xs), sum(ys)
+    det = sxx * syy - sxy * sxy
+    if len(points) >= MIN_POINTS_FOR_OFFSET and det > 1e-9 * sxx * syy:
+        scale = (sx * syy - sy * sxy) / det
+        offset = (sy * sxx - sx * sxy) / det
+        smallest = min(s for _, s, _ in points)
+        if scale > 0 and scale * smallest + offset > 0:
+            return Calibration(scale=scale, offset_ms=offset, points=tuple(points))
+    return Calibration(scale=sx / sxx, offset_ms=0.0, points=tuple(points))
+
+
+def calibrate(
+    table: LatencyTable,
+    archs: Sequence[Architecture],
+    config: MeasureConfig,
+    *,
+    rounds: int = DEFAULT_ROUNDS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Calibration:
+    """Measure ``archs`` end to end, fit :class:`Calibration` against their LUT sums and store it in ``table``.
+
+    Every signature of ``archs`` must be in the table (profile them first).
+    """
+    from mixnas.evaluators.latency.predictor import LatencyPredictor
+
+    check_compatible(table, config)
+    raw = LatencyPredictor(table, calibrated=False)
+    summed = [raw.predict(a)[0] for a in archs]
+    start = time.perf_counter()
+    measured = measure_archs(
+        archs, config, rounds=rounds, progress=progress, reference_ms=reference_ms(table, config)
+    )
+    logger.info("measured %d calibration networks in %.1f s", len(archs), time.perf_counter() - start)
+    points = tuple((a.id, s, m.value(config.statistic)) for a, s, m in zip(archs, summed, measured))
+    fit = fit_calibration(points)
+    table.calibration = Calibration(fit.scale, fit.offset_ms, fit.points, tuple(a.to_dict() for a in archs))
+    return table.calibration
+
+
+def load_or_create(path: str | os.PathLike[str], config: MeasureConfig) -> LatencyTable:
+    """The table at ``path`` if it exists (it must match ``config``), else a new empty one."""
+    if Path(path).exists():
+        table = LatencyTable.load(path)
+        check_compatible(table, config)
+        return table
+    return new_table(config)

@@ -1,0 +1,231 @@
+"""How good is a latency predictor on this device: error and rank metrics against end-to-end measurements.
+
+:func:`validate` measures architectures end to end (interleaved, summarised by ``config.statistic``) and
+compares them with the predictor and, as a baseline, with MACs alone. The metrics:
+
+* ``rmse_ms``: root mean squared error; ``rmspe``: root mean squared *percentage* error (in %);
+* ``within_5pct`` / ``within_10pct``: share of predictions within ±5% / ±10% of the measurement (nn-Meter's
+  headline metric, Zhang et al., MobiSys 2021);
+* ``spearman`` / ``kendall``: rank correlations (Kendall's tau-b), which is what a search needs to order
+  candidates; ``macs_spearman`` / ``macs_kendall``: the same for MACs, the baseline a LUT must beat.
+
+With drift correction (the default), measured values are rescaled to the table's machine speed by reference
+networks timed beside them: the table's calibration networks (their stored end-to-end latencies are the
+baseline; they are never validation networks), or the single reference network for tables without them. The
+``uncorrected_*`` metrics compare the predictions with the raw values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.measure import MeasureConfig, measure_archs
+from mixnas.evaluators.latency.predictor import LatencyPredictor
+from mixnas.search_space.arch import Architecture
+from mixnas.search_space.counting import count
+
+
+def rankdata(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties getting the average of the ranks they span (scipy's ``method='average'``)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return float("nan")
+    return sxy / math.sqrt(sxx * syy)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson correlation of average ranks); NaN if either side is constant."""
+    x, y = _check_pairs(x, y)
+    return pearson(rankdata(x), rankdata(y))
+
+
+def kendall(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (ties in either variable accounted for), O(n^2); NaN if either side is constant."""
+    x, y = _check_pairs(x, y)
+    concordant = discordant = ties_x = ties_y = 0
+    n = len(x)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx = (x[i] > x[j]) - (x[i] < x[j])
+            dy = (y[i] > y[j]) - (y[i] < y[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif dx == dy:
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denom if denom else float("nan")
+
+
+def _check_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float]]:
+    if len(x) != len(y) or len(x) < 2:
+        raise LatencyTableError(f"metrics need two sequences of the same length >= 2, got {len(x)} and {len(y)}")
+    return [float(v) for v in x], [float(v) for v in y]
+
+
+def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """RMSE, RMSPE (%), mean absolute percentage error (%), shares within ±5% / ±10%, Spearman and Kendall."""
+    predicted, measured = _check_pairs(predicted, measured)
+    n = len(measured)
+    rel = [(p - m) / m for p, m in zip(predicted, measured)]
+    return {
+        "n": n,
+        "rmse_ms": math.sqrt(sum((p - m) ** 2 for p, m in zip(predicted, measured)) / n),
+        "rmspe": 100 * math.sqrt(sum(r * r for r in rel) / n),
+        "mape": 100 * sum(abs(r) for r in rel) / n,
+        "max_abs_pct": 100 * max(abs(r) for r in rel),
+        "within_5pct": sum(abs(r) <= 0.05 for r in rel) / n,
+        "within_10pct": sum(abs(r) <= 0.10 for r in rel) / n,
+        "spearman": spearman(predicted, measured),
+        "kendall": kendall(predicted, measured),
+    }
+
+
+@dataclass
+class ValidationReport:
+    """Per-architecture rows and the summary metrics of one validation run."""
+
+    metrics: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.metrics, "architectures": self.rows}
+
+
+def validate(
+    predictor: LatencyPredictor,
+    archs: Sequence[Architecture],
+    config: MeasureConfig,
+    *,
+    rounds: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Measure ``archs`` end to end with ``config`` and compare with ``predictor`` and with MACs."""
+    if len(archs) < 2:
+        raise LatencyTableError(f"validation needs at least 2 architectures, got {len(archs)}")
+    from mixnas.evaluators.latency.profile import reference_ms
+
+    predictions = [predictor.predict(a) for a in archs]
+    references = calibration_references(predictor.table) if config.drift_correction else []
+    measured = measure_archs(
+        archs,
+        config,
+        rounds=rounds,
+        progress=progress,
+        reference_ms=None if references else reference_ms(predictor.table, config),
+        references=references,
+    )
+    pred_ms = [p[0] for p in predictions]
+    meas_ms = [m.value(config.statistic) for m in measured]
+    macs = [count(a).macs for a in archs]
+    metrics: dict[str, Any] = error_metrics(pred_ms, meas_ms)
+    metrics["macs_spearman"] = spearman(macs, meas_ms)
+    metrics["macs_kendall"] = kendall(macs, meas_ms)
+    if references:
+        metrics["drift_reference"] = f"{len(references)} calibration networks"
+    else:
+        metrics["drift_reference"] = "reference network" if config.drift_correction else "none"
+    if config.drift_correction:
+        raw = error_metrics(pred_ms, [m.value(config.statistic, corrected=False) for m in measured])
+        metrics.update({f"uncorrected_{k}": v for k, v in raw.items() if k != "n"})
+        metrics["drift_factors"] = sorted({round(m.drift, 4) for m in measured})
+    metrics.update(
+        backend=config.backend,
+        threads=config.threads,
+        batch_size=config.batch_size,
+        clock=config.resolved_clock,
+        statistic=config.statistic,
+        calibrated=predictor.table.calibration is not None and predictor.calibrated,
+        scale=predictor.scale,
+        offset_ms=predictor.offset_ms,
+    )
+    rows = [
+        {
+            "arch_id": a.id,
+            "resolution": a.resolution,
+            "macs": mac,
+            "predicted_ms": p[0],
+            "predicted_std_ms": p[1],
+            "measured_ms": v,
+            "drift": m.drift,
+            "measured_median_ms": m.median_ms,
+            "measured_iqr_ms": m.iqr_ms,
+            "error_pct": 100 * (p[0] - v) / v,
+        }
+        for a, p, m, v, mac in zip(archs, predictions, measured, meas_ms, macs)
+    ]
+    return ValidationReport(metrics=metrics, rows=rows)
+
+
+def calibration_references(table: Any) -> list[tuple[Architecture, float]]:
+    """The table's calibration networks with their stored latencies, as drift references for validation.
+
+    They were measured end to end when the table was calibrated (drift-corrected to the table's speed); timing
+    them again beside the validation networks tells how fast the machine is *now* relative to then, from
+    networks of the same space rather than one reference network. Empty when the table did not store them.
+    """
+    cal = table.calibration
+    if cal is None or not cal.archs:
+        return []
+    return [(Architecture.from_dict(a), m) for a, (_, _, m) in zip(cal.archs, cal.points)]
+
+
+def plot_scatter(report: ValidationReport, path: str | Path, *, title: str = "") -> None:
+    """Scatter plot PNG: predicted vs measured (with ±10% band) and MACs vs measured."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LatencyTableError("the scatter plot needs matplotlib: pip install 'mixnas[dev]'") from None
+    measured = [r["measured_ms"] for r in report.rows]
+    predicted = [r["predicted_ms"] for r in report.rows]
+    macs = [r["macs"] / 1e6 for r in report.rows]
+    m = report.metrics
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.5))
+    lo, hi = min(measured + predicted) * 0.9, max(measured + predicted) * 1.1
+    ax1.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax1.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.9", label="±10%")
+    ax1.scatter(measured, predicted, s=14)
+    ax1.set(xlabel="measured (ms)", ylabel="predicted (ms)", xlim=(lo, hi), ylim=(lo, hi))
+    ax1.set_title(
+        f"LUT: {100 * m['within_10pct']:.0f}% within ±10%, RMSPE {m['rmspe']:.1f}%, ρ {m['spearman']:.3f}", fontsize=9
+    )
+    ax1.legend(loc="upper left", fontsize=8)
+    ax2.scatter(macs, measured, s=14, color="tab:orange")
+    ax2.set(xlabel="MMACs", ylabel="measured (ms)")
+    ax2.set_title(f"MACs baseline: ρ {m['macs_spearman']:.3f}, τ {m['macs_kendall']:.3f}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

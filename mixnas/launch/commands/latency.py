@@ -1,0 +1,420 @@
+"""``mixnas latency ...``: measure, build a lookup table, predict, validate, import and merge tables.
+
+::
+
+    mixnas latency measure ARCH [--backend B] [--threads T]
+    mixnas latency profile (--space SPACE [-n N] | --arch ARCH ...) --backend B --threads T --out LUT.json
+                           [--calibrate K] [--seed S]
+    mixnas latency predict --lut LUT.json ARCH ...
+    mixnas latency validate --space SPACE --lut LUT.json -n N [--seed S] [--plot PNG] [--json]
+    mixnas latency import-csv CSV --out LUT.json --backend B [--threads T] [--cpu NAME]
+    mixnas latency merge LUT.json ... --out LUT.json [--force]
+
+Progress goes to stderr; results to stdout (with ``--json``, exactly one JSON document).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from mixnas.errors import LatencyTableError
+from mixnas.search_space.arch import Architecture
+
+DEFAULT_PROFILE_SAMPLES = 200
+DEFAULT_CALIBRATION = 10
+PROFILE_SEED = 0
+VALIDATE_SEED = 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latency",
+        help="measure latency, build and validate a latency lookup table",
+        description="On-device latency: end-to-end measurement, a per-layer lookup table (LUT), its predictor "
+        "and a validation report. See docs/latency.md.",
+    )
+    cmds = p.add_subparsers(dest="latency_command", metavar="ACTION")
+    cmds.required = True
+
+    m = cmds.add_parser("measure", help="measure architectures end to end")
+    m.add_argument("archs", nargs="+", metavar="ARCH", help="preset name, block strings or file")
+    _measure_options(m)
+    m.add_argument("--resolution", type=int, help="input resolution (default: the architecture's)")
+    m.add_argument("--json", action="store_true", help="print one JSON document")
+    m.set_defaults(func=run_measure)
+
+    pr = cmds.add_parser("profile", help="profile the layer signatures of a space or architectures into a LUT")
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument("--space", help="search space: preset name (tiny, mixnet, ...) or YAML file")
+    src.add_argument("--arch", nargs="+", metavar="ARCH", help="architectures (preset names, block strings, files)")
+    pr.add_argument(
+        "-n",
+        type=int,
+        default=DEFAULT_PROFILE_SAMPLES,
+        help=f"architectures sampled from the space (default {DEFAULT_PROFILE_SAMPLES})",
+    )
+    pr.add_argument("--seed", type=int, default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
+    pr.add_argument(
+        "--out", required=True, help="LUT JSON file; an existing one is extended (only missing signatures are measured)"
+    )
+    pr.add_argument(
+        "--calibrate",
+        type=int,
+        default=DEFAULT_CALIBRATION,
+        metavar="K",
+        help=f"fit the per-network correction on K architectures measured end to end "
+        f"(default {DEFAULT_CALIBRATION}; 0: none)",
+    )
+    pr.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    _measure_options(pr)
+    pr.add_argument("--chunk", type=int, default=8, help="networks measured (interleaved) between saves (default 8)")
+    pr.set_defaults(func=run_profile)
+
+    pd = cmds.add_parser("predict", help="predict latency from a LUT")
+    pd.add_argument("archs", nargs="+", metavar="ARCH")
+    pd.add_argument("--lut", required=True)
+    pd.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    pd.add_argument(
+        "--measure-missing",
+        action="store_true",
+        help="measure missing signatures on the spot and save them into the LUT",
+    )
+    pd.add_argument("--json", action="store_true", help="print one JSON document")
+    pd.set_defaults(func=run_predict)
+
+    v = cmds.add_parser("validate", help="compare LUT predictions with end-to-end measurements")
+    v.add_argument("--space", required=True, help="search space: preset name or YAML file")
+    v.add_argument("--lut", required=True)
+    v.add_argument("-n", type=int, default=50, help="architectures to measure (default 50)")
+    v.add_argument(
+        "--seed",
+        type=int,
+        default=VALIDATE_SEED,
+        help=f"sampling seed (default {VALIDATE_SEED}; calibration architectures are skipped)",
+    )
+    v.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    v.add_argument("--plot", help="write a scatter plot PNG here")
+    v.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    v.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail if the LUT lacks a signature "
+        "(default: measure it first, inside other networks of the space, and save it)",
+    )
+    v.add_argument("--repeats", type=int, default=None, help="timed runs per network (default: the LUT's)")
+    v.add_argument("--warmup", type=int, default=None, help="untimed runs per network (default: the LUT's)")
+    v.add_argument("--rounds", type=int, default=5, help="interleaving rounds (default 5)")
+    v.set_defaults(func=run_validate)
+
+    ic = cmds.add_parser("import-csv", help="turn a CSV (signature,mean_ms,std_ms[,count]) into a LUT")
+    ic.add_argument("csv")
+    ic.add_argument("--out", required=True)
+    ic.add_argument("--backend", required=True, help="the runtime the CSV was measured with (e.g. tflite)")
+    ic.add_argument("--threads", type=int, default=1)
+    ic.add_argument("--batch-size", type=int, default=1)
+    ic.add_argument("--cpu", default="unknown", help="device / CPU name the CSV was measured on")
+    ic.set_defaults(func=run_import_csv)
+
+    mg = cmds.add_parser("merge", help="merge LUTs of the same device, backend, threads and batch size")
+    mg.add_argument("luts", nargs="+", metavar="LUT")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--force", action="store_true", help="merge even if devices or backends differ")
+    mg.set_defaults(func=run_merge)
+
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch backend device")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
+    p.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaving rounds (default 5)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="torch backend: keep NCHW")
+    p.add_argument(
+        "--clock",
+        choices=["auto", "wall", "thread"],
+        default="auto",
+        help="timer: thread CPU time (immune to other processes; 1 thread only), wall, or auto (thread for 1 thread)",
+    )
+    p.add_argument(
+        "--statistic",
+        choices=["p10", "median", "mean", "min"],
+        default="p10",
+        help="summary of the timed runs used as the latency (default p10: least disturbed by other processes)",
+    )
+    p.add_argument(
+        "--no-drift-correction",
+        dest="drift_correction",
+        action="store_false",
+        help="do not rescale measurements by a reference network timed beside them",
+    )
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from mixnas.evaluators.latency.measure import MeasureConfig
+
+    return MeasureConfig(
+        backend=args.backend,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        channels_last=args.channels_last,
+        clock=args.clock,
+        statistic=args.statistic,
+        drift_correction=args.drift_correction,
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _with_resolution(arch: Architecture, resolution: int | None) -> Architecture:
+    if resolution is None or resolution == arch.resolution:
+        return arch
+    from mixnas.errors import ArchitectureError
+
+    try:
+        return arch.replace(resolution=resolution)
+    except ValueError as exc:
+        raise ArchitectureError(str(exc)) from None
+
+
+def _resolve(specs: Sequence[str], resolution: int | None) -> list[Architecture]:
+    from mixnas.search_space.presets import resolve_arch
+
+    return [_with_resolution(resolve_arch(s), resolution) for s in specs]
+
+
+def sample_archs(
+    space_spec: str, n: int, seed: int, resolution: int | None = None, exclude: frozenset[str] = frozenset()
+) -> tuple[Any, list[tuple[int, ...]], list[Architecture]]:
+    """The space and ``n`` distinct architectures sampled from it with ``seed`` (ids in ``exclude`` skipped).
+
+    Returns ``(space, encodings, architectures)``. Sampling stops with an error after ``50 * n`` draws.
+    """
+    from mixnas.search_space.space import load_space
+
+    space = load_space(space_spec)
+    rng = np.random.default_rng(seed)
+    found: dict[str, tuple[tuple[int, ...], Architecture]] = {}
+    for _ in range(50 * max(n, 1)):
+        if len(found) >= n:
+            break
+        encoding = space.sample(rng)
+        arch = space.decode(encoding)
+        if not isinstance(arch, Architecture):
+            raise LatencyTableError(
+                f"space {space_spec!r} does not decode to architectures (got {type(arch).__name__})"
+            )
+        arch = _with_resolution(arch, resolution)
+        if arch.id not in exclude:
+            found.setdefault(arch.id, (tuple(encoding), arch))
+    if len(found) < n:
+        raise LatencyTableError(f"space {space_spec!r}: found only {len(found)} distinct architectures for -n {n}")
+    return space, [e for e, _ in found.values()], [a for _, a in found.values()]
+
+
+class _Progress:
+    """Progress lines on stderr, at most one every ``every`` seconds (plus the last)."""
+
+    def __init__(self, what: str, every: float = 2.0) -> None:
+        self.what = what
+        self.every = every
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int, detail: str = "") -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        tail = f"  {detail}" if detail else ""
+        _say(f"{self.what}: {done}/{total} ({elapsed:.0f} s, ~{eta:.0f} s left){tail}")
+
+
+# --- actions --------------------------------------------------------------------------------------------------
+def run_measure(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.measure import device_metadata, measure_archs
+
+    config = _config(args)
+    archs = _resolve(args.archs, args.resolution)
+    results = measure_archs(archs, config, rounds=args.rounds)
+    rows = [
+        {"arch": spec, "id": a.id, "resolution": a.resolution, **m.to_dict()}
+        for spec, a, m in zip(args.archs, archs, results)
+    ]
+    if args.json:
+        json.dump({"config": config.to_dict(), "device": device_metadata(config), "results": rows}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    for r in rows:
+        print(
+            f"{r['arch'][:40]:<40} {r['resolution']:>4}px  p10 {r['p10_ms']:.3f}  median {r['median_ms']:.3f} ms  "
+            f"iqr {r['iqr_ms']:.3f}  mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f}  "
+            f"(n={r['count']}, {config.backend}, {config.threads} thread(s))"
+        )
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.profile import calibrate, load_or_create, profile_archs, select_contexts
+    from mixnas.evaluators.latency.signatures import arch_signatures
+
+    config = _config(args)
+    table = load_or_create(args.out, config)
+    if args.space:
+        _, _, archs = sample_archs(args.space, args.n, args.seed, args.resolution)
+        calibration_archs = archs[: args.calibrate]
+    else:
+        archs = _resolve(args.arch, args.resolution)
+        calibration_archs = archs if args.calibrate else []
+    distinct = {s for a in archs for s in arch_signatures(a)}
+    missing = table.missing(s for a in archs for s in arch_signatures(a))
+    contexts = select_contexts(table, archs)
+    _say(f"profile: {len(archs)} architectures, {len(distinct)} distinct signatures, {len(missing)} to measure "
+         f"in {len(contexts)} networks ({config.backend}, {config.threads} thread(s), batch {config.batch_size}, "
+         f"{config.resolved_clock} clock) -> {args.out}")
+    profile_archs(
+        table, archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds, progress=_Progress("profile")
+    )
+    table.save(args.out)
+    if calibration_archs:
+        _say(f"calibrate: measuring {len(calibration_archs)} architectures end to end")
+        cal = calibrate(table, calibration_archs, config, rounds=args.rounds, progress=_Progress("calibrate"))
+        table.save(args.out)
+        _say(f"calibrate: measured = {cal.scale:.4f} x LUT sum + {cal.offset_ms:.4f} ms (n={len(cal.points)})")
+    print(
+        f"{args.out}: {len(table)} signatures ({config.backend}, {config.threads} thread(s), "
+        f"batch {config.batch_size})"
+    )
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.from_file(args.lut, measure_missing=args.measure_missing)
+    archs = _resolve(args.archs, args.resolution)
+    before = len(predictor.table)
+    rows = []
+    for spec, arch in zip(args.archs, archs):
+        mean, std = predictor.predict(arch)
+        rows.append({"arch": spec, "id": arch.id, "resolution": arch.resolution, "mean_ms": mean, "std_ms": std})
+    if len(predictor.table) > before:
+        predictor.table.save(args.lut)
+        _say(f"predict: measured {len(predictor.table) - before} missing signatures into {args.lut}")
+    if args.json:
+        json.dump({"lut": args.lut, "backend": predictor.table.backend, "results": rows}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    for r in rows:
+        print(f"{r['arch'][:40]:<40} {r['resolution']:>4}px  {r['mean_ms']:.3f} ± {r['std_ms']:.3f} ms")
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.lut import LatencyTable
+    from mixnas.evaluators.latency.predictor import LatencyPredictor
+    from mixnas.evaluators.latency.profile import check_compatible, config_from_table, mutant_contexts, profile_archs
+    from mixnas.evaluators.latency.signatures import arch_signatures
+    from mixnas.evaluators.latency.validate import plot_scatter, validate
+
+    table = LatencyTable.load(args.lut)
+    overrides = {k: v for k, v in (("repeats", args.repeats), ("warmup", args.warmup)) if v is not None}
+    config = config_from_table(table, **overrides)
+    check_compatible(table, config)  # end-to-end measurements here mean nothing for another device's table
+    exclude = {p[0] for p in table.calibration.points} if table.calibration else set()
+    space, encodings, archs = sample_archs(args.space, args.n, args.seed, args.resolution, exclude=frozenset(exclude))
+    missing = table.missing(s for a in archs for s in arch_signatures(a))
+    own_context: list[str] = []
+    if missing and args.strict:
+        raise LatencyTableError(
+            f"{args.lut} lacks {len(missing)} signatures of the validation architectures, e.g. {missing[0]!r}; "
+            "profile more architectures or drop --strict"
+        )
+    if missing:
+        rng = np.random.default_rng(args.seed + 1_000_003)
+        contexts, own_context = mutant_contexts(
+            space, encodings, table, rng, exclude={a.id for a in archs} | exclude,
+            transform=lambda a: _with_resolution(a, args.resolution),
+        )
+        _say(f"validate: {len(missing)} signatures missing from {args.lut}; measuring them in {len(contexts)} other "
+             f"networks of the space ({len(own_context)} only found in their own network)")
+        progress = _Progress("profile")
+        profile_archs(table, contexts, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(missing))
+        if own_context:
+            profile_archs(
+                table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context)
+            )
+    predictor = LatencyPredictor(table)
+    if table.calibration is None:
+        _say("validate: warning: the LUT has no calibration; predictions are plain sums")
+    _say(f"validate: measuring {len(archs)} architectures end to end ({config.backend}, {config.threads} thread(s))")
+    report = validate(predictor, archs, config, rounds=args.rounds, progress=_Progress("validate"))
+    report.metrics.update(
+        space=args.space,
+        seed=args.seed,
+        lut=args.lut,
+        missing_signatures=len(missing),
+        own_context_signatures=len(own_context),
+    )
+    if args.plot:
+        plot_scatter(report, args.plot, title=f"{args.space} space, {config.backend}, {config.threads} thread(s)")
+        _say(f"validate: plot written to {args.plot}")
+    if args.json:
+        json.dump(report.to_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    m = report.metrics
+    print(f"latency predictor on {m['n']} architectures of {args.space} ({m['backend']}, {m['threads']} thread(s)):")
+    print(f"  within ±5%  {100 * m['within_5pct']:5.1f}%    within ±10% {100 * m['within_10pct']:5.1f}%")
+    print(
+        f"  RMSE {m['rmse_ms']:.3f} ms   RMSPE {m['rmspe']:.2f}%   MAPE {m['mape']:.2f}%   "
+        f"max {m['max_abs_pct']:.1f}%"
+    )
+    print(f"  Spearman {m['spearman']:.4f}   Kendall {m['kendall']:.4f}")
+    print(f"  MACs alone: Spearman {m['macs_spearman']:.4f}   Kendall {m['macs_kendall']:.4f}")
+    if "uncorrected_within_10pct" in m:
+        print(f"  without drift correction: within ±10% {100 * m['uncorrected_within_10pct']:.1f}%   "
+              f"RMSPE {m['uncorrected_rmspe']:.2f}%   Spearman {m['uncorrected_spearman']:.4f}   "
+              f"(drift factors {min(m['drift_factors']):.3f}-{max(m['drift_factors']):.3f})")
+    return 0
+
+
+def run_import_csv(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.lut import LatencyTable
+
+    table = LatencyTable.from_csv(
+        args.csv,
+        backend=args.backend,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        device={"cpu": args.cpu, "accelerator": "cpu"},
+    )
+    table.save(args.out)
+    print(f"{args.out}: {len(table)} signatures imported from {args.csv}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.lut import LatencyTable
+
+    tables = [LatencyTable.load(p) for p in args.luts]
+    merged = tables[0]
+    for other in tables[1:]:
+        merged = merged.merge(other, force=args.force)
+    merged.save(args.out)
+    print(f"{args.out}: {len(merged)} signatures from {len(tables)} tables")
+    return 0

@@ -1,0 +1,365 @@
+"""Latency measurement, lookup table, predictor, validation metrics and the ``mixnas latency`` command.
+
+Measurements here use tiny networks and a handful of runs: they check behaviour (positive, finite, thread
+setting honoured, resumable profiling), never speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
+from mixnas.evaluators.latency.measure import MeasureConfig, Measurement, measure_arch, measure_module
+from mixnas.evaluators.latency.predictor import LatencyPredictor
+from mixnas.evaluators.latency.profile import fit_calibration, new_table, profile_archs, select_contexts
+from mixnas.evaluators.latency.signatures import arch_parts, arch_signatures, layer_signature
+from mixnas.evaluators.latency.validate import error_metrics, kendall, rankdata, spearman
+from mixnas.launch.cli import main
+from mixnas.search_space.arch import Architecture
+from mixnas.search_space.presets import resolve_arch
+
+FAST = MeasureConfig(warmup=1, repeats=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return resolve_arch("mixnet_tiny")
+
+
+def synthetic_table(arch, *, backend: str = "torch", cpu: str = "test-cpu") -> LatencyTable:
+    """A table whose entry for the i-th distinct signature is i + 1 ms with std 0.1 ms."""
+    table = LatencyTable(backend=backend, threads=1, batch_size=1, device={"cpu": cpu, "accelerator": "cpu"})
+    for i, sig in enumerate(dict.fromkeys(arch_signatures(arch))):
+        table.entries[sig] = Entry(ms=i + 1.0, mean_ms=i + 1.5, std_ms=0.1, count=10)
+    return table
+
+
+# --- signatures -----------------------------------------------------------------------------------------------
+def test_signatures_are_canonical_and_position_free(tiny) -> None:
+    sigs = arch_signatures(tiny)
+    layers = tiny.layers()
+    assert len(sigs) == len(layers) + 3
+    assert sigs[0] == "stem_r32_i3_o16_s2"
+    assert sigs[1] == "mb_r16_i16_m16_o16_s1_k3_d1_c16_a1_p1_se0_relu_skip1"
+    assert sigs[-2] == f"head_r{tiny.final_size}_i{tiny.final_channels}_o256"
+    assert sigs[-1] == "fc_i256_o10"
+    # mixnet_tiny's block 3 has two repeats with identical shapes: one signature, whatever the position.
+    repeats = [layer for layer in layers if layer.block_index == 3]
+    assert len(repeats) == 2 and repeats[0].index != repeats[1].index
+    assert layer_signature(repeats[0]) == layer_signature(repeats[1])
+    assert arch_signatures(tiny.replace(resolution=64))[0] == "stem_r64_i3_o16_s2"
+
+
+# --- LUT file -------------------------------------------------------------------------------------------------
+def test_lut_round_trip(tmp_path: Path, tiny) -> None:
+    table = synthetic_table(tiny)
+    table.calibration = Calibration(scale=1.1, offset_ms=0.2, points=(("abc", 1.0, 1.3),))
+    path = tmp_path / "sub" / "lut.json"
+    table.save(path)
+    loaded = LatencyTable.load(path)
+    assert loaded == table
+    assert json.loads(path.read_text())["format_version"] == 1
+    assert not list(path.parent.glob("*.tmp"))  # the temporary file was renamed
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d.update(format_version=99), "unknown format_version 99"),
+        (lambda d: d.update(format="something-else"), "not a mixnas latency table"),
+        (lambda d: d.update(signature_version=0), "signature_version"),
+        (lambda d: d.update(colour="blue"), "unknown keys"),
+        (lambda d: d.update(threads=0), "threads"),
+        (lambda d: d["entries"].update(bad={"ms": -1.0}), "entries\\['bad'\\]"),
+        (lambda d: d["entries"].update(bad=[1, 2]), "expected an object"),
+        (lambda d: d.update(calibration={"scale": 1.0}), "offset_ms"),
+    ],
+)
+def test_lut_bad_content_is_a_clear_error(tmp_path: Path, tiny, mutate, message: str) -> None:
+    data = synthetic_table(tiny).to_dict()
+    mutate(data)
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match=message):
+        LatencyTable.load(path)
+
+
+def test_lut_not_json_or_missing(tmp_path: Path) -> None:
+    path = tmp_path / "lut.json"
+    path.write_text("{not json")
+    with pytest.raises(LatencyTableError, match="not valid JSON"):
+        LatencyTable.load(path)
+    with pytest.raises(LatencyTableError, match="no such latency table"):
+        LatencyTable.load(tmp_path / "absent.json")
+
+
+def test_merge_pools_entries_and_refuses_other_conditions(tiny) -> None:
+    a = LatencyTable(backend="torch", threads=1, batch_size=1, device={"cpu": "x"})
+    b = LatencyTable(backend="torch", threads=1, batch_size=1, device={"cpu": "x"})
+    a.entries["s1"] = Entry(ms=1.0, mean_ms=1.0, std_ms=0.0, count=2)
+    b.entries["s1"] = Entry(ms=3.0, mean_ms=3.0, std_ms=0.0, count=2)
+    b.entries["s2"] = Entry(ms=5.0, mean_ms=5.0, std_ms=0.5, count=4)
+    merged = a.merge(b)
+    assert set(merged.entries) == {"s1", "s2"}
+    pooled = merged.entries["s1"]
+    assert pooled.count == 4 and pooled.mean_ms == pytest.approx(2.0) and pooled.ms == pytest.approx(2.0)
+    # runs 1, 1, 3, 3: sample variance 4/3
+    assert pooled.std_ms == pytest.approx(math.sqrt(4 / 3))
+    assert merged.entries["s2"] == b.entries["s2"]
+    assert a.entries["s1"].count == 2  # inputs untouched
+
+    other_backend = LatencyTable(backend="onnxruntime", threads=1, batch_size=1, device={"cpu": "x"})
+    other_device = LatencyTable(backend="torch", threads=1, batch_size=1, device={"cpu": "y"})
+    with pytest.raises(LatencyTableError, match="backend"):
+        a.merge(other_backend)
+    with pytest.raises(LatencyTableError, match="cpu"):
+        a.merge(other_device)
+    assert len(a.merge(other_device, force=True)) == 1
+
+
+# --- CSV import -----------------------------------------------------------------------------------------------
+def test_csv_import(tmp_path: Path, tiny) -> None:
+    sigs = list(dict.fromkeys(arch_signatures(tiny)))
+    lines = ["signature,mean_ms,std_ms,count"] + [f"{s},{i + 1}.5,0.25,{i + 10}" for i, s in enumerate(sigs)]
+    path = tmp_path / "lut.csv"
+    path.write_text("\n".join(lines) + "\n")
+    table = LatencyTable.from_csv(path, backend="tflite", device={"cpu": "pixel"})
+    assert len(table) == len(sigs)
+    assert table.entries[sigs[0]] == Entry(ms=1.5, mean_ms=1.5, std_ms=0.25, count=10, source="csv")
+    expected = sum(table.entries[s].ms for s in arch_signatures(tiny))
+    assert LatencyPredictor(table).predict(tiny)[0] == pytest.approx(expected)
+
+    minimal = tmp_path / "min.csv"
+    minimal.write_text("std_ms,signature,mean_ms\n,fc_i256_o10,0.5\n")
+    assert LatencyTable.from_csv(minimal, backend="tflite").entries["fc_i256_o10"].std_ms == 0.0
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("sig,mean_ms,std_ms\nx,1,0\n", "header"),
+        ("signature,mean_ms,std_ms,extra\nx,1,0,1\n", "header"),
+        ("signature,mean_ms,std_ms\nx,1,0\nx,2,0\n", "duplicate signature 'x'"),
+        ("signature,mean_ms,std_ms\nx,-1,0\n", "mean_ms"),
+        ("signature,mean_ms,std_ms\nx,fast,0\n", "expected a number"),
+        ("signature,mean_ms,std_ms,count\nx,1,0,0\n", "count"),
+        ("signature,mean_ms,std_ms\nx,1\n", "expected 3 fields"),
+        ("", "empty CSV"),
+    ],
+)
+def test_csv_import_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(LatencyTableError, match=message):
+        LatencyTable.from_csv(path, backend="tflite")
+
+
+# --- predictor ------------------------------------------------------------------------------------------------
+def test_predictor_is_the_sum_plus_calibration(tiny) -> None:
+    table = synthetic_table(tiny)
+    sigs = arch_signatures(tiny)
+    total = sum(table.entries[s].ms for s in sigs)
+    std = math.sqrt(sum(table.entries[s].std_ms ** 2 for s in sigs))
+    mean, spread = LatencyPredictor(table).predict(tiny)
+    assert mean == pytest.approx(total) and spread == pytest.approx(std)
+    table.calibration = Calibration(scale=2.0, offset_ms=0.5)
+    assert LatencyPredictor(table).predict(tiny) == pytest.approx((2.0 * total + 0.5, 2.0 * std))
+    assert LatencyPredictor(table, calibrated=False).predict(tiny)[0] == pytest.approx(total)
+
+
+def test_missing_signature_is_named(tiny) -> None:
+    table = synthetic_table(tiny)
+    head = arch_signatures(tiny)[-2]
+    del table.entries[head]
+    with pytest.raises(LatencyTableError, match=head):
+        LatencyPredictor(table).predict(tiny)
+
+
+def test_predictor_measures_missing_on_the_spot(tiny) -> None:
+    table = new_table(FAST)
+    mean, std = LatencyPredictor(table, measure_missing=True, config=FAST).predict(tiny)
+    assert mean > 0 and math.isfinite(std)
+    assert table.missing(arch_signatures(tiny)) == []
+
+
+def test_fit_calibration_recovers_scale_and_offset() -> None:
+    points = [(f"a{i}", s, 1.25 * s + 0.3) for i, s in enumerate([1.0, 2.0, 4.0, 7.0, 9.0])]
+    cal = fit_calibration(points)
+    assert cal.scale == pytest.approx(1.25) and cal.offset_ms == pytest.approx(0.3)
+    single = fit_calibration([("a", 2.0, 3.0)])
+    assert single.scale == pytest.approx(1.5) and single.offset_ms == 0.0
+    few = fit_calibration(points[:2])  # too few points for an offset: scale only
+    assert few.offset_ms == 0.0 and few.scale > 1.25
+    with pytest.raises(LatencyTableError):
+        fit_calibration([])
+
+
+# --- measurement ----------------------------------------------------------------------------------------------
+class _ThreadProbe(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return self.conv(x)
+
+
+def test_measurement_positive_finite_and_respects_threads() -> None:
+    before = torch.get_num_threads()
+    wanted = 2 if before != 2 else 1
+    probe = _ThreadProbe()
+    config = MeasureConfig(threads=wanted, warmup=2, repeats=6, clock="wall")
+    m = measure_module(probe, (1, 3, 8, 8), config)
+    assert set(probe.seen) == {wanted}
+    assert len(probe.seen) == 2 + 6
+    assert torch.get_num_threads() == before
+    for value in (m.median_ms, m.mean_ms, m.p10_ms, m.min_ms):
+        assert value > 0 and math.isfinite(value)
+    assert m.count == 6 and m.std_ms >= 0 and m.iqr_ms >= 0
+
+
+def test_measure_arch_both_backends(tiny) -> None:
+    m = measure_arch(tiny, FAST)
+    assert m.value("p10") > 0 and m.count == 3
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    m = measure_arch(tiny, MeasureConfig(backend="onnxruntime", warmup=1, repeats=3))
+    assert m.value("median") > 0 and math.isfinite(m.std_ms)
+
+
+def test_measure_config_validation() -> None:
+    with pytest.raises(LatencyTableError, match="backend"):
+        MeasureConfig(backend="tflite")
+    with pytest.raises(LatencyTableError, match="threads"):
+        MeasureConfig(threads=0)
+    with pytest.raises(LatencyTableError, match="thread"):
+        MeasureConfig(threads=2, clock="thread")
+    assert MeasureConfig(threads=2).resolved_clock == "wall"
+    assert MeasureConfig().resolved_clock == "thread"
+
+
+def test_measurement_summary() -> None:
+    m = Measurement.from_samples([4.0, 1.0, 3.0, 2.0, 10.0])
+    assert m.median_ms == 3.0 and m.min_ms == 1.0 and m.mean_ms == 4.0
+    assert m.p10_ms == pytest.approx(1.4) and m.iqr_ms == pytest.approx(2.0)
+
+
+# --- profiling ------------------------------------------------------------------------------------------------
+def _tiny_archs(n: int, seed: int = 0):
+    from mixnas.search_space.space import load_space
+
+    space = load_space("tiny")
+    rng = np.random.default_rng(seed)
+    return [space.decode(space.sample(rng)) for _ in range(n)]
+
+
+def test_profiling_is_incremental_and_resumes_after_interruption(tmp_path: Path) -> None:
+    archs = _tiny_archs(4)
+    path = tmp_path / "lut.json"
+    table = new_table(FAST)
+    wanted = table.missing(s for a in archs for s in arch_signatures(a))
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(done: int, total: int, detail: str) -> None:
+        raise Stop  # as if killed right after the first chunk was saved
+
+    with pytest.raises(Stop):
+        profile_archs(table, archs, FAST, path=path, chunk=1, rounds=1, progress=interrupt)
+    saved = LatencyTable.load(path)
+    first = set(arch_signatures(archs[0]))
+    assert set(saved.entries) == first
+    assert all(e.ms > 0 and e.count == 3 for e in saved.entries.values())
+
+    # Resume from the file: only what is missing is measured, and the first entries are kept as they were.
+    measured = profile_archs(saved, archs, FAST, path=path, chunk=2, rounds=1)
+    assert measured == len(set(wanted) - first)
+    final = LatencyTable.load(path)
+    assert set(final.entries) == set(wanted)
+    assert {s: final.entries[s] for s in first} == {s: saved.entries[s] for s in first}
+    assert profile_archs(final, archs, FAST, path=path) == 0
+    assert select_contexts(final, archs) == []
+
+
+def test_profiling_refuses_a_table_of_other_conditions(tiny) -> None:
+    table = synthetic_table(tiny, cpu="another cpu")
+    with pytest.raises(LatencyTableError, match="other conditions"):
+        profile_archs(table, [tiny.replace(resolution=64)], FAST)
+
+
+# --- validation metrics ---------------------------------------------------------------------------------------
+def test_rank_correlations_match_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 8, 30).astype(float).tolist()  # with ties
+    y = (np.array(x) + rng.normal(0, 2, 30)).round().tolist()
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert kendall(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert rankdata([3.0, 1.0, 3.0]) == [2.5, 1.0, 2.5]
+
+
+def test_error_metrics_hand_case() -> None:
+    m = error_metrics([1.0, 2.06, 2.73, 4.0], [1.0, 2.0, 3.0, 5.0])  # errors 0%, +3%, -9%, -20%
+    assert m["n"] == 4
+    assert m["within_5pct"] == 0.5
+    assert m["within_10pct"] == 0.75
+    assert m["rmspe"] == pytest.approx(100 * math.sqrt((0 + 0.03**2 + 0.09**2 + 0.2**2) / 4))
+    assert m["rmse_ms"] == pytest.approx(math.sqrt((0 + 0.06**2 + 0.27**2 + 1.0) / 4))
+    assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+FAST_ARGS = ["--warmup", "1", "--repeats", "3", "--rounds", "1"]
+
+
+def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lut = str(tmp_path / "lut.json")
+    assert main(["latency", "profile", "--space", "tiny", "-n", "3", "--calibrate", "2", "--out", lut, *FAST_ARGS]) == 0
+    table = LatencyTable.load(lut)
+    assert table.calibration is not None and len(table.calibration.points) == 2
+    assert [Architecture.from_dict(a).id for a in table.calibration.archs] == [p[0] for p in table.calibration.points]
+    assert table.settings["clock"] == "thread" and table.settings["statistic"] == "p10"
+    capsys.readouterr()
+
+    assert main(["latency", "predict", "--lut", lut, "--json", "mixnet_tiny", "--measure-missing"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["mean_ms"] > 0
+
+    plot = tmp_path / "scatter.png"
+    args = ["latency", "validate", "--space", "tiny", "--lut", lut, "-n", "3", "--json", "--plot", str(plot)]
+    assert main(args + ["--repeats", "3", "--warmup", "1", "--rounds", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)  # exactly one JSON document
+    for key in ("within_10pct", "within_5pct", "spearman", "rmspe", "n", "kendall", "macs_spearman"):
+        assert key in report
+    assert report["n"] == 3 and plot.stat().st_size > 0
+    assert report["drift_reference"] == "2 calibration networks"
+    calibration_ids = {p[0] for p in table.calibration.points}
+    assert not calibration_ids & {r["arch_id"] for r in report["architectures"]}
+
+
+def test_cli_import_merge_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("signature,mean_ms,std_ms\nfc_i256_o10,0.5,0.1\n")
+    a, b, merged = (str(tmp_path / f"{n}.json") for n in ("a", "b", "m"))
+    assert main(["latency", "import-csv", str(csv_path), "--out", a, "--backend", "tflite", "--cpu", "pixel"]) == 0
+    csv_path.write_text("signature,mean_ms,std_ms,count\nstem_r32_i3_o16_s2,0.25,0,5\n")
+    assert main(["latency", "import-csv", str(csv_path), "--out", b, "--backend", "tflite", "--cpu", "pixel"]) == 0
+    assert main(["latency", "merge", a, b, "--out", merged]) == 0
+    assert len(LatencyTable.load(merged)) == 2
+    capsys.readouterr()
+    assert main(["latency", "predict", "--lut", merged, "mixnet_tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixnas: error:") and "signature" in err and len(err.strip().splitlines()) == 1
+    # A table of another device cannot be validated (or extended) by measuring here.
+    assert main(["latency", "validate", "--space", "tiny", "--lut", merged, "-n", "2"]) == 2
+    assert "backend" in capsys.readouterr().err  # tflite cannot be measured here
