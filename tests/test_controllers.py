@@ -351,3 +351,33 @@ def test_optuna_resumes_from_a_sqlite_storage(tmp_path: Path) -> None:
     resumed.load_state_dict(state)
     assert resumed.pending == replay.pending
     assert drive(resumed, 8) == expected
+
+
+def test_optuna_sqlite_resume_after_a_tell_that_was_never_saved(tmp_path: Path) -> None:
+    # The driver saves the controller state after each tell; if it dies between the storage's commit of a tell
+    # and that save, the restored state still has the trial pending. Telling it again must not fail or reach the
+    # study twice, and the resumed controller must go on exactly as an uninterrupted one.
+    def controller(study_name: str) -> Controller:
+        options = {"storage": f"sqlite:///{tmp_path / 'optuna.db'}", "study_name": study_name, "sampler": "tpe"}
+        options["sampler_kwargs"] = {"n_startup_trials": 4}
+        return make_controller("optuna", toy_space(), objectives=[ACC], **options)
+
+    uninterrupted = controller("a")
+    drive(uninterrupted, 9)
+    sid = sorted(uninterrupted.pending)[0]
+    uninterrupted.tell(sid, result_for(sid, uninterrupted.pending[sid]))
+    expected = drive(uninterrupted, 8)
+
+    killed = controller("b")
+    drive(killed, 9)
+    state = json.loads(json.dumps(killed.state_dict()))  # last save before the kill
+    sid = sorted(killed.pending)[0]
+    killed.tell(sid, result_for(sid, killed.pending[sid]))  # reaches the storage, the state is never saved
+
+    resumed = controller("b")
+    resumed.load_state_dict(state)
+    assert sid in resumed.pending
+    resumed.tell(sid, result_for(sid, resumed.pending[sid]))  # the driver re-tells it from its ledger
+    assert drive(resumed, 8) == expected
+    finished = [t for t in resumed.study.get_trials(deepcopy=False) if t.state.is_finished()]
+    assert len({t.number for t in finished}) == len(finished)

@@ -115,6 +115,7 @@ class OptunaController(Controller):
             name: CategoricalDistribution(list(range(k))) for name, k in zip(self._names, self._sizes)
         }
         self.study = self._create_study(optuna.storages.InMemoryStorage() if storage is None else storage)
+        self._finished_in_storage: set[int] = set()  # pending in a restored state, already told in the storage
         self._trials: dict[str, int] = {}  # pending suggestion id -> trial number
         self._known: dict[Encoding, tuple[float, ...]] = {}  # encodings told ok -> their values
         self._open: tuple[int, Encoding] | None = None  # the trial behind the latest proposal
@@ -195,6 +196,11 @@ class OptunaController(Controller):
         reason: str | None,
     ) -> None:
         number = self._trials.pop(suggestion_id)
+        if number in self._finished_in_storage:
+            self._finished_in_storage.discard(number)
+            if status == "ok" and values is not None:
+                self._known[encoding] = values
+            return
         if reason:
             self._set_attr(number, _REASON_ATTR, reason)
         if status == "ok" and values is not None:
@@ -256,9 +262,11 @@ class OptunaController(Controller):
                 f"optuna: study {self.study_name!r} in {self.storage} has {len(trials)} trials, "
                 f"fewer than the {n_saved} of the controller state"
             )
-        for trial in trials:
-            if trial.number in set(pending.values()) and trial.state != TrialState.RUNNING:
-                raise ControllerError(f"optuna: trial {trial.number} is pending in the state but {trial.state.name}")
+        # A trial told after the state was last saved (the process died in between) is finished in the storage
+        # but pending in the state: the caller tells it again, and that tell must not reach the study twice.
+        self._finished_in_storage = {
+            t.number for t in trials if t.number in set(pending.values()) and t.state != TrialState.RUNNING
+        }
         for trial in trials[n_saved:]:
             if trial.state == TrialState.RUNNING:
                 self._set_attr(trial.number, _REASON_ATTR, "opened after the controller state was saved")

@@ -336,6 +336,9 @@ class Search:
             torch.set_num_threads(1)
         objectives = [ControllerObjective(o.metric, o.direction) for o in self.cfg.reward.controller_objectives]
         options = dict(self.cfg.controller.options)
+        if self.cfg.controller.type == "optuna" and "storage" not in options:
+            # A study in the run directory, so optuna-dashboard can watch the search while it runs.
+            options["storage"] = f"sqlite:///{(self.paths.root / 'optuna.db').resolve()}"
         try:
             controller = make_controller(self.cfg.controller.type, space, objectives=objectives, seed=self.cfg.seed,
                                          **options)
