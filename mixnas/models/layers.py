@@ -67,6 +67,8 @@ def _depthwise_weight_grad_tiled(grad_out: torch.Tensor, x: torch.Tensor, kernel
 class _DepthwiseConv(torch.autograd.Function):
     """A depthwise convolution for CPU training with a faster backward than ``nn.Conv2d``'s.
 
+    It is used only for ``channels_last`` inputs (see :meth:`MixConv._fast_backward`).
+
     * The input is made dense in ``channels_last`` once and saved for backward (a MixConv group's input is a strided
       channel slice, which the built-in convolution would copy in forward and again in backward); so is the
       incoming gradient.
@@ -178,10 +180,12 @@ class MixConv(nn.Module):
         return sum(self.splits)
 
     def _fast_backward(self, x: torch.Tensor) -> bool:
-        # CPU training only (CUDA has its own kernels); never while tracing or exporting.
+        # CPU training of a channels_last model only: the layout is the caller's choice (this never converts), and
+        # the 3x3 fast path is a channels_last one. CUDA has its own kernels; never while tracing or exporting.
         return (
             self.training
             and x.device.type == "cpu"
+            and x.is_contiguous(memory_format=torch.channels_last)
             and torch.is_grad_enabled()
             and not torch.jit.is_tracing()
             and not torch.onnx.is_in_onnx_export()
