@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mixnas.errors import DataError
@@ -193,7 +194,7 @@ def test_folder_cache_is_reused_and_keyed(tmp_path: Path) -> None:
     spec = DataSpec(str(root), resolution=8, cache_dir=str(cache))
     first = load_images(spec)
     files = sorted(cache.iterdir())
-    assert [f.suffix for f in files] == [".npz"]  # one file, no temp file left behind
+    assert [f.suffix for f in files] == [".npy"]  # one file, no temp file left behind
     mtime = files[0].stat().st_mtime_ns
     second = load_images(spec)
     assert second.decoded == 0 and second.cache_file == first.cache_file
@@ -210,10 +211,14 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:
     write_folder(root)
     spec = DataSpec(str(root), resolution=8, cache_dir=str(cache))
     first = load_images(spec)
-    Path(first.cache_file).write_bytes(b"truncated")
+    # The cache is memory-mapped: keep a copy and drop the mapping before corrupting the file in place.
+    expected, cache_file = np.array(first.images), Path(first.cache_file)
+    del first
+    cache_file.write_bytes(b"truncated")
     again = load_images(spec)
     assert again.decoded == 12
-    np.testing.assert_array_equal(first.images, again.images)
+    np.testing.assert_array_equal(expected, again.images)
+
 
 
 def test_folder_errors_name_the_file(tmp_path: Path) -> None:
@@ -308,3 +313,32 @@ def test_cache_write_is_atomic_no_temp_files(tmp_path: Path) -> None:
     write_folder(root, per_class=2)
     load_images(DataSpec(str(root), resolution=4, cache_dir=str(cache)))
     assert not [n for n in os.listdir(cache) if n.startswith(".tmp-")]
+
+
+def test_a_data_set_over_the_memory_budget_is_memory_mapped_and_trains_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ImageNet-sized subsets cannot be copied into RAM: over the budget, the splits are views of a split-ordered
+    # memory-mapped file, and a trial sees exactly the same images as with the data in memory.
+    from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator
+    from mixnas.search_space.presets import load_arch_preset
+
+    root = tmp_path / "images"
+    write_folder(root)
+    spec = DataSpec(str(root), resolution=8, cache_dir=str(tmp_path / "cache"), val_fraction=0.25)
+    load_proxy_data.cache_clear()
+    in_memory = load_proxy_data(spec)
+    load_proxy_data.cache_clear()
+    monkeypatch.setenv("MIXNAS_DATA_MEMORY_BYTES", "1")
+    mapped = load_proxy_data(spec)
+    load_proxy_data.cache_clear()
+    assert in_memory.in_memory and not mapped.in_memory
+    assert any(p.name.count(".split-") for p in (tmp_path / "cache").iterdir())
+    for name in ("train_images", "train_labels", "val_images", "val_labels"):
+        assert torch.equal(getattr(in_memory, name), getattr(mapped, name)), name
+    arch = load_arch_preset("mixnet_tiny")
+    config = ProxyConfig(epochs=1, batch_size=4)
+    a = ProxyEvaluator(in_memory, config).evaluate(arch, seed=3)
+    b = ProxyEvaluator(mapped, config).evaluate(arch, seed=3)
+    assert a["status"] == b["status"] == "ok"
+    assert (a["top1"], a["loss"]) == (b["top1"], b["loss"])

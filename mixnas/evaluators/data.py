@@ -22,6 +22,7 @@ trials reuse them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -31,8 +32,9 @@ import logging
 import os
 import re
 import tempfile
+import warnings
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +53,7 @@ NORMALIZATIONS = ("dataset", "imagenet", "none")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one memory-mappable .npy per subset (1 was .npz)
 DEFAULT_RESOLUTION = 32  # for sources without a native size of their own (digits, synthetic)
 SYNTHETIC_CLASSES = 10
 SYNTHETIC_IMAGES_PER_CLASS = 100
@@ -184,7 +186,10 @@ class ImageSet:
 
 @dataclass(frozen=True, eq=False)
 class ProxyData:
-    """A proxy task in memory: uint8 NHWC tensors of a training and a held-out split, plus normalisation.
+    """A proxy task: uint8 NHWC tensors of a training and a held-out split, plus normalisation.
+
+    ``in_memory`` is False when the images exceed :func:`memory_budget`: the tensors are then read-only views of a
+    memory-mapped file in the cache folder, paged in by the OS, and the trainer moves each batch to its device.
 
     ``mean`` / ``std`` are per channel in [0, 1] units; a batch is normalised as ``(x / 255 - mean) / std``
     (see :meth:`normalizer`).
@@ -199,6 +204,7 @@ class ProxyData:
     std: tuple[float, float, float]
     spec: DataSpec
     decoded: int = 0
+    in_memory: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -572,14 +578,37 @@ def decode_image(path: Path, resolution: int) -> np.ndarray:
         raise DataError(f"{path}: corrupt or unreadable image: {exc}") from None
 
 
-def _decode_files(root: Path, files: Sequence[str], resolution: int, workers: int | None) -> np.ndarray:
-    out = np.empty((len(files), resolution, resolution, 3), dtype=np.uint8)
+def _decode_files(root: Path, files: Sequence[str], resolution: int, workers: int | None, out_file: Path) -> np.ndarray:
+    """Decode ``files`` into a uint8 ``.npy`` at ``out_file`` (written atomically) and return it memory-mapped.
+
+    Images go straight into the memory-mapped file, so a subset larger than the machine's memory (ImageNet at
+    224 px is ~190 GB) decodes in bounded memory.
+    """
     workers = workers or os.cpu_count() or 1
     logger.info("decoding %d images from %s at %dx%d with %d threads", len(files), root, resolution, resolution, workers)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding and resizing
-        for i, image in enumerate(pool.map(lambda f: decode_image(root / f, resolution), files, chunksize=64)):
-            out[i] = image
-    return out
+    shape = (len(files), resolution, resolution, 3)
+    with _atomic_npy(out_file, shape) as out:
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding and resizing
+            for i, image in enumerate(pool.map(lambda f: decode_image(root / f, resolution), files, chunksize=64)):
+                out[i] = image
+    return np.load(out_file, mmap_mode="r")
+
+
+@contextlib.contextmanager
+def _atomic_npy(file: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A writable memory-mapped uint8 ``.npy`` that appears at ``file`` only once it is complete."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npy")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        yield out
+        out.flush()
+        del out
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def default_cache_dir() -> Path:
@@ -591,30 +620,50 @@ def _cache_key(root: str, resolution: int, files: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()[:24]
 
 
-def _read_cache(file: Path, count: int, resolution: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_cache(file: Path, count: int, resolution: int) -> np.ndarray | None:
+    """The cached images, memory-mapped, or None (with a warning) if the file is unreadable or does not fit."""
     try:
-        with np.load(file, allow_pickle=False) as npz:
-            images, labels = npz["images"], npz["labels"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        images = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
         logger.warning("%s: unreadable cache file (%s); decoding again", file, exc)
         return None
-    if images.shape != (count, resolution, resolution, 3) or images.dtype != np.uint8 or labels.shape != (count,):
+    if images.shape != (count, resolution, resolution, 3) or images.dtype != np.uint8:
         logger.warning("%s: cache file does not match its key; decoding again", file)
         return None
-    return images, labels.astype(np.int64)
+    return images
 
 
-def _write_cache(file: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write atomically (temp file in the same folder, then ``os.replace``): readers never see half a file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npz")
+def memory_budget() -> int:
+    """Bytes of images a proxy data set may hold in memory (``MIXNAS_DATA_MEMORY_BYTES``, else half the RAM)."""
+    value = os.environ.get("MIXNAS_DATA_MEMORY_BYTES")
+    if value:
+        try:
+            return int(float(value))
+        except ValueError:
+            raise DataError(f"MIXNAS_DATA_MEMORY_BYTES: expected a number of bytes, got {value!r}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=images, labels=labels)
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not a POSIX system
+        return 8 << 30
+
+
+def _split_on_disk(images: np.ndarray, train: np.ndarray, val: np.ndarray, cache_file: Path) -> np.ndarray:
+    """The rows ``train`` then ``val`` of a memory-mapped set, as one memory-mapped file next to its cache.
+
+    Training reads random batches of the training rows; with the split contiguous on disk both splits are plain
+    slices (views), so a data set larger than memory is paged in by the OS instead of copied into RAM.
+    """
+    order = np.concatenate([train, val])
+    digest = hashlib.sha256(order.astype(np.int64).tobytes()).hexdigest()[:16]
+    file = cache_file.with_name(f"{cache_file.stem}.split-{digest}.npy")
+    cached = _read_cache(file, len(order), images.shape[1]) if file.is_file() else None
+    if cached is not None:
+        return cached
+    logger.info("writing the train / held-out split of %d images to %s", len(order), file)
+    with _atomic_npy(file, (len(order), *images.shape[1:])) as out:
+        for start in range(0, len(order), 4096):
+            out[start : start + 4096] = images[order[start : start + 4096]]
+    return np.load(file, mmap_mode="r")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -701,14 +750,13 @@ def load_images(spec: DataSpec) -> ImageSet:
         return ImageSet(source.read(indices, resolution), labels, names)
     files = [source.files[i] for i in indices]
     cache = Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache_dir()
-    cache_file = cache / f"{_cache_key(source.where, resolution, files)}.npz"
+    cache_file = cache / f"{_cache_key(source.where, resolution, files)}.npy"
     if cache_file.is_file():
         hit = _read_cache(cache_file, len(files), resolution)
-        if hit is not None and np.array_equal(hit[1], labels):
+        if hit is not None:
             logger.info("%s: %d images from cache %s", source.where, len(files), cache_file)
-            return ImageSet(hit[0], labels, names, decoded=0, cache_file=str(cache_file))
-    images = _decode_files(Path(source.where), files, resolution, spec.workers)
-    _write_cache(cache_file, images, labels)
+            return ImageSet(hit, labels, names, decoded=0, cache_file=str(cache_file))
+    images = _decode_files(Path(source.where), files, resolution, spec.workers, cache_file)
     return ImageSet(images, labels, names, decoded=len(files), cache_file=str(cache_file))
 
 
@@ -744,11 +792,22 @@ def load_proxy_data(spec: DataSpec) -> ProxyData:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    in_memory = images.cache_file is None or pixels.nbytes <= memory_budget()
+    if in_memory:
+        train_images = torch.from_numpy(np.ascontiguousarray(pixels[train]))
+        val_images = torch.from_numpy(np.ascontiguousarray(pixels[val]))
+    else:  # larger than the memory budget: memory-mapped views of a split-ordered file (read-only, never copied)
+        ordered = _split_on_disk(pixels, train, val, Path(images.cache_file))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            train_images = torch.from_numpy(ordered[: len(train)])
+            val_images = torch.from_numpy(ordered[len(train) :])
     data = ProxyData(
-        train_images=torch.from_numpy(np.ascontiguousarray(pixels[train])),
+        train_images=train_images,
         train_labels=torch.from_numpy(images.labels[train].copy()),
-        val_images=torch.from_numpy(np.ascontiguousarray(pixels[val])),
+        val_images=val_images,
         val_labels=torch.from_numpy(images.labels[val].copy()),
+        in_memory=in_memory,
         class_names=images.class_names,
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]

@@ -363,8 +363,11 @@ class ProxyEvaluator:
         """The data set's tensors on ``device``, moved once per (data, device)."""
         key = str(device)
         if self._device_data is None or self._device_data[0] != key or self._device_data[1] is not data:
-            tensors = (data.train_images, data.train_labels, data.val_images, data.val_labels, *data.normalizer())
-            self._device_data = (key, data, tuple(t.to(device) for t in tensors))
+            tensors = (data.train_images, data.train_labels, data.val_images, data.val_labels)
+            if data.in_memory:
+                tensors = tuple(t.to(device) for t in tensors)
+            # else: memory-mapped images stay where they are and each batch moves to the device (_Trial._rows)
+            self._device_data = (key, data, (*tensors, *data.normalizer(device)))
         return self._device_data[2]
 
     # --- one trial -------------------------------------------------------------------------------------------
@@ -447,7 +450,7 @@ class _Trial:
         schedule_steps = total_steps or steps_per_epoch  # time budget: progress replaces the step count
         step, epoch, images, train_seconds = 0, 0, 0, 0.0
         while True:
-            order = torch.randperm(n, generator=self.generator).to(self.device)
+            order = torch.randperm(n, generator=self.generator).to(self.train_x.device)
             self.model.train()
             losses: list[float] = []
             exhausted = False
@@ -483,14 +486,18 @@ class _Trial:
         if self.report is not None:
             self.report(math.ceil(step / steps_per_epoch), dict(result))
 
+    def _rows(self, tensor: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
+        """Rows of a data tensor on the training device (a no-op move when the data set already lives there)."""
+        return tensor[index].to(self.device, non_blocking=True)
+
     def _step(self, index: torch.Tensor, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = self.train_x[index]
+        batch = self._rows(self.train_x, index)
         if self.data.spec.flip or self.data.spec.crop_padding:
             batch = _augment(batch, self.data.spec, self.generator)
         x = _to_input(batch, self.scale, self.shift, self.config.channels_last)
-        y = self.train_y[index]
+        y = self._rows(self.train_y, index)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.amp):
             loss = self.criterion(self.model(x), y)
@@ -530,10 +537,10 @@ class _Trial:
         # A fixed spread of images (a class-sorted folder would give a few classes only); no trial RNG is used,
         # so evaluating more often does not change the training run.
         chosen = torch.randperm(int(self.train_y.numel()), generator=torch.Generator().manual_seed(0))[:count]
-        chosen = chosen.to(self.device)
+        chosen = chosen.to(self.train_x.device)
         batch = max(2, min(self.config.eval_batch_size, count))
         for lo in range(0, count - batch + 1, batch):
-            x = _to_input(self.train_x[chosen[lo : lo + batch]], self.scale, self.shift, self.config.channels_last)
+            x = _to_input(self._rows(self.train_x, chosen[lo : lo + batch]), self.scale, self.shift, self.config.channels_last)
             with torch.autocast(self.device.type, enabled=self.amp):
                 self.model(x)
         for m, momentum in zip(norms, saved):
@@ -550,8 +557,9 @@ class _Trial:
         loss_sum = 0.0
         n = int(self.val_y.numel())
         for lo in range(0, n, self.config.eval_batch_size):
-            x = _to_input(self.val_x[lo : lo + self.config.eval_batch_size], self.scale, self.shift, self.config.channels_last)
-            y = self.val_y[lo : lo + self.config.eval_batch_size]
+            rows = slice(lo, lo + self.config.eval_batch_size)
+            x = _to_input(self._rows(self.val_x, rows), self.scale, self.shift, self.config.channels_last)
+            y = self._rows(self.val_y, rows)
             with torch.autocast(self.device.type, enabled=self.amp):
                 logits = self.model(x)
             logits = logits.float()
