@@ -193,6 +193,7 @@ def test_a_raising_and_a_nan_trial_are_recorded_and_the_search_completes(tmp_pat
     assert raised["attempt"] == 2 and len(raised["failures"]) == 2
     nan = rows[(2, 2)]
     assert nan["status"] == "diverged" and "acc" in nan["reason"]
+    assert nan["attempt"] == 2 and len(nan["failures"]) == 2  # retried like a failure
     assert sum(r["status"] == "ok" for r in rows.values()) == 7
     assert summary.best.encoding == (2, 1)
     state = json.loads((tmp_path / "run" / "controller.json").read_text())

@@ -19,10 +19,11 @@ Design (see ``docs/distributed.md``):
   interleaving whatever the timing: asks ``0..c-1``, then ``tell 0, ask c, tell 1, ask c+1, ...`` and the remaining
   tells in order at the end. Ask ``k`` waits for the result of trial ``k - c``; results that arrive early wait in a
   buffer. So a run, or a killed-and-resumed run, with the same seed gives the same ledger as any other.
-* **Failures.** A trial that raises, or whose worker dies, is retried on a fresh attempt up to
-  ``execution.max_failures_per_trial`` times; each failure is noted in the ledger row; then it is recorded as
-  ``failed`` with its reason and the search goes on. A diverged trial (NaN) is recorded at once: the proxy trainer
-  is seeded by (seed, architecture), so a retry would diverge again.
+* **Failures.** A trial that raises, diverges (NaN / inf) or whose worker dies is retried on a fresh attempt up
+  to ``execution.max_failures_per_trial`` times; each failure is noted in the ledger row; then it is recorded as
+  ``failed`` or ``diverged`` with its reason and the search goes on. (On CPU the proxy trainer is seeded by (seed,
+  architecture), so a diverged retry usually diverges again; on a GPU, non-deterministic kernels may not. Set
+  ``max_failures_per_trial: 0`` to record every failure at once.)
 """
 
 from __future__ import annotations
@@ -571,8 +572,8 @@ class Search:
                        "worker": None, "started_at": flight.started, "eval_seconds": None}
             self._replace_actor(flight.actor)
         trial, attempt = flight.trial, flight.attempt
-        if outcome["status"] == "failed" and attempt < self.cfg.execution.max_failures_per_trial:
-            logger.info("trial %d attempt %d failed (%s); retrying", trial, attempt, outcome["reason"])
+        if outcome["status"] in ("failed", "diverged") and attempt < self.cfg.execution.max_failures_per_trial:
+            logger.info("trial %d attempt %d %s (%s); retrying", trial, attempt, outcome["status"], outcome["reason"])
             self.ledger.record_failure(trial, attempt=attempt + 1, reason=outcome["reason"] or "failed")
             self.queue.appendleft((trial, attempt + 1))
             return
