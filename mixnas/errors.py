@@ -36,5 +36,9 @@ class ControllerError(MixnasError, ValueError):
     """A controller was used against its protocol (unknown or repeated suggestion id, bad state)."""
 
 
+class RewardError(MixnasError, ValueError):
+    """A reward or multi-objective function got values it cannot score."""
+
+
 class RunError(MixnasError):
     """A run directory cannot be created, resumed or exported."""

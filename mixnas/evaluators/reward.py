@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from mixnas.errors import MixnasError
+from mixnas.errors import RewardError
 
 SOFT = (-0.07, -0.07)
 HARD = (0.0, -1.0)
@@ -26,10 +26,6 @@ REWARD_PRESETS: dict[str, tuple[float, float]] = {"soft": SOFT, "hard": HARD}
 DIRECTIONS = ("max", "min")
 # What each cost objective is called in metrics dicts, and its direction.
 OBJECTIVE_DIRECTIONS: dict[str, str] = {"accuracy": "max", "latency_ms": "min", "macs": "min", "params": "min"}
-
-
-class RewardError(MixnasError, ValueError):
-    """A reward or multi-objective function got values it cannot score."""
 
 
 def mnasnet_reward(
