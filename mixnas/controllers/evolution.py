@@ -22,7 +22,6 @@ estimate and aging removes them in time.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -40,56 +39,27 @@ from mixnas.controllers.base import (
     set_rng_state,
 )
 from mixnas.errors import ControllerError
+from mixnas.pareto import crowding_distance, non_dominated_sort
 
 
 def nondominated_ranks(points: Sequence[Sequence[float]]) -> list[int]:
     """Pareto rank of each point (0 = non-dominated), all objectives maximised (Deb et al. 2002, fast sort)."""
-    n = len(points)
-    dominated_by_me: list[list[int]] = [[] for _ in range(n)]
-    n_dominating = [0] * n
-    for i in range(n):
-        for j in range(i + 1, n):
-            if _dominates(points[i], points[j]):
-                dominated_by_me[i].append(j)
-                n_dominating[j] += 1
-            elif _dominates(points[j], points[i]):
-                dominated_by_me[j].append(i)
-                n_dominating[i] += 1
-    ranks = [0] * n
-    front = [i for i in range(n) if n_dominating[i] == 0]
-    rank = 0
-    while front:
-        following = []
-        for i in front:
-            ranks[i] = rank
-            for j in dominated_by_me[i]:
-                n_dominating[j] -= 1
-                if n_dominating[j] == 0:
-                    following.append(j)
-        front, rank = following, rank + 1
+    ranks = [0] * len(points)
+    if points:
+        for rank, front in enumerate(non_dominated_sort(points, ["max"] * len(points[0]))):
+            for i in front:
+                ranks[i] = rank
     return ranks
 
 
 def crowding_distances(points: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[float]:
     """NSGA-II crowding distance of each point within its own front; boundary points get infinity."""
     distances = [0.0] * len(points)
-    n_objectives = len(points[0]) if points else 0
     for rank in set(ranks):
         front = [i for i, r in enumerate(ranks) if r == rank]
-        for m in range(n_objectives):
-            ordered = sorted(front, key=lambda i: points[i][m])
-            low, high = points[ordered[0]][m], points[ordered[-1]][m]
-            distances[ordered[0]] = distances[ordered[-1]] = math.inf
-            if high == low:
-                continue
-            for k in range(1, len(ordered) - 1):
-                gap = points[ordered[k + 1]][m] - points[ordered[k - 1]][m]
-                distances[ordered[k]] += gap / (high - low)
+        for i, d in zip(front, crowding_distance([points[i] for i in front])):
+            distances[i] = d
     return distances
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 class EvolutionController(Controller):

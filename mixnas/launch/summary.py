@@ -46,7 +46,7 @@ def _values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float
 
 def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
     """The ``ok`` records on the Pareto front, in trial order (duplicates of a front point all kept)."""
-    from mixnas.evaluators.reward import pareto_front
+    from mixnas.pareto import pareto_front
 
     scored = [(r, _values(r, objectives)) for r in records if r.status == "ok"]
     scored = [(r, v) for r, v in scored if v is not None]
@@ -59,7 +59,7 @@ def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[Objectiv
 def hypervolume_of(records: Sequence[TrialRecord], objectives: Sequence[Objective],
                    reference: Sequence[float] | None) -> float | None:
     """Hypervolume of the ``ok`` records against ``reference`` (None without a reference or 2-3 objectives)."""
-    from mixnas.evaluators.reward import hypervolume
+    from mixnas.pareto import hypervolume
 
     if reference is None or len(objectives) not in (2, 3):
         return None
