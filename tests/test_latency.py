@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,13 @@ import torch
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
-from mixnas.evaluators.latency.measure import MeasureConfig, Measurement, measure_arch, measure_module
+from mixnas.evaluators.latency.measure import (
+    MeasureConfig,
+    Measurement,
+    measure_arch,
+    measure_interleaved,
+    measure_module,
+)
 from mixnas.evaluators.latency.predictor import LatencyPredictor
 from mixnas.evaluators.latency.profile import fit_calibration, new_table, profile_archs, select_contexts
 from mixnas.evaluators.latency.signatures import arch_parts, arch_signatures, layer_signature
@@ -65,8 +73,19 @@ def test_lut_round_trip(tmp_path: Path, tiny) -> None:
     table.save(path)
     loaded = LatencyTable.load(path)
     assert loaded == table
-    assert json.loads(path.read_text())["format_version"] == 1
+    assert json.loads(path.read_text())["format_version"] == 2
     assert not list(path.parent.glob("*.tmp"))  # the temporary file was renamed
+
+
+def test_lut_version_1_is_still_read(tmp_path: Path, tiny) -> None:
+    data = synthetic_table(tiny).to_dict()
+    data["format_version"] = 1
+    data["calibration"] = {"scale": 1.1, "offset_ms": 0.2, "n": 1, "points": [{"arch_id": "a", "summed_ms": 1.0,
+                                                                               "measured_ms": 1.3}]}
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(data))
+    cal = LatencyTable.load(path).calibration
+    assert cal is not None and cal.per_part_ms == 0.0 and cal.apply(2.0, 9) == pytest.approx(2.4)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +99,7 @@ def test_lut_round_trip(tmp_path: Path, tiny) -> None:
         (lambda d: d["entries"].update(bad={"ms": -1.0}), "entries\\['bad'\\]"),
         (lambda d: d["entries"].update(bad=[1, 2]), "expected an object"),
         (lambda d: d.update(calibration={"scale": 1.0}), "offset_ms"),
+        (lambda d: d.update(calibration={"scale": 1.0, "offset_ms": 0, "per_part_ms": "x"}), "per_part_ms"),
     ],
 )
 def test_lut_bad_content_is_a_clear_error(tmp_path: Path, tiny, mutate, message: str) -> None:
@@ -171,6 +191,9 @@ def test_predictor_is_the_sum_plus_calibration(tiny) -> None:
     assert mean == pytest.approx(total) and spread == pytest.approx(std)
     table.calibration = Calibration(scale=2.0, offset_ms=0.5)
     assert LatencyPredictor(table).predict(tiny) == pytest.approx((2.0 * total + 0.5, 2.0 * std))
+    table.calibration = Calibration(scale=2.0, offset_ms=0.5, per_part_ms=-0.01)
+    expected = 2.0 * total + 0.5 - 0.01 * len(sigs)
+    assert LatencyPredictor(table).predict(tiny) == pytest.approx((expected, 2.0 * std))
     assert LatencyPredictor(table, calibrated=False).predict(tiny)[0] == pytest.approx(total)
 
 
@@ -199,6 +222,26 @@ def test_fit_calibration_recovers_scale_and_offset() -> None:
     assert few.offset_ms == 0.0 and few.scale > 1.25
     with pytest.raises(LatencyTableError):
         fit_calibration([])
+
+
+def test_fit_calibration_per_part_term_chosen_by_leave_one_out() -> None:
+    rng = random.Random(0)
+    parts = [rng.choice([8, 9, 10, 11]) for _ in range(30)]
+    summed = [rng.uniform(1.0, 3.0) for _ in range(30)]
+    points = [(f"a{i}", s, 0.9 * s + 0.05 - 0.02 * p) for i, (s, p) in enumerate(zip(summed, parts))]
+    cal = fit_calibration(points, parts)
+    assert cal.model == "scale+offset+parts" and cal.loo_rmspe_pct == pytest.approx(0.0, abs=1e-6)
+    assert (cal.scale, cal.offset_ms, cal.per_part_ms) == pytest.approx((0.9, 0.05, -0.02))
+    assert cal.apply(2.0, 10) == pytest.approx(0.9 * 2.0 + 0.05 - 0.2)
+    # part counts that carry no information (noise only): the simpler model wins
+    noisy = [(f"a{i}", s, (1.2 * s + 0.1) * (1 + rng.gauss(0, 0.01))) for i, s in enumerate(summed)]
+    plain = fit_calibration(noisy, parts)
+    assert plain.per_part_ms == 0.0 and plain.model in ("scale", "scale+offset")
+    assert plain.loo_rmspe_pct is not None and 0.3 < plain.loo_rmspe_pct < 3.0
+    # constant part counts cannot be separated from the offset
+    assert fit_calibration(points, [9] * 30).per_part_ms == 0.0
+    with pytest.raises(LatencyTableError, match="part counts"):
+        fit_calibration(points, parts[:3])
 
 
 # --- measurement ----------------------------------------------------------------------------------------------
@@ -251,6 +294,16 @@ def test_measurement_summary() -> None:
     m = Measurement.from_samples([4.0, 1.0, 3.0, 2.0, 10.0])
     assert m.median_ms == 3.0 and m.min_ms == 1.0 and m.mean_ms == 4.0
     assert m.p10_ms == pytest.approx(1.4) and m.iqr_ms == pytest.approx(2.0)
+
+
+def test_interleaved_rounds_give_halves_for_repeatability() -> None:
+    items = [(torch.nn.Conv2d(3, 8, 3), (1, 3, 16, 16)), (torch.nn.Conv2d(3, 16, 5), (1, 3, 16, 16))]
+    config = MeasureConfig(warmup=1, repeats=8, clock="wall")
+    for m in measure_interleaved(items, config, rounds=4):
+        assert m.count == 8 and m.halves is not None and all(h > 0 for h in m.halves)
+        drifted = replace(m, drift=2.0)
+        assert drifted.half_values() == pytest.approx((2 * m.halves[0], 2 * m.halves[1]))
+    assert measure_interleaved(items, config, rounds=1)[0].half_values() is None
 
 
 # --- profiling ------------------------------------------------------------------------------------------------
@@ -328,7 +381,7 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
     table = LatencyTable.load(lut)
     assert table.calibration is not None and len(table.calibration.points) == 2
     assert [Architecture.from_dict(a).id for a in table.calibration.archs] == [p[0] for p in table.calibration.points]
-    assert table.settings["clock"] == "thread" and table.settings["statistic"] == "p10"
+    assert table.settings["clock"] == "thread" and table.settings["statistic"] == "min"
     capsys.readouterr()
 
     assert main(["latency", "predict", "--lut", lut, "--json", "mixnet_tiny", "--measure-missing"]) == 0
@@ -337,9 +390,10 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
 
     plot = tmp_path / "scatter.png"
     args = ["latency", "validate", "--space", "tiny", "--lut", lut, "-n", "3", "--json", "--plot", str(plot)]
-    assert main(args + ["--repeats", "3", "--warmup", "1", "--rounds", "1"]) == 0
+    assert main(args + ["--repeats", "4", "--warmup", "1", "--rounds", "2"]) == 0
     report = json.loads(capsys.readouterr().out)  # exactly one JSON document
-    for key in ("within_10pct", "within_5pct", "spearman", "rmspe", "n", "kendall", "macs_spearman"):
+    keys = ("within_10pct", "within_5pct", "spearman", "rmspe", "n", "kendall", "macs_spearman", "halves_spearman")
+    for key in keys:
         assert key in report
     assert report["n"] == 3 and plot.stat().st_size > 0
     assert report["drift_reference"] == "2 calibration networks"

@@ -1,17 +1,19 @@
 """The latency lookup table (LUT): per-signature latencies of one device, backend, thread count and batch size.
 
-On disk it is one JSON document (``format_version`` 1), written atomically (temporary file, then
+On disk it is one JSON document (``format_version`` 2; version 1 files, whose calibration has no per-part term,
+are still read), written atomically (temporary file, then
 ``os.replace``) so an interrupted profiling run leaves either the old or the new table, never a torn one::
 
     {
       "format": "mixnas-latency-lut",
-      "format_version": 1,
+      "format_version": 2,
       "signature_version": 1,
       "backend": "torch", "threads": 1, "batch_size": 1,
       "device": {"cpu": "AMD EPYC", "platform": "...", "torch": "2.13.0+cpu", ...},
       "settings": {"warmup": 10, "repeats": 50, "channels_last": true, ...},
       "entries": {"mb_r16_i16_...": {"ms": 0.21, "mean_ms": 0.22, "std_ms": 0.01, "count": 50, "source": "measured"}},
-      "calibration": {"scale": 1.02, "offset_ms": 0.05, "n": 10, "points": [...]} or null
+      "calibration": {"model": "scale+offset+parts", "scale": 1.0, "offset_ms": 0.01, "per_part_ms": -0.004,
+                      "loo_rmspe_pct": 2.1, "n": 30, "points": [...]} or null
     }
 
 ``ms`` is the value the predictor adds up: the table's statistic (``settings.statistic``, by default the 10th
@@ -36,7 +38,8 @@ from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.signatures import SIGNATURE_VERSION
 
 LUT_FORMAT = "mixnas-latency-lut"
-LUT_FORMAT_VERSION = 1
+LUT_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -102,18 +105,39 @@ class Entry:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``measured ~= scale * sum(entries) + offset_ms``, fitted on end-to-end measurements.
+    """``measured ~= scale * sum(entries) + offset_ms + per_part_ms * parts``, fitted on end-to-end measurements.
+
+    ``parts`` is the number of signatures of the architecture (stem, block repeats, head, classifier): parts are
+    timed one call each, the network in one call, so every part carries a call overhead the network pays once
+    (large for ONNX Runtime, one session per part). ``model`` names the terms the fit kept (``scale``,
+    ``scale+offset``, ``scale+parts``, ``scale+offset+parts``; chosen by leave-one-out error) and
+    ``loo_rmspe_pct`` is that leave-one-out relative error (percent), the calibration's own measured error.
 
     ``points`` keeps the data of the fit, ``(arch_id, summed_ms, measured_ms)``, so the fit can be redone and the
     architectures excluded from validation. ``archs`` holds the calibration architectures themselves (their
     JSON, aligned with ``points``; empty for tables that did not store them), so that validation can time them
-    again as drift references.
+    again as drift references and the per-part term can be refitted.
     """
 
     scale: float
     offset_ms: float
     points: tuple[tuple[str, float, float], ...] = ()
     archs: tuple[dict[str, Any], ...] = ()
+    per_part_ms: float = 0.0
+    model: str = ""
+    loo_rmspe_pct: float | None = None
+
+    def apply(self, summed_ms: float, parts: int) -> float:
+        """The calibrated latency of a network whose ``parts`` entries sum to ``summed_ms``."""
+        return self.scale * summed_ms + self.offset_ms + self.per_part_ms * parts
+
+    def describe(self) -> str:
+        """One line: the fitted formula, the model and its leave-one-out error."""
+        text = f"measured = {self.scale:.4f} x LUT sum {self.offset_ms:+.4f} ms"
+        if self.per_part_ms:
+            text += f" {self.per_part_ms:+.4f} ms x parts"
+        loo = f", leave-one-out RMSPE {self.loo_rmspe_pct:.1f}%" if self.loo_rmspe_pct is not None else ""
+        return f"{text} ({self.model or 'scale+offset'}{loo}, n={len(self.points)})"
 
     def to_dict(self) -> dict[str, Any]:
         points = []
@@ -122,7 +146,15 @@ class Calibration:
             if i < len(self.archs):
                 point["arch"] = self.archs[i]
             points.append(point)
-        return {"scale": self.scale, "offset_ms": self.offset_ms, "n": len(self.points), "points": points}
+        return {
+            "model": self.model,
+            "scale": self.scale,
+            "offset_ms": self.offset_ms,
+            "per_part_ms": self.per_part_ms,
+            "loo_rmspe_pct": self.loo_rmspe_pct,
+            "n": len(self.points),
+            "points": points,
+        }
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Calibration:
@@ -148,10 +180,27 @@ class Calibration:
         if archs and len(archs) != len(points):
             raise LatencyTableError(f"{where}.points: either every point or none has an 'arch'")
         scale = _number(data.get("scale"), f"{where}.scale")
-        offset = data.get("offset_ms")
-        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
-            raise LatencyTableError(f"{where}.offset_ms: expected a finite number, got {offset!r}")
-        return cls(scale=scale, offset_ms=float(offset), points=tuple(points), archs=tuple(archs))
+        offset = _finite(data.get("offset_ms"), f"{where}.offset_ms")
+        per_part = _finite(data.get("per_part_ms", 0.0), f"{where}.per_part_ms")
+        loo = data.get("loo_rmspe_pct")
+        model = data.get("model", "")
+        if not isinstance(model, str):
+            raise LatencyTableError(f"{where}.model: expected a string, got {model!r}")
+        return cls(
+            scale=scale,
+            offset_ms=offset,
+            points=tuple(points),
+            archs=tuple(archs),
+            per_part_ms=per_part,
+            model=model,
+            loo_rmspe_pct=None if loo is None else _number(loo, f"{where}.loo_rmspe_pct", allow_zero=True),
+        )
+
+
+def _finite(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LatencyTableError(f"{where}: expected a finite number, got {value!r}")
+    return float(value)
 
 
 def _number(value: Any, where: str, *, allow_zero: bool = False) -> float:
@@ -263,9 +312,9 @@ class LatencyTable:
                 f"{source}: not a mixnas latency table (format {data.get('format')!r}, expected {LUT_FORMAT!r})"
             )
         version = data.get("format_version")
-        if version != LUT_FORMAT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
             raise LatencyTableError(
-                f"{source}: unknown format_version {version!r}; this mixnas reads {LUT_FORMAT_VERSION}"
+                f"{source}: unknown format_version {version!r}; this mixnas reads {list(READABLE_FORMAT_VERSIONS)}"
             )
         sig_version = data.get("signature_version")
         if sig_version != SIGNATURE_VERSION:

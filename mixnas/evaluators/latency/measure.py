@@ -14,8 +14,8 @@ median, mean, standard deviation, inter-quartile range, minimum). With one CPU t
 thread's CPU time (``time.thread_time_ns``; both backends compute on the calling thread then), so time the
 operating system gives to other processes is not counted; otherwise it is ``time.perf_counter_ns`` (see
 :attr:`MeasureConfig.clock`). The value the lookup table and the validation use is
-:attr:`MeasureConfig.statistic`, by default the 10th percentile: other processes only add time, so a low quantile
-tracks the undisturbed latency where the mean and even the median follow the machine's load.
+:attr:`MeasureConfig.statistic`, by default the minimum: other processes only add time, so the fastest runs
+track the undisturbed latency where the mean and even the median follow the machine's load.
 :func:`measure_interleaved` goes further: it times several modules in alternating rounds, so slow
 phases of the machine are spread evenly over all of them instead of biasing whichever was measured then.
 
@@ -42,7 +42,7 @@ import os
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mixnas.errors import LatencyTableError
@@ -54,8 +54,10 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime")
 CLOCKS = ("auto", "wall", "thread")
-STATISTICS = ("p10", "median", "mean", "min")
+STATISTICS = ("min", "p10", "median", "mean")
 ONNX_OPSET = 17
+DEFAULT_REPEATS = 100
+DEFAULT_ROUNDS = 20
 
 Runner = Callable[[], None]
 Stage = Callable[[Any], Any]
@@ -77,11 +79,13 @@ class MeasureConfig:
             for one CPU thread, else ``wall``. With one thread both backends compute on the calling thread, so
             its CPU time is the latency the run would have on an idle core; unlike wall time it does not count
             the time other processes hold the core, which on a shared machine is most of the noise.
-        statistic: the value a measurement is summarised by (:data:`STATISTICS`): ``p10`` (default), ``median``,
-            ``mean`` or ``min``. Other processes only ever add time (cache and memory-bandwidth contention even
-            to CPU time), so a low quantile estimates the latency of an undisturbed device best; on this
-            project's shared 2-core machine the 10th percentile of two sweeps agreed within 1-5% where medians
-            disagreed by 10%.
+        statistic: the value a measurement is summarised by (:data:`STATISTICS`): ``min`` (default), ``p10``,
+            ``median`` or ``mean``. Other processes only ever add time (cache and memory-bandwidth contention even
+            to CPU time), so a low quantile estimates the latency of an undisturbed device best. On this
+            project's shared 2-core virtual machine, whose speed changes by up to 2x in phases of 0.5-3 s, two
+            passes over the same 50 networks agreed to 1.7% RMSPE (Spearman 0.994) by their minima and to 2.6%
+            (0.981) by their 10th percentiles in a noisy hour, and equally well (0.7-0.8%) in a quiet one;
+            medians disagreed by 10% in the first sweeps.
         drift_correction: time a fixed reference network beside every chunk of measurements and rescale them to
             the machine speed at which the lookup table was started (see :func:`measure_archs`).
     """
@@ -91,10 +95,10 @@ class MeasureConfig:
     batch_size: int = 1
     device: str = "cpu"
     warmup: int = 10
-    repeats: int = 50
+    repeats: int = DEFAULT_REPEATS
     channels_last: bool = True
     clock: str = "auto"
-    statistic: str = "p10"
+    statistic: str = "min"
     drift_correction: bool = True
 
     def __post_init__(self) -> None:
@@ -140,6 +144,7 @@ class Measurement:
     p10_ms: float
     count: int
     drift: float = 1.0
+    halves: tuple[float, float] | None = None
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> Measurement:
@@ -170,6 +175,17 @@ class Measurement:
         if statistic not in STATISTICS:
             raise LatencyTableError(f"statistic: expected one of {list(STATISTICS)}, got {statistic!r}")
         return float(getattr(self, f"{statistic}_ms")) * (self.drift if corrected else 1.0)
+
+    def half_values(self, *, corrected: bool = True) -> tuple[float, float] | None:
+        """The statistic over the even and over the odd rounds separately (times :attr:`drift` if ``corrected``).
+
+        Set by :func:`measure_runners` with two rounds or more: how far the two halves of one measurement
+        disagree is the measurement's own repeatability on this machine.
+        """
+        if self.halves is None:
+            return None
+        factor = self.drift if corrected else 1.0
+        return self.halves[0] * factor, self.halves[1] * factor
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -422,17 +438,25 @@ def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds:
     per_round = max(1, math.ceil(config.repeats / rounds))
     import torch
 
-    samples: list[list[float]] = [[] for _ in runners]
+    # samples[i][k % 2]: runner i's runs in even / odd rounds
+    samples: list[tuple[list[float], list[float]]] = [([], []) for _ in runners]
     clock = clock_for(config)
     with torch_threads(config.threads), torch.inference_mode():
         for run in runners:
             time_runs(run, config.warmup, clock)
-        for _ in range(rounds):
+        for k in range(rounds):
             for i, run in enumerate(runners):
                 if rounds > 1:
                     run()
-                samples[i].extend(time_runs(run, per_round, clock))
-    return [Measurement.from_samples(s) for s in samples]
+                samples[i][k % 2].extend(time_runs(run, per_round, clock))
+    results = []
+    for even, odd in samples:
+        m = Measurement.from_samples(even + odd)
+        if odd:
+            halves = tuple(Measurement.from_samples(h).value(config.statistic) for h in (even, odd))
+            m = replace(m, halves=halves)
+        results.append(m)
+    return results
 
 
 def measure_module(
@@ -446,7 +470,7 @@ def measure_module(
 
 
 def measure_interleaved(
-    items: Sequence[tuple[torch.nn.Module, Sequence[int]]], config: MeasureConfig | None = None, *, rounds: int = 5
+    items: Sequence[tuple[torch.nn.Module, Sequence[int]]], config: MeasureConfig | None = None, *, rounds: int = DEFAULT_ROUNDS
 ) -> list[Measurement]:
     """Latency of several ``(module, input_shape)`` pairs, timed in alternating rounds (see module docstring)."""
     config = config or MeasureConfig()
@@ -485,9 +509,8 @@ def reference_runner(config: MeasureConfig) -> Runner:
         return make_runner(build_network(arch), arch_input_shape(arch, config.batch_size), config)
 
 
-def measure_reference(config: MeasureConfig, *, rounds: int = 5) -> float:
+def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS) -> float:
     """``config.statistic`` of the reference network over ``3 * repeats`` runs (the drift baseline)."""
-    from dataclasses import replace
 
     longer = replace(config, repeats=3 * config.repeats)
     return measure_runners([reference_runner(config)], longer, rounds=rounds)[0].value(config.statistic)
@@ -497,7 +520,7 @@ def measure_archs(
     archs: Sequence[Any],
     config: MeasureConfig | None = None,
     *,
-    rounds: int = 5,
+    rounds: int = DEFAULT_ROUNDS,
     chunk: int = 25,
     progress: Callable[[int, int], None] | None = None,
     reference_ms: float | None = None,
@@ -516,7 +539,6 @@ def measure_archs(
     ratios, which is steadier than one network. On a shared machine whose speed drifts with other people's load
     this keeps measurements taken minutes apart comparable; on a dedicated device drift stays near 1.
     """
-    from dataclasses import replace
 
     config = config or MeasureConfig()
     with torch_threads(config.threads):

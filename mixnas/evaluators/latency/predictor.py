@@ -2,14 +2,15 @@
 
 The model (as in FBNet / ProxylessNAS, plus a calibration step)::
 
-    predicted_ms = scale * sum(LUT[s] for s in signatures(arch)) + offset_ms
+    predicted_ms = scale * sum(LUT[s] for s in signatures(arch)) + offset_ms + per_part_ms * len(signatures(arch))
     std_ms       = scale * sqrt(sum(std(s)^2 for s in signatures(arch)))
 
-The sum runs over the stem, every block repeat, the head and the classifier. ``scale`` and ``offset_ms`` come from
-the table's calibration, fitted on whole networks measured end to end
-(:func:`~mixnas.evaluators.latency.profile.fit_calibration`): they absorb what isolated parts do not see, e.g. the
-per-call overhead of a whole network, colder caches, or the cross-layer fusion an ONNX Runtime graph of the full
-network gets. Without calibration, scale = 1 and offset = 0.
+The sum runs over the stem, every block repeat, the head and the classifier. ``scale``, ``offset_ms`` and
+``per_part_ms`` come from the table's calibration, fitted on whole networks measured end to end
+(:func:`~mixnas.evaluators.latency.profile.fit_calibration`): they absorb what parts timed one call at a time do
+not see, e.g. the call overhead every part carries but the whole network pays once (one ONNX Runtime session per
+part), or the cross-layer fusion an ONNX Runtime graph of the full network gets. Without calibration, scale = 1
+and the other terms 0.
 
 Prediction costs about 0.2-0.4 ms on first sight of an architecture (computing its signatures) and 30-50 µs
 afterwards: the signatures are cached by the (hashable) record (``benchmarks/latency_predictor.py``).
@@ -93,8 +94,10 @@ class LatencyPredictor:
         except KeyError:
             self._fill_missing(arch, sigs)
             return self.predict(arch)
-        scale = self.scale
-        return scale * total + self.offset_ms, scale * math.sqrt(var)
+        cal = self.table.calibration
+        if cal is None or not self.calibrated:
+            return total, math.sqrt(var)
+        return cal.apply(total, len(sigs)), cal.scale * math.sqrt(var)
 
     def __call__(self, arch: Architecture) -> float:
         return self.predict(arch)[0]

@@ -16,12 +16,14 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import (
+    DEFAULT_ROUNDS,
     REFERENCE_ARCH,
     MeasureConfig,
     Measurement,
@@ -44,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_CHUNK = 8
-DEFAULT_ROUNDS = 5
 MIN_POINTS_FOR_OFFSET = 5
 
 
@@ -276,31 +277,93 @@ def mutant_contexts(
     return contexts, list(uncovered)
 
 
-def fit_calibration(points: Sequence[tuple[str, float, float]]) -> Calibration:
-    """Fit ``measured = scale * summed + offset`` minimising the squared *relative* error.
+# Calibration models: the terms of ``measured ~= scale * summed + offset + per_part * parts`` each one fits.
+CALIBRATION_MODELS = {
+    "scale": ("scale",),
+    "scale+offset": ("scale", "offset"),
+    "scale+parts": ("scale", "parts"),
+    "scale+offset+parts": ("scale", "offset", "parts"),
+}
+MIN_POINTS_FOR_PARTS = 8
+# A model with more terms must lower the leave-one-out error by this factor to be preferred (noise guard).
+SIMPLER_MODEL_MARGIN = 0.97
+
+
+def _weighted_fit(columns: list[list[float]], measured: list[float]) -> list[float] | None:
+    """Least squares on the relative error: minimise sum(((X @ c) - m) / m)^2); None if ill-conditioned."""
+    import numpy as np
+
+    x = np.array(columns, dtype=float).T / np.array(measured)[:, None]
+    if np.linalg.matrix_rank(x, tol=1e-9 * float(np.abs(x).max())) < x.shape[1]:
+        return None
+    coef, *_ = np.linalg.lstsq(x, np.ones(len(measured)), rcond=None)
+    return [float(c) for c in coef]
+
+
+def _loo_rmspe(columns: list[list[float]], measured: list[float]) -> float:
+    """Leave-one-out relative RMS error (percent) of the weighted fit; inf when a fold cannot be fitted."""
+    errors = []
+    n = len(measured)
+    for i in range(n):
+        keep = [j for j in range(n) if j != i]
+        coef = _weighted_fit([[col[j] for j in keep] for col in columns], [measured[j] for j in keep])
+        if coef is None:
+            return math.inf
+        predicted = sum(c * col[i] for c, col in zip(coef, columns))
+        errors.append((predicted - measured[i]) / measured[i])
+    return 100 * math.sqrt(sum(e * e for e in errors) / n)
+
+
+def fit_calibration(
+    points: Sequence[tuple[str, float, float]], parts: Sequence[int] | None = None
+) -> Calibration:
+    """Fit ``measured = scale * summed + offset + per_part * parts`` minimising the squared *relative* error.
 
     Relative (weighted) least squares matches how the predictor is judged (percentage error) and keeps the
-    largest networks from dominating the fit. The offset is fitted only from :data:`MIN_POINTS_FOR_OFFSET`
-    points on, and kept only if the line stays positive over the calibration range; otherwise the fit is a
-    scale alone.
+    largest networks from dominating the fit. Which terms are fitted is chosen by leave-one-out error among
+    :data:`CALIBRATION_MODELS`: the offset needs :data:`MIN_POINTS_FOR_OFFSET` points, the per-part term
+    :data:`MIN_POINTS_FOR_PARTS` points whose part counts differ (``parts``: the number of signatures of each
+    point's architecture, aligned with ``points``); a model with more terms must beat a simpler one by
+    :data:`SIMPLER_MODEL_MARGIN`, and every model must predict positive latencies for all points. With one point
+    (or nothing better) the fit is a scale alone.
     """
     if not points:
         raise LatencyTableError("calibration needs at least one end-to-end measurement")
-    # Weighted least squares with weights 1/measured^2: minimise sum((a * x + b * y - 1)^2), x = s/m, y = 1/m.
-    xs = [s / m for _, s, m in points]
-    ys = [1.0 / m for _, _, m in points]
-    sxx = sum(x * x for x in xs)
-    sxy = sum(x * y for x, y in zip(xs, ys))
-    syy = sum(y * y for y in ys)
-    sx, sy = sum(xs), sum(ys)
-    det = sxx * syy - sxy * sxy
-    if len(points) >= MIN_POINTS_FOR_OFFSET and det > 1e-9 * sxx * syy:
-        scale = (sx * syy - sy * sxy) / det
-        offset = (sy * sxx - sx * sxy) / det
-        smallest = min(s for _, s, _ in points)
-        if scale > 0 and scale * smallest + offset > 0:
-            return Calibration(scale=scale, offset_ms=offset, points=tuple(points))
-    return Calibration(scale=sx / sxx, offset_ms=0.0, points=tuple(points))
+    if parts is not None and len(parts) != len(points):
+        raise LatencyTableError(f"calibration: {len(parts)} part counts for {len(points)} points")
+    summed = [s for _, s, _ in points]
+    measured = [m for _, _, m in points]
+    n = len(points)
+    features = {"scale": summed, "offset": [1.0] * n, "parts": [float(p) for p in parts or [0] * n]}
+    best: tuple[float, str, list[float]] | None = None
+    for model, terms in CALIBRATION_MODELS.items():
+        if "offset" in terms and n < MIN_POINTS_FOR_OFFSET:
+            continue
+        if "parts" in terms and (parts is None or n < MIN_POINTS_FOR_PARTS or len(set(parts)) < 2):
+            continue
+        if n < len(terms) + 2 and model != "scale":
+            continue
+        columns = [features[t] for t in terms]
+        coef = _weighted_fit(columns, measured)
+        if coef is None or coef[0] <= 0:
+            continue
+        if any(sum(c * col[i] for c, col in zip(coef, columns)) <= 0 for i in range(n)):
+            continue
+        loo = _loo_rmspe(columns, measured) if n > len(terms) else math.inf
+        if best is None or loo < best[0] * SIMPLER_MODEL_MARGIN:
+            best = (loo, model, coef)
+    if best is None:  # cannot happen for positive points (scale alone always fits), kept as a guard
+        raise LatencyTableError("calibration: no model fits the end-to-end measurements")
+    loo, model, coef = best
+    values = dict(zip(CALIBRATION_MODELS[model], coef))
+    return Calibration(
+        scale=values["scale"],
+        offset_ms=values.get("offset", 0.0),
+        per_part_ms=values.get("parts", 0.0),
+        points=tuple(points),
+        model=model,
+        loo_rmspe_pct=None if math.isinf(loo) else loo,
+    )
 
 
 def calibrate(
@@ -326,8 +389,18 @@ def calibrate(
     )
     logger.info("measured %d calibration networks in %.1f s", len(archs), time.perf_counter() - start)
     points = tuple((a.id, s, m.value(config.statistic)) for a, s, m in zip(archs, summed, measured))
-    fit = fit_calibration(points)
-    table.calibration = Calibration(fit.scale, fit.offset_ms, fit.points, tuple(a.to_dict() for a in archs))
+    fit = fit_calibration(points, [len(arch_signatures(a)) for a in archs])
+    table.calibration = replace(fit, archs=tuple(a.to_dict() for a in archs))
+    return table.calibration
+
+
+def refit(table: LatencyTable) -> Calibration:
+    """Refit the table's calibration from its stored points (e.g. after a change of the fitting rules)."""
+    cal = table.calibration
+    if cal is None or not cal.points:
+        raise LatencyTableError("the latency table has no calibration points to refit")
+    parts = [len(arch_signatures(Architecture.from_dict(a))) for a in cal.archs] if cal.archs else None
+    table.calibration = replace(fit_calibration(cal.points, parts), archs=cal.archs)
     return table.calibration
 
 

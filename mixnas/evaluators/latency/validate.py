@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.measure import MeasureConfig, measure_archs
+from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, MeasureConfig, measure_archs
 from mixnas.evaluators.latency.predictor import LatencyPredictor
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
@@ -124,7 +124,7 @@ def validate(
     archs: Sequence[Architecture],
     config: MeasureConfig,
     *,
-    rounds: int = 5,
+    rounds: int = DEFAULT_ROUNDS,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
     """Measure ``archs`` end to end with ``config`` and compare with ``predictor`` and with MACs."""
@@ -152,6 +152,11 @@ def validate(
         metrics["drift_reference"] = f"{len(references)} calibration networks"
     else:
         metrics["drift_reference"] = "reference network" if config.drift_correction else "none"
+    halves = [m.half_values() for m in measured]
+    if all(h is not None for h in halves):
+        agreement = error_metrics([h[0] for h in halves], [h[1] for h in halves])  # type: ignore[index]
+        metrics["halves_spearman"] = agreement["spearman"]
+        metrics["halves_rmspe"] = agreement["rmspe"]
     if config.drift_correction:
         raw = error_metrics(pred_ms, [m.value(config.statistic, corrected=False) for m in measured])
         metrics.update({f"uncorrected_{k}": v for k, v in raw.items() if k != "n"})

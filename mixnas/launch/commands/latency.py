@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.measure import DEFAULT_REPEATS, DEFAULT_ROUNDS
 from mixnas.search_space.arch import Architecture
 
 DEFAULT_PROFILE_SAMPLES = 200
@@ -109,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     v.add_argument("--repeats", type=int, default=None, help="timed runs per network (default: the LUT's)")
     v.add_argument("--warmup", type=int, default=None, help="untimed runs per network (default: the LUT's)")
-    v.add_argument("--rounds", type=int, default=5, help="interleaving rounds (default 5)")
+    v.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
     v.set_defaults(func=run_validate)
 
     ic = cmds.add_parser("import-csv", help="turn a CSV (signature,mean_ms,std_ms[,count]) into a LUT")
@@ -134,8 +135,8 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch backend device")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
-    p.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaving rounds (default 5)")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"timed runs (default {DEFAULT_REPEATS})")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="torch backend: keep NCHW")
     p.add_argument(
         "--clock",
@@ -145,9 +146,9 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--statistic",
-        choices=["p10", "median", "mean", "min"],
-        default="p10",
-        help="summary of the timed runs used as the latency (default p10: least disturbed by other processes)",
+        choices=["min", "p10", "median", "mean"],
+        default="min",
+        help="summary of the timed runs used as the latency (default min: least disturbed by other processes)",
     )
     p.add_argument(
         "--no-drift-correction",
@@ -294,7 +295,7 @@ def run_profile(args: argparse.Namespace) -> int:
         _say(f"calibrate: measuring {len(calibration_archs)} architectures end to end")
         cal = calibrate(table, calibration_archs, config, rounds=args.rounds, progress=_Progress("calibrate"))
         table.save(args.out)
-        _say(f"calibrate: measured = {cal.scale:.4f} x LUT sum + {cal.offset_ms:.4f} ms (n={len(cal.points)})")
+        _say(f"calibrate: {cal.describe()}")
     print(
         f"{args.out}: {len(table)} signatures ({config.backend}, {config.threads} thread(s), "
         f"batch {config.batch_size})"
@@ -386,6 +387,9 @@ def run_validate(args: argparse.Namespace) -> int:
     )
     print(f"  Spearman {m['spearman']:.4f}   Kendall {m['kendall']:.4f}")
     print(f"  MACs alone: Spearman {m['macs_spearman']:.4f}   Kendall {m['macs_kendall']:.4f}")
+    if "halves_spearman" in m:
+        print(f"  measurement repeatability (even vs odd rounds): Spearman {m['halves_spearman']:.4f}   "
+              f"RMSPE {m['halves_rmspe']:.2f}%")
     if "uncorrected_within_10pct" in m:
         print(f"  without drift correction: within ±10% {100 * m['uncorrected_within_10pct']:.1f}%   "
               f"RMSPE {m['uncorrected_rmspe']:.2f}%   Spearman {m['uncorrected_spearman']:.4f}   "
