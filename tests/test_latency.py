@@ -238,6 +238,9 @@ def test_fit_calibration_per_part_term_chosen_by_leave_one_out() -> None:
     plain = fit_calibration(noisy, parts)
     assert plain.per_part_ms == 0.0 and plain.model in ("scale", "scale+offset")
     assert plain.loo_rmspe_pct is not None and 0.3 < plain.loo_rmspe_pct < 3.0
+    # a positive per-part term is not physical (parts carry extra call overhead, never less): not used
+    positive = [(f"a{i}", s, 0.9 * s + 0.05 + 0.02 * p) for i, (s, p) in enumerate(zip(summed, parts))]
+    assert fit_calibration(positive, parts).per_part_ms == 0.0
     # constant part counts cannot be separated from the offset
     assert fit_calibration(points, [9] * 30).per_part_ms == 0.0
     with pytest.raises(LatencyTableError, match="part counts"):

@@ -324,8 +324,9 @@ def fit_calibration(
     :data:`CALIBRATION_MODELS`: the offset needs :data:`MIN_POINTS_FOR_OFFSET` points, the per-part term
     :data:`MIN_POINTS_FOR_PARTS` points whose part counts differ (``parts``: the number of signatures of each
     point's architecture, aligned with ``points``); a model with more terms must beat a simpler one by
-    :data:`SIMPLER_MODEL_MARGIN`, and every model must predict positive latencies for all points. With one point
-    (or nothing better) the fit is a scale alone.
+    :data:`SIMPLER_MODEL_MARGIN`, every model must predict positive latencies for all points, and a per-part
+    term must not be positive (parts timed one call each can only carry *more* call overhead than the network;
+    a positive term is fitted noise). With one point (or nothing better) the fit is a scale alone.
     """
     if not points:
         raise LatencyTableError("calibration needs at least one end-to-end measurement")
@@ -347,6 +348,8 @@ def fit_calibration(
         coef = _weighted_fit(columns, measured)
         if coef is None or coef[0] <= 0:
             continue
+        if "parts" in terms and coef[terms.index("parts")] > 0:
+            continue  # timing a part alone can only add call overhead: a positive per-part term is noise
         if any(sum(c * col[i] for c, col in zip(coef, columns)) <= 0 for i in range(n)):
             continue
         loo = _loo_rmspe(columns, measured) if n > len(terms) else math.inf
