@@ -470,7 +470,10 @@ def measure_module(
 
 
 def measure_interleaved(
-    items: Sequence[tuple[torch.nn.Module, Sequence[int]]], config: MeasureConfig | None = None, *, rounds: int = DEFAULT_ROUNDS
+    items: Sequence[tuple[torch.nn.Module, Sequence[int]]],
+    config: MeasureConfig | None = None,
+    *,
+    rounds: int = DEFAULT_ROUNDS,
 ) -> list[Measurement]:
     """Latency of several ``(module, input_shape)`` pairs, timed in alternating rounds (see module docstring)."""
     config = config or MeasureConfig()
@@ -511,7 +514,6 @@ def reference_runner(config: MeasureConfig) -> Runner:
 
 def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS) -> float:
     """``config.statistic`` of the reference network over ``3 * repeats`` runs (the drift baseline)."""
-
     longer = replace(config, repeats=3 * config.repeats)
     return measure_runners([reference_runner(config)], longer, rounds=rounds)[0].value(config.statistic)
 
@@ -539,7 +541,6 @@ def measure_archs(
     ratios, which is steadier than one network. On a shared machine whose speed drifts with other people's load
     this keeps measurements taken minutes apart comparable; on a dedicated device drift stays near 1.
     """
-
     config = config or MeasureConfig()
     with torch_threads(config.threads):
         if references:

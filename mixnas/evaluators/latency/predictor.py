@@ -71,6 +71,11 @@ class LatencyPredictor:
         cal = self.table.calibration
         return cal.offset_ms if (cal and self.calibrated) else 0.0
 
+    @property
+    def per_part_ms(self) -> float:
+        cal = self.table.calibration
+        return cal.per_part_ms if (cal and self.calibrated) else 0.0
+
     def signatures(self, arch: Architecture) -> tuple[str, ...]:
         """Signatures of ``arch`` (cached; the cache is cleared when it reaches :data:`CACHE_SIZE`)."""
         sigs = self._signatures.get(arch)

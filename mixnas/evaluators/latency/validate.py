@@ -170,6 +170,7 @@ def validate(
         calibrated=predictor.table.calibration is not None and predictor.calibrated,
         scale=predictor.scale,
         offset_ms=predictor.offset_ms,
+        per_part_ms=predictor.per_part_ms,
     )
     rows = [
         {
