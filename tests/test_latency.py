@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,16 +25,24 @@ from mixnas.evaluators.latency.measure import (
     measure_arch,
     measure_interleaved,
     measure_module,
+    measure_runners,
+    rounds_until,
 )
 from mixnas.evaluators.latency.predictor import LatencyPredictor
-from mixnas.evaluators.latency.profile import fit_calibration, new_table, profile_archs, select_contexts
+from mixnas.evaluators.latency.profile import (
+    config_from_table,
+    fit_calibration,
+    new_table,
+    profile_archs,
+    select_contexts,
+)
 from mixnas.evaluators.latency.signatures import arch_parts, arch_signatures, layer_signature
 from mixnas.evaluators.latency.validate import error_metrics, kendall, rankdata, spearman
 from mixnas.launch.cli import main
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.presets import resolve_arch
 
-FAST = MeasureConfig(warmup=1, repeats=3)
+FAST = MeasureConfig(warmup=1, repeats=3, min_seconds=0)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +272,7 @@ def test_measurement_positive_finite_and_respects_threads() -> None:
     before = torch.get_num_threads()
     wanted = 2 if before != 2 else 1
     probe = _ThreadProbe()
-    config = MeasureConfig(threads=wanted, warmup=2, repeats=6, clock="wall")
+    config = MeasureConfig(threads=wanted, warmup=2, repeats=6, clock="wall", min_seconds=0)
     m = measure_module(probe, (1, 3, 8, 8), config)
     assert set(probe.seen) == {wanted}
     assert len(probe.seen) == 2 + 6
@@ -278,7 +287,7 @@ def test_measure_arch_both_backends(tiny) -> None:
     assert m.value("p10") > 0 and m.count == 3
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    m = measure_arch(tiny, MeasureConfig(backend="onnxruntime", warmup=1, repeats=3))
+    m = measure_arch(tiny, MeasureConfig(backend="onnxruntime", warmup=1, repeats=3, min_seconds=0))
     assert m.value("median") > 0 and math.isfinite(m.std_ms)
 
 
@@ -291,6 +300,35 @@ def test_measure_config_validation() -> None:
         MeasureConfig(threads=2, clock="thread")
     assert MeasureConfig(threads=2).resolved_clock == "wall"
     assert MeasureConfig().resolved_clock == "thread"
+    for bad in (-1.0, float("inf"), "4", True):
+        with pytest.raises(LatencyTableError, match="min_seconds"):
+            MeasureConfig(min_seconds=bad)
+
+
+def test_rounds_until_spans_a_minimum_time() -> None:
+    assert list(rounds_until(3, 0)) == [0, 1, 2]
+    start = time.perf_counter()
+    seen = []
+    for k in rounds_until(2, 0.05):
+        seen.append(k)
+        time.sleep(0.005)
+    assert time.perf_counter() - start >= 0.05  # the span, not a speed: more rounds ran until it had passed
+    assert len(seen) > 2 and seen == list(range(len(seen)))
+    with pytest.raises(LatencyTableError, match="rounds"):
+        list(rounds_until(0, 1.0))
+
+
+def test_measurement_goes_on_until_the_time_span_has_passed() -> None:
+    calls = []
+
+    def runner() -> None:
+        calls.append(1)
+        time.sleep(0.002)
+
+    config = MeasureConfig(warmup=0, repeats=4, clock="wall", min_seconds=0.1)
+    (m,) = measure_runners([runner], config, rounds=2)
+    assert m.count > 4 and m.count % 2 == 0  # whole rounds of ceil(4 / 2) timed runs, more than the minimum
+    assert m.halves is not None
 
 
 def test_measurement_summary() -> None:
@@ -301,7 +339,7 @@ def test_measurement_summary() -> None:
 
 def test_interleaved_rounds_give_halves_for_repeatability() -> None:
     items = [(torch.nn.Conv2d(3, 8, 3), (1, 3, 16, 16)), (torch.nn.Conv2d(3, 16, 5), (1, 3, 16, 16))]
-    config = MeasureConfig(warmup=1, repeats=8, clock="wall")
+    config = MeasureConfig(warmup=1, repeats=8, clock="wall", min_seconds=0)
     for m in measure_interleaved(items, config, rounds=4):
         assert m.count == 8 and m.halves is not None and all(h > 0 for h in m.halves)
         drifted = replace(m, drift=2.0)
@@ -347,6 +385,27 @@ def test_profiling_is_incremental_and_resumes_after_interruption(tmp_path: Path)
     assert select_contexts(final, archs) == []
 
 
+def test_profiling_chunks_grow_to_fill_the_time_span() -> None:
+    archs = _tiny_archs(4)
+    config = replace(FAST, min_seconds=0.3, drift_correction=False)
+    table = new_table(config)
+    contexts = len(select_contexts(table, archs))
+    assert contexts > 2
+    details: list[str] = []
+    profile_archs(table, archs, config, chunk=1, rounds=1, progress=lambda d, t, detail: details.append(detail))
+    # The first chunk holds one network; its one round took far less than 0.3 s, so the next chunk grows to the
+    # most allowed (4 x chunk) instead of paying the time span once per network.
+    assert details[0].startswith("1/") and details[1].startswith(f"{min(5, contexts)}/")
+    assert set(table.entries) == {s for a in archs for s in arch_signatures(a)}
+
+
+def test_config_from_table_keeps_the_time_span() -> None:
+    table = new_table(replace(FAST, drift_correction=False, min_seconds=1.5))
+    assert config_from_table(table).min_seconds == 1.5
+    del table.settings["min_seconds"]  # tables written before the setting existed
+    assert config_from_table(table).min_seconds == MeasureConfig().min_seconds
+
+
 def test_profiling_refuses_a_table_of_other_conditions(tiny) -> None:
     table = synthetic_table(tiny, cpu="another cpu")
     with pytest.raises(LatencyTableError, match="other conditions"):
@@ -375,7 +434,7 @@ def test_error_metrics_hand_case() -> None:
 
 
 # --- command line ---------------------------------------------------------------------------------------------
-FAST_ARGS = ["--warmup", "1", "--repeats", "3", "--rounds", "1"]
+FAST_ARGS = ["--warmup", "1", "--repeats", "3", "--rounds", "1", "--min-seconds", "0"]
 
 
 def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,7 +114,7 @@ def _latency_predictor(cfg: ExperimentConfig) -> Callable[[Architecture], tuple[
 
         def measure(arch: Architecture) -> tuple[float, float]:
             m = measure_arch(arch, measure_config)
-            return m.median_ms, m.std_ms
+            return m.value(measure_config.statistic), m.std_ms
 
         return measure
     return None

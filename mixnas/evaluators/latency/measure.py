@@ -58,6 +58,7 @@ STATISTICS = ("min", "p10", "median", "mean")
 ONNX_OPSET = 17
 DEFAULT_REPEATS = 100
 DEFAULT_ROUNDS = 20
+DEFAULT_MIN_SECONDS = 4.0
 
 Runner = Callable[[], None]
 Stage = Callable[[Any], Any]
@@ -88,6 +89,12 @@ class MeasureConfig:
             medians disagreed by 10% in the first sweeps.
         drift_correction: time a fixed reference network beside every chunk of measurements and rescale them to
             the machine speed at which the lookup table was started (see :func:`measure_archs`).
+        min_seconds: the least wall time one interleaved measurement spans: rounds go on past ``rounds`` until
+            it has passed (0 turns it off). A machine's slow phases can outlast a whole measurement of small
+            networks (50 ``tiny`` networks at 32 px take 0.7 s with ONNX Runtime), and then every minimum is
+            taken in the same slow phase: on this project's development machine, two passes over 25 such
+            networks differed in level by up to 34%, while passes of 4 s or more agreed to 0.2% in level and
+            0.14-0.24% per network. See :func:`rounds_until`.
     """
 
     backend: str = "torch"
@@ -100,6 +107,7 @@ class MeasureConfig:
     clock: str = "auto"
     statistic: str = "min"
     drift_correction: bool = True
+    min_seconds: float = DEFAULT_MIN_SECONDS
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -112,6 +120,9 @@ class MeasureConfig:
             raise LatencyTableError(f"warmup: expected a non-negative integer, got {self.warmup!r}")
         if self.device not in ("cpu", "cuda"):
             raise LatencyTableError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
+        seconds = self.min_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+            raise LatencyTableError(f"min_seconds: expected a non-negative number of seconds, got {seconds!r}")
         if self.statistic not in STATISTICS:
             raise LatencyTableError(f"statistic: expected one of {list(STATISTICS)}, got {self.statistic!r}")
         if self.clock not in CLOCKS:
@@ -426,14 +437,32 @@ def time_pipeline(
     return samples
 
 
+def rounds_until(rounds: int, min_seconds: float) -> Iterator[int]:
+    """Round numbers 0, 1, ...: at least ``rounds`` of them, and more until ``min_seconds`` of wall time passed.
+
+    The clock starts at the first round. Spanning a minimum time (rather than a number of runs) is what makes
+    a low statistic robust on a machine whose speed changes in phases: the minimum of a measurement is only
+    undisturbed if some of its rounds fell into an undisturbed phase.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
+    start = time.perf_counter()
+    k = 0
+    while k < rounds or time.perf_counter() - start < min_seconds:
+        yield k
+        k += 1
+
+
 # --- public measurement API ----------------------------------------------------------------------------------
 def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds: int = 1) -> list[Measurement]:
     """Time several prepared runners in interleaved rounds and summarise each.
 
-    Every runner is warmed up with ``config.warmup`` runs; then, ``rounds`` times, each runner in turn gets one
-    untimed run (its caches were just used by the previous runner) and ``ceil(repeats / rounds)`` timed runs.
+    Every runner is warmed up with ``config.warmup`` runs; then, for at least ``rounds`` rounds and at least
+    ``config.min_seconds`` (:func:`rounds_until`), each runner in turn gets one untimed run (its caches were
+    just used by the previous runner) and ``ceil(repeats / rounds)`` timed runs. ``repeats`` is therefore a
+    minimum: small networks get more runs, spread over the time span.
     """
-    if rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
     per_round = max(1, math.ceil(config.repeats / rounds))
     import torch
@@ -444,9 +473,9 @@ def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds:
     with torch_threads(config.threads), torch.inference_mode():
         for run in runners:
             time_runs(run, config.warmup, clock)
-        for k in range(rounds):
+        for k in rounds_until(rounds, config.min_seconds):
             for i, run in enumerate(runners):
-                if rounds > 1:
+                if rounds > 1 or k > 0:
                     run()
                 samples[i][k % 2].extend(time_runs(run, per_round, clock))
     results = []

@@ -35,6 +35,7 @@ from mixnas.evaluators.latency.measure import (
     measure_archs,
     measure_reference,
     reference_runner,
+    rounds_until,
     time_pipeline,
     time_runs,
     torch_threads,
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 DEFAULT_CHUNK = 8
+MAX_CHUNK_FACTOR = 4
 MIN_POINTS_FOR_OFFSET = 5
 
 
@@ -70,7 +72,7 @@ def new_table(config: MeasureConfig) -> LatencyTable:
 
 def config_from_table(table: LatencyTable, **overrides: Any) -> MeasureConfig:
     """The measurement settings a table was built with (backend, threads, batch, clock, statistic, ...)."""
-    names = ("device", "warmup", "repeats", "channels_last", "clock", "statistic", "drift_correction")
+    names = ("device", "warmup", "repeats", "channels_last", "clock", "statistic", "drift_correction", "min_seconds")
     known = {k: table.settings[k] for k in names if k in table.settings}
     if "reference_ms" not in table.settings:
         known["drift_correction"] = False
@@ -165,11 +167,16 @@ def profile_archs(
 
     The networks that contain a missing signature (:func:`select_contexts`) are run part by part
     (:func:`~mixnas.evaluators.latency.measure.time_pipeline`), each part timed where it sits in the network.
-    Networks are processed ``chunk`` at a time, interleaved over ``rounds`` rounds of ``ceil(repeats / rounds)``
-    runs each; a signature met in several networks of a chunk pools their runs. The entry is ``config.statistic`` (and
-    mean, standard deviation, count) of the pooled runs, rescaled by the chunk's drift factor when ``config``
-    asks for drift correction (the reference network is timed in every round). With ``path``, the table is
-    saved after every chunk.
+    Networks are processed in chunks, interleaved over at least ``rounds`` rounds of ``ceil(repeats / rounds)``
+    runs each and at least ``config.min_seconds`` of wall time (more rounds until it has passed); a signature
+    met in several networks of a chunk pools their runs. The entry is ``config.statistic`` (and mean, standard
+    deviation, count) of the pooled runs, rescaled by the chunk's drift factor when ``config`` asks for drift
+    correction (the reference network is timed in every round). With ``path``, the table is saved after every
+    chunk.
+
+    Chunks start at ``chunk`` networks and grow (up to ``MAX_CHUNK_FACTOR * chunk``) while ``rounds`` rounds of
+    a chunk take less than ``config.min_seconds``: small networks then share the time span instead of each
+    chunk of them paying for it.
     With ``only``, just those signatures are measured (and only networks that have one of them are run).
     """
     import torch
@@ -182,10 +189,15 @@ def profile_archs(
     contexts = select_contexts(table, archs, wanted)
     cache = _StageCache(config)
     clock = clock_for(config)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise LatencyTableError(f"chunk: expected a positive integer, got {chunk!r}")
     per_round = max(1, math.ceil(config.repeats / rounds))
-    done = 0
-    for start in range(0, len(contexts), chunk):
-        batch = contexts[start : start + chunk]
+    done = start = 0
+    size = chunk
+    while start < len(contexts):
+        batch = contexts[start : start + size]
         with torch_threads(config.threads):
             pipelines = []
             for arch in batch:
@@ -198,13 +210,15 @@ def profile_archs(
             with torch.inference_mode():
                 for _, stages, x in pipelines:
                     time_pipeline(stages, x, max(1, config.warmup), clock)
-                for _ in range(rounds):
+                began = time.perf_counter()
+                for k in rounds_until(rounds, config.min_seconds):
                     for (_, stages, x), acc in zip(pipelines, samples):
                         time_pipeline(stages, x, 1, clock)  # re-warm after the other networks ran
                         time_pipeline(stages, x, per_round, clock, acc)
                     if reference is not None:
                         reference()
                         reference_runs.extend(time_runs(reference, per_round, clock))
+                per_network = (time.perf_counter() - began) / (k + 1) * rounds / len(batch)
         drift = 1.0
         if baseline is not None:
             drift = baseline / Measurement.from_samples(reference_runs).value(config.statistic)
@@ -221,6 +235,9 @@ def profile_archs(
             table.save(path)
         if progress is not None:
             progress(done, len(todo), f"{start + len(batch)}/{len(contexts)} networks")
+        start += len(batch)
+        if per_network > 0:  # grow the next chunk so that its base rounds fill the time span
+            size = min(MAX_CHUNK_FACTOR * chunk, max(chunk, math.ceil(config.min_seconds / per_network)))
     return done
 
 

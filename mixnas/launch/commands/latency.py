@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.measure import DEFAULT_REPEATS, DEFAULT_ROUNDS
+from mixnas.evaluators.latency.measure import DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_ROUNDS
 from mixnas.search_space.arch import Architecture
 
 DEFAULT_PROFILE_SAMPLES = 200
@@ -74,7 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("--resolution", type=int, help="override the architectures' input resolution")
     _measure_options(pr)
-    pr.add_argument("--chunk", type=int, default=8, help="networks measured (interleaved) between saves (default 8)")
+    pr.add_argument(
+        "--chunk",
+        type=int,
+        default=8,
+        help="networks measured (interleaved) between saves (default 8; grows for small networks, see --min-seconds)",
+    )
     pr.set_defaults(func=run_profile)
 
     pd = cmds.add_parser("predict", help="predict latency from a LUT")
@@ -111,6 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--repeats", type=int, default=None, help="timed runs per network (default: the LUT's)")
     v.add_argument("--warmup", type=int, default=None, help="untimed runs per network (default: the LUT's)")
     v.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
+    v.add_argument(
+        "--min-seconds", type=float, default=None, help="least wall time one measurement spans (default: the LUT's)"
+    )
     v.set_defaults(func=run_validate)
 
     ic = cmds.add_parser("import-csv", help="turn a CSV (signature,mean_ms,std_ms[,count]) into a LUT")
@@ -137,6 +145,13 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"timed runs (default {DEFAULT_REPEATS})")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=DEFAULT_MIN_SECONDS,
+        help=f"least wall time one interleaved measurement spans: more rounds until it has passed, so that its "
+        f"minimum is not taken in one slow phase of the machine (default {DEFAULT_MIN_SECONDS:g}; 0: off)",
+    )
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="torch backend: keep NCHW")
     p.add_argument(
         "--clock",
@@ -172,6 +187,7 @@ def _config(args: argparse.Namespace) -> Any:
         clock=args.clock,
         statistic=args.statistic,
         drift_correction=args.drift_correction,
+        min_seconds=args.min_seconds,
     )
 
 
@@ -333,7 +349,11 @@ def run_validate(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.validate import plot_scatter, validate
 
     table = LatencyTable.load(args.lut)
-    overrides = {k: v for k, v in (("repeats", args.repeats), ("warmup", args.warmup)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("repeats", args.repeats), ("warmup", args.warmup), ("min_seconds", args.min_seconds))
+        if v is not None
+    }
     config = config_from_table(table, **overrides)
     check_compatible(table, config)  # end-to-end measurements here mean nothing for another device's table
     exclude = {p[0] for p in table.calibration.points} if table.calibration else set()
