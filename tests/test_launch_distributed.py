@@ -24,6 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_search_runs_on_two_nodes(shared_dir, tmp_path):
     cluster_utils = pytest.importorskip("ray.cluster_utils")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Cluster writes its address to <system temp>/ray/ray_current_cluster whatever temp_dir says; on a fresh
+    # machine that folder does not exist yet.
+    from ray._common.utils import get_default_ray_temp_dir
+
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     temp = tempfile.mkdtemp(prefix="mxc", dir="/tmp")
     cluster = cluster_utils.Cluster(
         initialize_head=True,
