@@ -444,6 +444,7 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
     assert table.calibration is not None and len(table.calibration.points) == 2
     assert [Architecture.from_dict(a).id for a in table.calibration.archs] == [p[0] for p in table.calibration.points]
     assert table.settings["clock"] == "thread" and table.settings["statistic"] == "min"
+    assert table.settings["min_seconds"] == 0
     capsys.readouterr()
 
     assert main(["latency", "predict", "--lut", lut, "--json", "mixnet_tiny", "--measure-missing"]) == 0
@@ -459,6 +460,7 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
         assert key in report
     assert report["n"] == 3 and plot.stat().st_size > 0
     assert report["drift_reference"] == "2 calibration networks"
+    assert report["min_seconds"] == 0  # the table's setting, unless --min-seconds overrides it
     calibration_ids = {p[0] for p in table.calibration.points}
     assert not calibration_ids & {r["arch_id"] for r in report["architectures"]}
 

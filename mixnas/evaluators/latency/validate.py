@@ -167,6 +167,7 @@ def validate(
         batch_size=config.batch_size,
         clock=config.resolved_clock,
         statistic=config.statistic,
+        min_seconds=config.min_seconds,
         calibrated=predictor.table.calibration is not None and predictor.calibrated,
         scale=predictor.scale,
         offset_ms=predictor.offset_ms,
