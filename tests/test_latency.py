@@ -37,7 +37,13 @@ from mixnas.evaluators.latency.profile import (
     select_contexts,
 )
 from mixnas.evaluators.latency.signatures import arch_parts, arch_signatures, layer_signature
-from mixnas.evaluators.latency.validate import error_metrics, kendall, rankdata, spearman
+from mixnas.evaluators.latency.validate import (
+    error_metrics,
+    kendall,
+    rankdata,
+    repeatability_warning,
+    spearman,
+)
 from mixnas.launch.cli import main
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.presets import resolve_arch
@@ -345,6 +351,16 @@ def test_interleaved_rounds_give_halves_for_repeatability() -> None:
         drifted = replace(m, drift=2.0)
         assert drifted.half_values() == pytest.approx((2 * m.halves[0], 2 * m.halves[1]))
     assert measure_interleaved(items, config, rounds=1)[0].half_values() is None
+
+
+def test_repeatability_warning_only_for_disagreeing_halves() -> None:
+    assert repeatability_warning({}) is None  # one round: no halves
+    assert repeatability_warning({"halves_spearman": 0.99, "halves_rmspe": 1.0}) is None
+    assert repeatability_warning({"halves_spearman": float("nan"), "halves_rmspe": 0.5}) is None  # constant ranks
+    low_rank = repeatability_warning({"halves_spearman": 0.953, "halves_rmspe": 1.0})
+    assert low_rank is not None and "0.953" in low_rank and "--min-seconds" in low_rank
+    spread = repeatability_warning({"halves_spearman": 0.995, "halves_rmspe": 4.4})
+    assert spread is not None and "4.4%" in spread
 
 
 # --- profiling ------------------------------------------------------------------------------------------------

@@ -191,6 +191,30 @@ def validate(
     return ValidationReport(metrics=metrics, rows=rows)
 
 
+# Below these, a validation's own measurements disagree with themselves (even against odd rounds) so much that
+# its error and rank figures say more about the machine than about the predictor.
+REPEATABILITY_MIN_SPEARMAN = 0.98
+REPEATABILITY_MAX_RMSPE = 3.0
+
+
+def repeatability_warning(metrics: dict[str, Any]) -> str | None:
+    """One line for the user when the measurement halves of a validation disagree; None when they agree.
+
+    ``metrics`` is :attr:`ValidationReport.metrics`; without ``halves_*`` (one round) there is nothing to say.
+    """
+    rho, rmspe = metrics.get("halves_spearman"), metrics.get("halves_rmspe")
+    if rho is None or rmspe is None:
+        return None
+    if (math.isnan(rho) or rho >= REPEATABILITY_MIN_SPEARMAN) and rmspe <= REPEATABILITY_MAX_RMSPE:
+        return None
+    return (
+        f"the measurements agree with themselves only to Spearman {rho:.3f} / RMSPE {rmspe:.1f}% (even against "
+        f"odd rounds; at least {REPEATABILITY_MIN_SPEARMAN} / at most {REPEATABILITY_MAX_RMSPE:.0f}% is a "
+        "quiet machine): the figures are limited by the machine's noise; re-run when it is quieter, or with "
+        "a larger --min-seconds"
+    )
+
+
 def calibration_references(table: Any) -> list[tuple[Architecture, float]]:
     """The table's calibration networks with their stored latencies, as drift references for validation.
 

@@ -346,7 +346,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.predictor import LatencyPredictor
     from mixnas.evaluators.latency.profile import check_compatible, config_from_table, mutant_contexts, profile_archs
     from mixnas.evaluators.latency.signatures import arch_signatures
-    from mixnas.evaluators.latency.validate import plot_scatter, validate
+    from mixnas.evaluators.latency.validate import plot_scatter, repeatability_warning, validate
 
     table = LatencyTable.load(args.lut)
     overrides = {
@@ -391,6 +391,9 @@ def run_validate(args: argparse.Namespace) -> int:
         missing_signatures=len(missing),
         own_context_signatures=len(own_context),
     )
+    warning = repeatability_warning(report.metrics)
+    if warning:
+        _say(f"validate: warning: {warning}")
     if args.plot:
         plot_scatter(report, args.plot, title=f"{args.space} space, {config.backend}, {config.threads} thread(s)")
         _say(f"validate: plot written to {args.plot}")
