@@ -110,6 +110,22 @@ def test_changed_config_is_refused_with_a_diff(shared_dir, tmp_path, ray_address
     assert len(_rows(run_dir)) == 6
 
 
+def test_optuna_run_resumes_after_its_directory_moved(shared_dir, tmp_path, ray_address):
+    config = _macro_config(shared_dir, tmp_path, 4)
+    data = yaml.safe_load(config.read_text())
+    data["controller"] = {"type": "optuna", "options": {"sampler": "tpe"}}
+    config.write_text(yaml.safe_dump(data))
+    _cli("search", str(config), "--output", str(tmp_path / "run"), "--set", f"execution.address={ray_address}", "-q")
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "run", moved)
+    _cli("resume", str(moved), "--set", "execution.trials=6", "--force", "-q")
+    rows = _rows(moved)
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    state = json.loads((moved / "controller.json").read_text())
+    assert state["controller"]["options"]["storage"] == f"sqlite:///{moved.resolve() / 'optuna.db'}"
+
+
 def _kill_when(proc: subprocess.Popen, ledger: Path, finished_target: int, timeout: float = 90) -> int:
     """SIGKILL the driver as soon as the ledger has ``finished_target`` finished trials; returns how many it had."""
     deadline = time.monotonic() + timeout

@@ -337,9 +337,10 @@ class Search:
             torch.set_num_threads(1)
         objectives = [ControllerObjective(o.metric, o.direction) for o in self.cfg.reward.controller_objectives]
         options = dict(self.cfg.controller.options)
+        self.run_dir_storage: str | None = None
         if self.cfg.controller.type == "optuna" and "storage" not in options:
             # A study in the run directory, so optuna-dashboard can watch the search while it runs.
-            options["storage"] = f"sqlite:///{(self.paths.root / 'optuna.db').resolve()}"
+            self.run_dir_storage = options["storage"] = f"sqlite:///{(self.paths.root / 'optuna.db').resolve()}"
         try:
             controller = make_controller(self.cfg.controller.type, space, objectives=objectives, seed=self.cfg.seed,
                                          **options)
@@ -362,6 +363,11 @@ class Search:
                 raise RunError(f"{self.paths.controller}: cannot read the controller state ({exc})") from None
             if saved.get("format_version") != CONTROLLER_STATE_VERSION:
                 raise RunError(f"{self.paths.controller}: unknown format_version {saved.get('format_version')!r}")
+            if self.run_dir_storage is not None:
+                # The study lives in the run directory: after the directory was moved, its URL is the new one.
+                saved_options = saved["controller"].get("options", {})
+                if str(saved_options.get("storage", "")).endswith("/optuna.db"):
+                    saved_options["storage"] = self.run_dir_storage
             self.controller.load_state_dict(saved["controller"])
             self.asked = int(saved["asked"])
             self.told = [int(t) for t in saved["told"]]
