@@ -15,13 +15,12 @@ metrics of the last finished evaluation) or ``failed`` (with the exception's mes
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from mixnas.evaluators.data import DataSpec, ProxyData, load_proxy_data
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
+from mixnas.torch_runtime import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -311,19 +311,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -401,7 +388,7 @@ class ProxyEvaluator:
             device = pick_device(self.config.device)
             result["device"] = str(device)
             cuda = [device.index or 0] if device.type == "cuda" else []
-            with _torch_threads(self.config.threads), torch.random.fork_rng(devices=cuda):
+            with torch_threads(self.config.threads), torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(trial_seed(seed, candidate_id))
                 build = self._build_fn or build_model
                 trial = _Trial(arch, data, self._tensors(data, device), self.config, device, build, result, report)

@@ -32,7 +32,6 @@ the steady state of a deployed model (inference runtimes keep an arena), and it 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import io
@@ -46,6 +45,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from mixnas.errors import LatencyTableError
+from mixnas.torch_runtime import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -255,19 +255,6 @@ def _import_onnxruntime() -> Any:
             "the onnxruntime backend needs onnxruntime and onnx: pip install 'mixnas[onnx]'"
         ) from None
     return onnxruntime
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Set ``torch.set_num_threads(threads)`` for the block and restore the previous value afterwards."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
