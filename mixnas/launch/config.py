@@ -15,6 +15,7 @@ The reference of every key is ``docs/experiments.md``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ CONTROLLER_TYPES = ("random", "evolution", "rl", "optuna")
 EVALUATOR_TYPES = ("proxy", "tabular")
 LATENCY_TYPES = ("none", "lut", "measure")
 LATENCY_BACKENDS = ("torch", "onnxruntime")
+LUT_OPTIONS = ("calibrated", "measure_missing")  # LatencyPredictor keyword options
 REWARD_TYPES = ("mnasnet", "pareto", "metric")
 MNASNET_MODES = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 SCHEDULERS = ("none", "asha")
@@ -426,6 +428,12 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
     kind = lat.string("type", "none", choices=LATENCY_TYPES)
     if kind == "lut":
         cfg = LatencyConfig(type=kind, lut=lat.path_value("lut", base, required=True), options=lat.mapping("options"))
+        where = lat.where("options")
+        for key, value in cfg.options.items():
+            if key not in LUT_OPTIONS:
+                raise ConfigError(f"{lat.source}: {where}.{key}: unknown key; allowed keys here: {list(LUT_OPTIONS)}")
+            if not isinstance(value, bool):
+                raise lat.error(f"{where}.{key}", value, "true or false")
     elif kind == "measure":
         cfg = LatencyConfig(
             type=kind,
@@ -434,10 +442,28 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
             batch_size=lat.integer("batch_size", 1, minimum=1),
             options=lat.mapping("options"),
         )
+        _check_measure_options(cfg, lat)
     else:
         cfg = LatencyConfig()
     lat.finish()
     return cfg
+
+
+def _check_measure_options(cfg: LatencyConfig, lat: _Node) -> None:
+    """The measurement settings of a ``measure`` latency section, checked now rather than in every trial."""
+    from mixnas.evaluators.latency.measure import MeasureConfig
+
+    where = lat.where("options")
+    top_level = ("backend", "threads", "batch_size")
+    allowed = [f.name for f in dataclasses.fields(MeasureConfig) if f.name not in top_level]
+    for key in cfg.options:
+        if key not in allowed:
+            hint = f" (set latency.{key} instead)" if key in top_level else ""
+            raise ConfigError(f"{lat.source}: {where}.{key}: unknown key{hint}; allowed keys here: {allowed}")
+    try:
+        MeasureConfig(backend=cfg.backend, threads=cfg.threads, batch_size=cfg.batch_size, **cfg.options)
+    except (MixnasError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{lat.source}: {where}: {exc}") from None
 
 
 def _objectives(r: _Node) -> tuple[Objective, ...]:
@@ -598,6 +624,31 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
     if check_space:
         load_search_space(cfg)
     return cfg
+
+
+def check_files(cfg: ExperimentConfig) -> None:
+    """Check the files every trial reads (data set path, tabular benchmark, LUT) on this machine.
+
+    Called before a search starts or resumes: a missing or malformed file is one error then, not a failure
+    recorded in every trial. Not part of :func:`config_from_dict`, so that a config can be validated (and the
+    example experiments tested) on a machine without the data.
+    """
+    if cfg.evaluator.type == "proxy":
+        from mixnas.evaluators.data import BUILTIN_SOURCES
+
+        source = cfg.evaluator.data.get("source")
+        if isinstance(source, str) and source not in BUILTIN_SOURCES and not Path(source).exists():
+            raise ConfigError(f"{cfg.source}: evaluator.data.source: no such file or folder {source!r} (or use one "
+                              f"of the built-in data sets {list(BUILTIN_SOURCES)})")
+    if cfg.evaluator.type == "tabular" and not Path(str(cfg.evaluator.table)).is_file():
+        raise ConfigError(f"{cfg.source}: evaluator.table: no such file {cfg.evaluator.table!r}")
+    if cfg.latency.type == "lut":
+        from mixnas.evaluators.latency.lut import LatencyTable
+
+        try:
+            LatencyTable.load(str(cfg.latency.lut))
+        except (MixnasError, OSError) as exc:
+            raise ConfigError(f"{cfg.source}: latency.lut: {exc}") from None
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:

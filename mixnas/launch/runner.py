@@ -42,7 +42,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 from mixnas.errors import ConfigError, MixnasError, RunError
-from mixnas.launch.config import ExperimentConfig, config_diff, config_from_dict, load_search_space, read_yaml
+from mixnas.launch.config import (
+    ExperimentConfig,
+    check_files,
+    config_diff,
+    config_from_dict,
+    load_search_space,
+    read_yaml,
+)
 from mixnas.launch.ledger import Ledger, TrialRecord
 from mixnas.launch.summary import RunSummary, summarize
 from mixnas.launch.trial import objective_values
@@ -607,6 +614,7 @@ class Search:
 
 def run_search(cfg: ExperimentConfig, run_dir: str | Path, *, observers: Sequence[SearchObserver] = ()) -> RunSummary:
     """Start a new search in ``run_dir`` (which must not hold one already)."""
+    check_files(cfg)
     paths = create_run(cfg, run_dir)
     return Search(cfg, paths, observers=observers).run()
 
@@ -624,6 +632,7 @@ def resume_search(run_dir: str | Path, *, new_config: ExperimentConfig | None = 
                and _all_told_on_disk(paths, cfg.execution.trials))
     if already:
         return summarize(cfg, records, finished=True), True
+    check_files(cfg)
     return Search(cfg, paths, observers=observers).run(), False
 
 
