@@ -194,16 +194,30 @@ def test_folder_cache_is_reused_and_keyed(tmp_path: Path) -> None:
     spec = DataSpec(str(root), resolution=8, cache_dir=str(cache))
     first = load_images(spec)
     files = sorted(cache.iterdir())
-    assert [f.suffix for f in files] == [".npy"]  # one file, no temp file left behind
+    assert [f.name.split(".", 1)[1] for f in files] == ["npy", "npy.lock"]  # no temp file left behind
     mtime = files[0].stat().st_mtime_ns
     second = load_images(spec)
     assert second.decoded == 0 and second.cache_file == first.cache_file
     assert files[0].stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(first.images, second.images)
     other = load_images(spec.replace(resolution=6))  # another resolution is another cache entry
-    assert other.decoded == 12 and len(list(cache.iterdir())) == 2
+    assert other.decoded == 12 and len(list(cache.glob("*.npy"))) == 2
     subset = load_images(spec.replace(images_per_class=2))
-    assert subset.decoded == 6 and len(list(cache.iterdir())) == 3
+    assert subset.decoded == 6 and len(list(cache.glob("*.npy"))) == 3
+
+
+def test_concurrent_loads_decode_a_folder_once(tmp_path: Path) -> None:
+    # Trials start together, each in its own process; the cache lock is per open file, so threads show it too.
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, cache = tmp_path / "images", tmp_path / "cache"
+    write_folder(root)
+    spec = DataSpec(str(root), resolution=8, cache_dir=str(cache), workers=1)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loaded = list(pool.map(lambda _: load_images(spec), range(4)))
+    assert sorted(x.decoded for x in loaded) == [0, 0, 0, 12]
+    for x in loaded[1:]:
+        np.testing.assert_array_equal(x.images, loaded[0].images)
 
 
 def test_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:

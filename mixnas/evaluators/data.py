@@ -611,6 +611,32 @@ def _atomic_npy(file: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
         raise
 
 
+@contextlib.contextmanager
+def _cache_lock(file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<file>.lock`` while checking for and writing ``file``.
+
+    Trials on one machine start together (``max_concurrent`` of them, each in its own process): without the lock
+    each would decode the same image folder. With it, the first decodes and the others wait, then find the cache.
+    The lock file stays (empty); removing it would let a third process lock a different file of the same name.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system: no lock, only duplicated work
+        yield
+        return
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file.with_name(file.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another process is writing it; waiting for it", file)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("MIXNAS_CACHE_DIR") or Path.home() / ".cache" / "mixnas" / "datasets")
 
@@ -656,14 +682,15 @@ def _split_on_disk(images: np.ndarray, train: np.ndarray, val: np.ndarray, cache
     order = np.concatenate([train, val])
     digest = hashlib.sha256(order.astype(np.int64).tobytes()).hexdigest()[:16]
     file = cache_file.with_name(f"{cache_file.stem}.split-{digest}.npy")
-    cached = _read_cache(file, len(order), images.shape[1]) if file.is_file() else None
-    if cached is not None:
-        return cached
-    logger.info("writing the train / held-out split of %d images to %s", len(order), file)
-    with _atomic_npy(file, (len(order), *images.shape[1:])) as out:
-        for start in range(0, len(order), 4096):
-            out[start : start + 4096] = images[order[start : start + 4096]]
-    return np.load(file, mmap_mode="r")
+    with _cache_lock(file):
+        cached = _read_cache(file, len(order), images.shape[1]) if file.is_file() else None
+        if cached is not None:
+            return cached
+        logger.info("writing the train / held-out split of %d images to %s", len(order), file)
+        with _atomic_npy(file, (len(order), *images.shape[1:])) as out:
+            for start in range(0, len(order), 4096):
+                out[start : start + 4096] = images[order[start : start + 4096]]
+        return np.load(file, mmap_mode="r")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -751,12 +778,13 @@ def load_images(spec: DataSpec) -> ImageSet:
     files = [source.files[i] for i in indices]
     cache = Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache_dir()
     cache_file = cache / f"{_cache_key(source.where, resolution, files)}.npy"
-    if cache_file.is_file():
-        hit = _read_cache(cache_file, len(files), resolution)
-        if hit is not None:
-            logger.info("%s: %d images from cache %s", source.where, len(files), cache_file)
-            return ImageSet(hit, labels, names, decoded=0, cache_file=str(cache_file))
-    images = _decode_files(Path(source.where), files, resolution, spec.workers, cache_file)
+    with _cache_lock(cache_file):
+        if cache_file.is_file():
+            hit = _read_cache(cache_file, len(files), resolution)
+            if hit is not None:
+                logger.info("%s: %d images from cache %s", source.where, len(files), cache_file)
+                return ImageSet(hit, labels, names, decoded=0, cache_file=str(cache_file))
+        images = _decode_files(Path(source.where), files, resolution, spec.workers, cache_file)
     return ImageSet(images, labels, names, decoded=len(files), cache_file=str(cache_file))
 
 
