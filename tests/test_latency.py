@@ -216,8 +216,12 @@ def test_missing_signature_is_named(tiny) -> None:
     table = synthetic_table(tiny)
     head = arch_signatures(tiny)[-2]
     del table.entries[head]
-    with pytest.raises(LatencyTableError, match=head):
+    with pytest.raises(LatencyTableError, match=head) as error:
         LatencyPredictor(table).predict(tiny)
+    assert "--measure-missing" in str(error.value) and "resolutions" not in str(error.value)
+    larger = tiny.replace(resolution=tiny.resolution * 2)
+    with pytest.raises(LatencyTableError, match=rf"holds resolutions \[{tiny.resolution}\], the architecture is at"):
+        LatencyPredictor(table).predict(larger)
 
 
 def test_predictor_measures_missing_on_the_spot(tiny) -> None:

@@ -19,6 +19,7 @@ afterwards: the signatures are cached by the (hashable) record (``benchmarks/lat
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from mixnas.errors import LatencyTableError
@@ -112,10 +113,19 @@ class LatencyPredictor:
         if not self.measure_missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise LatencyTableError(
-                f"latency table has no entry for signature {missing[0]!r}{more} of architecture {arch.id}; "
-                "profile it (mixnas latency profile --arch ...) or measure missing signatures on the spot"
+                f"latency table has no entry for signature {missing[0]!r}{more} of architecture {arch.id}"
+                f"{_resolution_hint(self.table, arch)}; profile it (mixnas latency profile --arch ...), or measure "
+                "missing signatures on the spot (--measure-missing; measure_missing: true in latency.options)"
             )
         from mixnas.evaluators.latency.profile import config_from_table, profile_archs
 
         config = self._config or config_from_table(self.table)
         profile_archs(self.table, [arch], config)
+
+
+def _resolution_hint(table: Any, arch: Architecture) -> str:
+    """`` (the table holds resolutions [32], the architecture is at 224)`` when the stems say so, else ``""``."""
+    held = sorted({int(m.group(1)) for sig in table.entries if (m := re.match(r"stem_r(\d+)_", sig))})
+    if held and arch.resolution not in held:
+        return f" (the table holds resolutions {held}, the architecture is at {arch.resolution}: --resolution?)"
+    return ""
