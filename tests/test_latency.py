@@ -481,6 +481,7 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
     assert report["n"] == 3 and plot.stat().st_size > 0
     assert report["drift_reference"] == "2 calibration networks"
     assert report["min_seconds"] == 0  # the table's setting, unless --min-seconds overrides it
+    assert isinstance(report["warnings"], list)  # the repeatability warning, when the halves disagree
     calibration_ids = {p[0] for p in table.calibration.points}
     assert not calibration_ids & {r["arch_id"] for r in report["architectures"]}
 

@@ -392,6 +392,7 @@ def run_validate(args: argparse.Namespace) -> int:
         own_context_signatures=len(own_context),
     )
     warning = repeatability_warning(report.metrics)
+    report.metrics["warnings"] = [warning] if warning else []
     if warning:
         _say(f"validate: warning: {warning}")
     if args.plot:
