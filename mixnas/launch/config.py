@@ -427,13 +427,11 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
     lat = _Node(raw, "latency", node.source)
     kind = lat.string("type", "none", choices=LATENCY_TYPES)
     if kind == "lut":
-        cfg = LatencyConfig(type=kind, lut=lat.path_value("lut", base, required=True), options=lat.mapping("options"))
-        where = lat.where("options")
-        for key, value in cfg.options.items():
-            if key not in LUT_OPTIONS:
-                raise ConfigError(f"{lat.source}: {where}.{key}: unknown key; allowed keys here: {list(LUT_OPTIONS)}")
-            if not isinstance(value, bool):
-                raise lat.error(f"{where}.{key}", value, "true or false")
+        opts = _Node(lat.mapping("options"), lat.where("options"), lat.source)
+        # only the options given: the predictor's own defaults apply to the others
+        options = {key: opts.boolean(key, False) for key in LUT_OPTIONS if opts.get(key) is not None}
+        opts.finish()
+        cfg = LatencyConfig(type=kind, lut=lat.path_value("lut", base, required=True), options=options)
     elif kind == "measure":
         cfg = LatencyConfig(
             type=kind,
