@@ -39,7 +39,8 @@ def config(trials: int, concurrency: int, tensorboard: bool):
         "controller": {"type": "evolution", "options": {"population_size": 20, "sample_size": 5}},
         "evaluator": {"type": "tabular", "table": str(TABLE), "options": {"metrics": ["mean_acc", "params", "flops"]}},
         "reward": {"type": "metric", "metric": "mean_acc"},
-        "execution": {"trials": trials, "max_concurrent": concurrency, "deterministic": True},
+        "execution": {"trials": trials, "max_concurrent": concurrency, "deterministic": True,
+                      "ordering_window": concurrency},
         "logging": {"tensorboard": tensorboard},
     }, source="benchmark")
 

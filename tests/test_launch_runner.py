@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mixnas.errors import ConfigError, RunError
 from mixnas.launch.config import config_from_dict, load_config
 from mixnas.launch.ledger import Ledger
-from mixnas.launch.runner import run_search
+from mixnas.launch.runner import resume_search, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -240,3 +241,113 @@ def test_tiny_proxy_search_and_timm_onnx_export(tmp_path, ray_address):
         assert (folder / "timm.txt").read_text().strip()
         assert (folder / "model.onnx").stat().st_size > 1000
     assert "| rank | trial | params | MACs |" in (run_dir / "export" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------------ robustness
+def test_deterministic_ledger_does_not_depend_on_concurrency(shared_dir, tmp_path, ray_address):
+    essences = []
+    for concurrency in (1, 2, 4):
+        config = _macro_config(shared_dir, tmp_path, 40, ordering_window=4)
+        cfg = load_config(config, [f"execution.address={ray_address}", f"execution.max_concurrent={concurrency}",
+                                   "execution.resources_per_trial.cpu=0.5"])
+        run_search(cfg, tmp_path / f"c{concurrency}")
+        rows = _rows(tmp_path / f"c{concurrency}")
+        assert len(rows) == 40 and all(r["status"] == "ok" for r in rows)
+        essences.append(_essence(rows))
+    assert essences[0] == essences[1] == essences[2]
+
+
+def _choice_run(tmp_path: Path, ray_address: str, table: dict, **execution) -> dict:
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    return {
+        "name": "streak",
+        "search_space": {"kind": "choices", "name": "two", "dimensions": {"a": [0, 1, 2], "b": [0, 1, 2]}},
+        "controller": {"type": "random"},
+        "evaluator": {"type": "tabular", "table": "table.json"},
+        "reward": {"type": "metric", "metric": "acc"},
+        "execution": {"trials": 9, "max_concurrent": 1, "address": ray_address, **execution},
+        "logging": {"tensorboard": False},
+    }
+
+
+def test_a_run_of_identical_failures_stops_the_search_and_resume_continues_after_the_fix(tmp_path, ray_address):
+    full = {f"{a}{b}": {"acc": 0.5 + 0.1 * a + 0.01 * b} for a in range(3) for b in range(3)}
+    broken = {"00": full["00"], "zz": {"acc": 0.1}}  # almost every look-up fails
+    data = _choice_run(tmp_path, ray_address, broken, max_consecutive_failures=3)
+    cfg = config_from_dict(data, source="streak.yaml", base_dir=tmp_path)
+    with pytest.raises(RunError, match=r"stopped after 3 trials in a row failed with the same reason: .*not in"):
+        run_search(cfg, tmp_path / "run")
+    rows = _rows(tmp_path / "run")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) >= 3 and all(r["failures"] == [] for r in failed)  # a missing key is not retried
+    (tmp_path / "table.json").write_text(json.dumps(full))
+    summary, already = resume_search(tmp_path / "run")
+    assert not already and summary.done == 9
+    after = {r["trial"]: r for r in _rows(tmp_path / "run")}
+    for row in rows:  # nothing recorded before the stop is lost or re-run
+        if row["status"] != "running":
+            assert after[row["trial"]] == row
+
+
+def test_resources_that_ray_cannot_place_are_refused_with_the_arithmetic(tmp_path, ray_address):
+    full = {f"{a}{b}": {"acc": 0.5} for a in range(3) for b in range(3)}
+    data = _choice_run(tmp_path, ray_address, full, max_concurrent=4, deterministic=True)
+    cfg = config_from_dict(data, source="r.yaml", base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"4 trials x 1 CPUs each = 4 CPUs, but this Ray has 2; .* at most 2"):
+        run_search(cfg, tmp_path / "run")
+    # the refused run can be started again with settings that fit
+    data["execution"]["max_concurrent"] = 2
+    cfg = config_from_dict(data, source="r.yaml", base_dir=tmp_path)
+    assert run_search(cfg, tmp_path / "run").done == 9
+
+
+def test_check_resources_names_the_node_limit():
+    from mixnas.launch.config import ExecutionConfig
+    from mixnas.launch.runner import check_resources
+
+    check_resources(ExecutionConfig(trials=1, max_concurrent=4, cpu=0.5), {"CPU": 2.0}, [{"CPU": 2.0}])
+    with pytest.raises(ConfigError, match=r"resources_per_trial.cpu: each trial asks for 3 CPUs, but the largest"):
+        check_resources(ExecutionConfig(trials=1, cpu=3.0), {"CPU": 4.0}, [{"CPU": 2.0}, {"CPU": 2.0}])
+    with pytest.raises(ConfigError, match=r"resources_per_trial.gpu: each trial asks for 1 GPUs, but the largest"):
+        check_resources(ExecutionConfig(trials=1, gpu=1.0), {"CPU": 2.0}, [{"CPU": 2.0}])
+
+
+def test_absurd_execution_settings_are_refused_at_load(tmp_path):
+    base = _choice_run(tmp_path, "local", {"00": {"acc": 1.0}})
+    for key, value in (("max_concurrent", 10**6), ("trials", 10**400), ("ordering_window", 0),
+                       ("max_consecutive_failures", -1)):
+        data = {**base, "execution": {**base["execution"], key: value}}
+        with pytest.raises(ConfigError, match=rf"execution.{key}: expected an integer from"):
+            config_from_dict(data, source="x.yaml", base_dir=tmp_path)
+
+
+def test_a_lost_worker_is_a_failed_attempt_and_the_search_goes_on(tmp_path, ray_address):
+    psutil = pytest.importorskip("psutil")
+    overrides = [
+        f"execution.address={ray_address}", "execution.trials=2", "execution.max_concurrent=1",
+        "evaluator.budget={steps: 4}", "evaluator.subset.images_per_class=20", "logging.tensorboard=false",
+        "latency.options.min_seconds=2",
+    ]
+    run_dir = tmp_path / "lost"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mixnas.launch.cli", "search", str(EXPERIMENTS / "quickstart.yaml"),
+                             "--output", str(run_dir), "-q", *[x for o in overrides for x in ("--set", o)]],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if cmd and cmd[0].startswith("ray::_Worker.run"):
+                p.kill()  # as the kernel's OOM killer or Ray's memory monitor would
+                killed = p.pid
+                break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=240)
+    assert killed is not None, "no worker was seen running a trial"
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    rows = _rows(run_dir)
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    lost = [r for r in rows if r["failures"]]
+    assert len(lost) == 1 and "worker lost" in lost[0]["failures"][0]

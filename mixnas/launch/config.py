@@ -227,6 +227,13 @@ class SchedulerConfig:
     reduction_factor: int = 3
 
 
+DEFAULT_ORDERING_WINDOW = 4
+MAX_CONCURRENT = 4096  # actors of one search; more than any cluster places, and each costs a worker process
+MAX_TRIALS = 10**7
+MAX_CPU_PER_TRIAL = 1024.0
+MAX_GPU_PER_TRIAL = 64.0
+
+
 @dataclass(frozen=True)
 class ExecutionConfig:
     """How trials run on Ray."""
@@ -239,6 +246,8 @@ class ExecutionConfig:
     max_failures_per_trial: int = 1
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     deterministic: bool = False
+    ordering_window: int = DEFAULT_ORDERING_WINDOW
+    max_consecutive_failures: int = 5
 
 
 @dataclass(frozen=True)
@@ -320,6 +329,8 @@ class ExperimentConfig:
                 "max_failures_per_trial": ex.max_failures_per_trial,
                 "scheduler": scheduler,
                 "deterministic": ex.deterministic,
+                "ordering_window": ex.ordering_window,
+                "max_consecutive_failures": ex.max_consecutive_failures,
             },
             "logging": {"tensorboard": self.logging.tensorboard, "level": self.logging.level},
         }
@@ -556,19 +567,35 @@ def _execution(node: _Node) -> ExecutionConfig:
     res = x.child("resources_per_trial")
     cpu = res.number("cpu", 1.0, positive=True)
     gpu = res.number("gpu", 0.0, minimum=0.0)
+    for key, value, limit in (("cpu", cpu, MAX_CPU_PER_TRIAL), ("gpu", gpu, MAX_GPU_PER_TRIAL)):
+        if value > limit:
+            raise res.error(res.where(key), value, f"at most {limit:g} per trial")
     res.finish()
     cfg = ExecutionConfig(
-        trials=x.integer("trials", required=True, minimum=1),
-        max_concurrent=x.integer("max_concurrent", 1, minimum=1),
+        trials=_bounded(x, "trials", None, 1, MAX_TRIALS, required=True),
+        max_concurrent=_bounded(x, "max_concurrent", 1, 1, MAX_CONCURRENT),
         cpu=cpu,
         gpu=gpu,
         address=_address(x),
-        max_failures_per_trial=x.integer("max_failures_per_trial", 1, minimum=0),
+        max_failures_per_trial=_bounded(x, "max_failures_per_trial", 1, 0, 100),
         scheduler=_scheduler(x),
         deterministic=x.boolean("deterministic", False),
+        ordering_window=_bounded(x, "ordering_window", DEFAULT_ORDERING_WINDOW, 1, MAX_CONCURRENT),
+        max_consecutive_failures=_bounded(x, "max_consecutive_failures", 5, 0, MAX_TRIALS),
     )
     x.finish()
     return cfg
+
+
+def _bounded(node: _Node, key: str, default: int | None, low: int, high: int, *, required: bool = False) -> int:
+    """An integer option in ``[low, high]``; the error names both ends."""
+    value = node.get(key, default, required=required)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        shown = value
+        if isinstance(value, int) and abs(value) >= 10**12:  # (str() of a huge int raises)
+            shown = f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+        raise node.error(node.where(key), shown, f"an integer from {low} to {high:,}")
+    return value
 
 
 def _logging(node: _Node) -> LoggingConfig:

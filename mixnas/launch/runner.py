@@ -15,15 +15,24 @@ Design (see ``docs/distributed.md``):
   issued (``asked``) and which results it has heard (``told``). Resuming restores the controller, re-issues a
   suggestion whose ledger row was written but whose ask was not saved (same id, same encoding), tells finished
   results it has not heard, and re-runs trials still ``running`` with the same encoding.
-* **Deterministic mode.** With ``execution.deterministic`` and concurrency ``c``, the controller sees a fixed
-  interleaving whatever the timing: asks ``0..c-1``, then ``tell 0, ask c, tell 1, ask c+1, ...`` and the remaining
-  tells in order at the end. Ask ``k`` waits for the result of trial ``k - c``; results that arrive early wait in a
-  buffer. So a run, or a killed-and-resumed run, with the same seed gives the same ledger as any other.
-* **Failures.** A trial that raises, diverges (NaN / inf) or whose worker dies is retried on a fresh attempt up
-  to ``execution.max_failures_per_trial`` times; each failure is noted in the ledger row; then it is recorded as
-  ``failed`` or ``diverged`` with its reason and the search goes on. (On CPU the proxy trainer is seeded by (seed,
-  architecture), so a diverged retry usually diverges again; on a GPU, non-deterministic kernels may not. Set
-  ``max_failures_per_trial: 0`` to record every failure at once.)
+* **Deterministic mode.** With ``execution.deterministic`` and ordering window ``w``
+  (``execution.ordering_window``), the controller sees a fixed interleaving whatever the timing, the concurrency
+  and the number of nodes: asks ``0..w-1``, then ``tell 0, ask w, tell 1, ask w+1, ...`` and the remaining tells in
+  order at the end. Ask ``k`` waits for the result of trial ``k - w``; results that arrive early wait in a buffer.
+  So a run, or a killed-and-resumed run, with the same seed and window gives the same ledger as any other. At most
+  ``w`` trials can run at once, so a ``max_concurrent`` above ``w`` leaves actors idle.
+* **Failures.** A trial that raises, diverges (NaN / inf) or whose worker is lost (it crashed, Ray killed it for
+  memory, its node died) is retried on a fresh attempt up to ``execution.max_failures_per_trial`` times; each
+  failure is noted in the ledger row; then it is recorded as ``failed`` or ``diverged`` with its reason and the
+  search goes on. A failure the evaluator marks as deterministic (``retryable: False``, e.g. a key missing from a
+  table) is recorded at once. (On CPU the proxy trainer is seeded by (seed, architecture), so a diverged retry
+  usually diverges again; on a GPU, non-deterministic kernels may not. Set ``max_failures_per_trial: 0`` to record
+  every failure at once.) As a safety net, ``execution.max_consecutive_failures`` trials in a row failing with the
+  same kind of reason stop the search with one line naming it (the cause is almost always the set-up, not the
+  candidates); ``mixnas resume`` continues after the fix.
+* **Resources.** Before any actor is made, the Ray cluster's CPUs / GPUs are checked against ``max_concurrent x
+  resources_per_trial``: an actor Ray cannot place would hold its trial forever, so such settings are refused with
+  the arithmetic.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,12 +155,18 @@ def run_lock(paths: RunPaths) -> Iterator[None]:
 def create_run(cfg: ExperimentConfig, run_dir: str | Path) -> RunPaths:
     """Make a new run directory and save the resolved config in it."""
     paths = RunPaths(Path(run_dir))
-    if paths.ledger.exists():
+    if paths.ledger.exists() and _ledger_size(paths) > 0:
         raise RunError(f"{paths.root}: a search already ran here; continue it with `mixnas resume {paths.root}` "
                        "or choose another --output")
     paths.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(paths.config, cfg.to_yaml())
     return paths
+
+
+def _ledger_size(paths: RunPaths) -> int:
+    """Trials in a run's ledger (a run refused before its first ask holds none and may be started again)."""
+    with Ledger(paths.ledger, readonly=True) as ledger:
+        return len(ledger)
 
 
 def load_run_config(paths: RunPaths) -> ExperimentConfig:
@@ -193,6 +209,39 @@ def connect_ray(address: str) -> bool:
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     return True
+
+
+def check_resources(ex: Any, resources: Mapping[str, float], node_resources: Sequence[Mapping[str, float]]) -> None:
+    """Refuse settings Ray can never place (an unplaceable actor would hold its trial forever).
+
+    Args:
+        ex: the run's :class:`~mixnas.launch.config.ExecutionConfig`.
+        resources: the cluster's total resources (``ray.cluster_resources()``).
+        node_resources: each alive node's resources.
+    """
+    where = "execution.resources_per_trial"
+    for key, need in (("CPU", ex.cpu), ("GPU", ex.gpu)):
+        if need <= 0:
+            continue
+        total = float(resources.get(key, 0.0))
+        largest = max((float(n.get(key, 0.0)) for n in node_resources), default=total)
+        name = key.lower()
+        if need > largest:
+            raise ConfigError(f"{where}.{name}: each trial asks for {need:g} {key}s, but the largest node of this Ray "
+                              f"has {largest:g}; lower {where}.{name} to at most {largest:g}")
+        if ex.max_concurrent * need > total + 1e-9:
+            fits = int(total // need + 1e-9)
+            raise ConfigError(
+                f"execution.max_concurrent: {ex.max_concurrent} trials x {need:g} {key}s each = "
+                f"{ex.max_concurrent * need:g} {key}s, but this Ray has {total:g}; set max_concurrent to at most "
+                f"{fits} (or lower {where}.{name}; on a cluster, start the nodes first)")
+
+
+def _cluster_resources() -> tuple[dict[str, float], list[dict[str, float]]]:
+    import ray
+
+    nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+    return dict(ray.cluster_resources()), nodes
 
 
 class _RungKeeper:
@@ -318,7 +367,9 @@ class Search:
         self.paths = paths
         self.observers = list(observers)
         self.concurrency = cfg.execution.max_concurrent
+        self.window = cfg.execution.ordering_window
         self.n_trials = cfg.execution.trials
+        self.failure_streak: list[str] = []  # reasons of the trials that failed in a row, latest last
         self.timings: list[dict[str, float]] = []  # per trial: driver seconds from ask to tell (benchmarks)
 
     # ------------------------------------------------------------------ public
@@ -441,8 +492,8 @@ class Search:
         unfinished = k - self.finished_count
         if unfinished >= self.concurrency:
             return False
-        if self.cfg.execution.deterministic and k >= self.concurrency:
-            return len(self.told) >= k - self.concurrency + 1
+        if self.cfg.execution.deterministic and k >= self.window:
+            return len(self.told) >= k - self.window + 1
         return True
 
     def _tellable(self) -> int | None:
@@ -451,7 +502,7 @@ class Search:
         if not self.cfg.execution.deterministic:
             return next(iter(self.results))
         j = len(self.told)  # told is a prefix in deterministic mode
-        if j in self.results and self.asked >= min(j + self.concurrency, self.n_trials):
+        if j in self.results and self.asked >= min(j + self.window, self.n_trials):
             return j
         return None
 
@@ -492,6 +543,7 @@ class Search:
         self.actors: list[Any] = []
         self.flights: dict[Any, _Flight] = {}
         try:
+            check_resources(self.cfg.execution, *_cluster_resources())
             self._make_actors()
             self._loop(state)
         finally:
@@ -518,8 +570,12 @@ class Search:
             self._rungs = ray.remote(num_cpus=0)(_RungKeeper).remote(
                 ex.scheduler.grace_period, ex.scheduler.reduction_factor, ex.scheduler.metric, history)
         config = self.cfg.to_dict()
-        self.actors = [self._actor_cls.remote(config, self._rungs) for _ in range(self.concurrency)]
-        self.idle = list(range(self.concurrency))
+        n_actors = min(self.concurrency, self.window) if ex.deterministic else self.concurrency
+        if n_actors < self.concurrency:
+            logger.warning("execution.max_concurrent %d > execution.ordering_window %d: in deterministic mode at most "
+                           "%d trials run at once", self.concurrency, self.window, self.window)
+        self.actors = [self._actor_cls.remote(config, self._rungs) for _ in range(n_actors)]
+        self.idle = list(range(n_actors))
 
     def _stop_actors(self) -> None:
         import ray
@@ -573,19 +629,23 @@ class Search:
 
     def _collect(self, ref: Any, state: SearchState) -> None:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayError
 
         flight = self.flights.pop(ref)
         try:
             outcome = ray.get(ref)
             self.idle.append(flight.actor)
-        except (RayActorError, RayTaskError) as exc:
-            reason = f"worker failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except RayError as exc:  # the worker crashed, was killed for memory, or its node is gone
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"worker lost: {type(exc).__name__}: {first}"[:500]
+            logger.warning("trial %d: %s", flight.trial, reason)
             outcome = {"status": "failed", "reason": reason, "metrics": {}, "reward": None, "curve": [],
                        "worker": None, "started_at": flight.started, "eval_seconds": None}
             self._replace_actor(flight.actor)
         trial, attempt = flight.trial, flight.attempt
-        if outcome["status"] in ("failed", "diverged") and attempt < self.cfg.execution.max_failures_per_trial:
+        retryable = outcome.get("retryable", True)
+        if (outcome["status"] in ("failed", "diverged") and retryable
+                and attempt < self.cfg.execution.max_failures_per_trial):
             logger.info("trial %d attempt %d %s (%s); retrying", trial, attempt, outcome["status"], outcome["reason"])
             self.ledger.record_failure(trial, attempt=attempt + 1, reason=outcome["reason"] or "failed")
             self.queue.appendleft((trial, attempt + 1))
@@ -602,6 +662,23 @@ class Search:
         state.running = len(self.flights)
         for obs in self.observers:
             obs.on_trial(record, state)
+        self._check_failure_streak(record)
+
+    def _check_failure_streak(self, record: TrialRecord) -> None:
+        """Stop after ``max_consecutive_failures`` trials in a row failed for the same kind of reason."""
+        limit = self.cfg.execution.max_consecutive_failures
+        if record.status != "failed":
+            self.failure_streak.clear()
+            return
+        kind = failure_kind(record.reason or "")
+        if self.failure_streak and failure_kind(self.failure_streak[-1]) != kind:
+            self.failure_streak.clear()
+        self.failure_streak.append(record.reason or "failed")
+        if limit and len(self.failure_streak) >= limit:
+            raise RunError(
+                f"{self.paths.root}: stopped after {len(self.failure_streak)} trials in a row failed with the same "
+                f"reason: {self.failure_streak[-1]} (fix the cause, then `mixnas resume {self.paths.root}`; "
+                f"execution.max_consecutive_failures sets the limit, 0 turns it off)")
 
     def _replace_actor(self, index: int) -> None:
         import ray
@@ -610,6 +687,16 @@ class Search:
             ray.kill(self.actors[index])
         self.actors[index] = self._actor_cls.remote(self.cfg.to_dict(), self._rungs)
         self.idle.append(index)
+
+
+def failure_kind(reason: str) -> str:
+    """What makes two failure reasons "the same": the reason with numbers, quoted values and paths blanked.
+
+    ``"KeyError: 'x12' not in the table"`` and ``"KeyError: 'x7' not in the table"`` are one kind.
+    """
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    text = re.sub(r"[/\\][^\s:,;]*", "/…", text)
+    return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", text)[:200]
 
 
 def run_search(cfg: ExperimentConfig, run_dir: str | Path, *, observers: Sequence[SearchObserver] = ()) -> RunSummary:
