@@ -673,3 +673,21 @@ def test_build_bad_input_is_one_line_and_exit_2(
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("mixnas: error: ") and fragment in lines[0]
+
+
+# --- hostile input (the seeded corpus is in tests/test_fuzz.py) -----------------------------------------------
+@pytest.mark.parametrize(
+    ("string", "token"),
+    [("ds_r1_k3_s1_c16x", "c16x"), ("ds_r1_k3_s1_c1\u0663", "c1\u0663"), ("ir_r1_k3_s1_e6.0\u00b2_c16", "e6.0\u00b2")],
+)
+def test_timm_tokens_with_trailing_or_unicode_characters_are_refused(string: str, token: str) -> None:
+    with pytest.raises(BlockStringError) as info:
+        decode_timm(string, 16)
+    assert repr(token) in str(info.value)
+
+
+def test_huge_values_are_refused_without_converting_them() -> None:
+    with pytest.raises(BlockStringError, match="at most 64"):
+        decode_tf("r" + "9" * 5000 + "_k3_a1_p1_s11_e1_i16_o16")
+    with pytest.raises(BlockStringError, match="at most 512"):
+        decode_arch(["r1_k3_a1_p1_s11_e1_i16_o16"] * 513)

@@ -356,3 +356,33 @@ def test_a_data_set_over_the_memory_budget_is_memory_mapped_and_trains_the_same(
     b = ProxyEvaluator(mapped, config).evaluate(arch, seed=3)
     assert a["status"] == b["status"] == "ok"
     assert (a["top1"], a["loss"]) == (b["top1"], b["loss"])
+
+
+# --- hostile files (the seeded corpus is in tests/test_fuzz.py) ------------------------------------------------
+def test_object_arrays_in_npz_are_refused_without_unpickling(tmp_path: Path) -> None:
+    path = tmp_path / "train_data_batch_1.npz"
+    np.savez(path, data=np.array([{"x": 1}], dtype=object), labels=np.array([1]))
+    with pytest.raises(DataError, match="object \\(pickled\\) arrays"):
+        load_images(DataSpec(source=str(path)))
+
+
+def test_idx_with_no_images_and_corrupt_gzip_are_data_errors(tmp_path: Path) -> None:
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 4, 4), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match="hold no data"):
+        load_images(DataSpec(source=str(tmp_path / "train-images-idx3-ubyte")))
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    (gz / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00" * 100)[:20])
+    (gz / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00" * 100))
+    with pytest.raises(DataError, match="corrupt gzip"):
+        load_images(DataSpec(source=str(gz)))
+
+
+def test_over_long_paths_and_absurd_sizes_are_data_errors() -> None:
+    with pytest.raises(DataError, match="no such file"):
+        load_images(DataSpec(source="a" * 300))
+    with pytest.raises(DataError, match="at most"):
+        DataSpec(source="synthetic", resolution=10**8)
+    with pytest.raises(DataError, match="GiB"):
+        load_images(DataSpec(source="synthetic", classes=1000, images_per_class=10_000))

@@ -275,7 +275,7 @@ stages:
         ("stages: {1: {repeats_delta: [-1, 0]}}\n", r"stages\[1\]\.repeats_delta\[0\]: inconsistent skeleton: repeats 2 -1 gives 1"),
         ("stages: {1: {widths: [24], width_multiplier: 1.0}}\n", r"stages\[1\]\.width_multiplier: use either widths"),
         ("stages: {1: {width_multiplier: [1.0, 1.01]}}\n", r"width_multiplier\[1\]: 1.01 and 1.0 both give 24 filters"),
-        ("stages: {1: {filters: 0}}\n", r"stages\[1\]\.filters: expected an integer >= 1, got 0"),
+        ("stages: {1: {filters: 0}}\n", r"stages\[1\]\.filters: expected an integer in 1\.\.16384, got 0"),
         ("stages: {1: {kernel_groups: 5, expand_ratio: 1, widths: [2], partition: exponential}}\n",
          r"stages\[1\]: inconsistent skeleton: the narrowest layer has \d+ channels, too few"),
         ("stages: []\n", r"stages: expected a non-empty list of stage mappings, got \[\]"),

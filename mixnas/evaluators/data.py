@@ -29,11 +29,13 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ import numpy as np
 import torch
 
 from mixnas.errors import DataError
+from mixnas.search_space.arch import MAX_CLASSES
+from mixnas.textio import exclusive_lock, os_reason, path_kind
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,12 @@ SYNTHETIC_IMAGES_PER_CLASS = 100
 _CIFAR_PIXELS = 3 * 32 * 32
 _CIFAR_LABEL_BYTES = {"cifar10": 1, "cifar100": 2}
 _IDX_UBYTE = 0x08
+# Bounds on a proxy task (sanity, not policy): a typo must fail at once, not allocate without end.
+MAX_DATA_RESOLUTION = 1024
+MAX_IMAGES_PER_CLASS = 10_000_000
+MAX_WORKERS = 1024
+MAX_SYNTHETIC_BYTES = 2 << 30  # float32 working memory of the synthetic data set
+MAX_FILE_BYTES = 4 << 30  # one data file after gzip decompression (EMNIST by-class images: 0.55 GB)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -108,29 +118,38 @@ class DataSpec:
             raise DataError(f"data: source: expected 'digits', 'synthetic' or a path, got {self.source!r}")
         if self.format not in ("auto", *FORMATS):
             raise DataError(f"{where}: format: expected one of {['auto', *FORMATS]}, got {self.format!r}")
-        if self.resolution is not None and not _is_int(self.resolution, 1):
-            raise DataError(f"{where}: resolution: expected a positive integer, got {self.resolution!r}")
+        if self.resolution is not None and not _is_int(self.resolution, 1, MAX_DATA_RESOLUTION):
+            raise DataError(
+                f"{where}: resolution: expected a positive integer, at most {MAX_DATA_RESOLUTION}, got {self.resolution!r}"
+            )
         if isinstance(self.classes, (list, tuple)):
             names = tuple(str(c) for c in self.classes)
             if not names or len(set(names)) != len(names):
                 raise DataError(f"{where}: classes: expected distinct class names, got {list(self.classes)!r}")
             object.__setattr__(self, "classes", names)
-        elif self.classes is not None and not _is_int(self.classes, 1):
-            raise DataError(f"{where}: classes: expected a count >= 1, a list of names or null, got {self.classes!r}")
-        if self.images_per_class is not None and not _is_int(self.images_per_class, 2):
-            raise DataError(f"{where}: images_per_class: expected an integer >= 2 or null, got {self.images_per_class!r}")
+        elif self.classes is not None and not _is_int(self.classes, 1, MAX_CLASSES):
+            raise DataError(
+                f"{where}: classes: expected a count in 1..{MAX_CLASSES}, a list of names or null, got {self.classes!r}"
+            )
+        if self.images_per_class is not None and not _is_int(self.images_per_class, 2, MAX_IMAGES_PER_CLASS):
+            raise DataError(
+                f"{where}: images_per_class: expected an integer in 2..{MAX_IMAGES_PER_CLASS} or null, "
+                f"got {self.images_per_class!r}"
+            )
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
             raise DataError(f"{where}: val_fraction: expected a number in (0, 1), got {self.val_fraction!r}")
-        if not _is_int(self.seed, 0):
+        if not _is_int(self.seed, 0, 2**64 - 1):
             raise DataError(f"{where}: seed: expected an integer >= 0, got {self.seed!r}")
         if self.normalize not in NORMALIZATIONS:
             raise DataError(f"{where}: normalize: expected one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
         if not isinstance(self.flip, bool):
             raise DataError(f"{where}: flip: expected true or false, got {self.flip!r}")
-        if not _is_int(self.crop_padding, 0):
-            raise DataError(f"{where}: crop_padding: expected an integer >= 0, got {self.crop_padding!r}")
-        if self.workers is not None and not _is_int(self.workers, 1):
-            raise DataError(f"{where}: workers: expected a positive integer or null, got {self.workers!r}")
+        if not _is_int(self.crop_padding, 0, MAX_DATA_RESOLUTION):
+            raise DataError(
+                f"{where}: crop_padding: expected an integer in 0..{MAX_DATA_RESOLUTION}, got {self.crop_padding!r}"
+            )
+        if self.workers is not None and not _is_int(self.workers, 1, MAX_WORKERS):
+            raise DataError(f"{where}: workers: expected an integer in 1..{MAX_WORKERS} or null, got {self.workers!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "data") -> DataSpec:
@@ -158,8 +177,13 @@ class DataSpec:
         return out
 
 
-def _is_int(value: Any, minimum: int) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+def _is_int(value: Any, minimum: int, maximum: int | None = None) -> bool:
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and value >= minimum
+        and (maximum is None or value <= maximum)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,9 +276,12 @@ class _Source:
 
 def detect_format(path: Path) -> str:
     """Tell a data set's format from its file names (see the module docstring)."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    if path.is_file():
+    kind = path_kind(path)
+    if kind is None:
+        raise DataError(f"{_shown(path)}: no such file or folder")
+    if kind == "other":
+        raise DataError(f"{_shown(path)}: not a regular file or folder")
+    if kind == "file":
         name = path.name.lower()
         if name.endswith(".npz"):
             return "npz"
@@ -301,12 +328,27 @@ def _open_source(spec: DataSpec) -> tuple[_Source, str]:
             raise DataError(f"format {fmt!r} is built in: pass it as the data source, not {spec.source!r}")
         return (_digits_source() if fmt == "digits" else _synthetic_source(spec)), fmt
     path = Path(spec.source).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    opener = {"folder": _folder_source, "npz": _npz_source, "idx": _idx_source}.get(fmt)
-    if opener is not None:
+    kind = path_kind(path)
+    if kind is None:
+        raise DataError(f"{_shown(path)}: no such file or folder")
+    if kind == "other":
+        raise DataError(f"{_shown(path)}: not a regular file or folder")
+    opener = {"folder": _folder_source, "npz": _npz_source, "idx": _idx_source}.get(fmt, _cifar_reader(fmt))
+    try:
         return opener(path), fmt
-    return _cifar_source(path, fmt), fmt
+    except OSError as exc:  # listing a folder, stat of a member (permissions, a vanished file)
+        where = exc.filename if exc.filename is not None else path
+        raise DataError(f"{_shown(Path(str(where)))}: cannot read ({os_reason(exc)})") from None
+
+
+def _shown(path: Path) -> str:
+    """A path for an error message, shortened when absurdly long."""
+    text = str(path)
+    return text if len(text) <= 300 else f"{text[:300]}... ({len(text)} characters)"
+
+
+def _cifar_reader(fmt: str) -> Callable[[Path], _Source]:
+    return lambda path: _cifar_source(path, fmt)
 
 
 # --- arrays held in memory --------------------------------------------------------------------------------------
@@ -343,6 +385,14 @@ def _synthetic_source(spec: DataSpec) -> _Source:
     if isinstance(spec.classes, tuple):
         raise DataError("data 'synthetic': classes: expected a count (its classes are unnamed), got a list")
     per_class = spec.images_per_class or SYNTHETIC_IMAGES_PER_CLASS
+    side = spec.resolution or DEFAULT_RESOLUTION
+    needed = int(num_classes) * int(per_class) * side * side * 3 * 4
+    if needed > MAX_SYNTHETIC_BYTES:
+        raise DataError(
+            f"data 'synthetic': {num_classes} classes x {per_class} images at {side}x{side} need "
+            f"{needed / 2**30:.1f} GiB; at most {MAX_SYNTHETIC_BYTES / 2**30:.0f} GiB (use fewer classes or "
+            "images_per_class, or a lower resolution)"
+        )
     labels = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)
 
     def read(indices: np.ndarray, resolution: int) -> np.ndarray:
@@ -358,13 +408,21 @@ def _synthetic_source(spec: DataSpec) -> _Source:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """A data file's bytes (gunzipped for ``.gz``), at most MAX_FILE_BYTES so that a gzip bomb stops early."""
     try:
         if path.name.endswith(".gz"):
             with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+                data = f.read(MAX_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: corrupt gzip file: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({os_reason(exc)})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB (decompressed); not a proxy data file")
+    return data
 
 
 def _cifar_source(path: Path, fmt: str) -> _Source:
@@ -418,7 +476,9 @@ def _parse_idx(path: Path, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path}: corrupt IDX file: truncated header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
+    if 0 in dims:
+        raise DataError(f"{path}: corrupt IDX file: dimensions {dims} hold no data")
+    expected = math.prod(dims)
     if len(raw) - header != expected:
         raise DataError(f"{path}: corrupt IDX file: dimensions {dims} need {expected} bytes, found {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -465,7 +525,17 @@ def _load_npz_member(file: Path, key: str) -> np.ndarray:
             return npz[key]
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc) and not zipfile.is_zipfile(file):
+            raise DataError(f"{file}: not a readable .npz file (not a zip archive; the pickled release is not "
+                            "supported)") from None
+        if "pickle" in str(exc):
+            raise DataError(
+                f"{file}: holds object (pickled) arrays, which mixnas never loads; expected uint8 'data' and integer "
+                "'labels' arrays (the pickled release of downsampled ImageNet is not supported)"
+            ) from None
+        raise DataError(f"{file}: not a readable .npz file: {' '.join(str(exc).split())}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{file}: not a readable .npz file (the pickled release is not supported): {exc}") from None
 
 
@@ -509,10 +579,7 @@ def _npz_source(path: Path) -> _Source:
 
 
 def _npz_side(file: Path) -> int:
-    with np.load(file, allow_pickle=False) as npz:
-        if "data" not in npz.files:
-            raise DataError(f"{file}: corrupt downsampled-ImageNet batch: no 'data' array (has {npz.files})")
-        shape = npz["data"].shape
+    shape = _load_npz_member(file, "data").shape
     side = int(round((shape[-1] / 3) ** 0.5)) if len(shape) == 2 else 0
     if side < 1 or 3 * side * side != shape[-1]:
         raise DataError(f"{file}: corrupt downsampled-ImageNet batch: 'data' rows of {shape[-1:]} bytes are not 3*s*s")
@@ -574,7 +641,7 @@ def decode_image(path: Path, resolution: int) -> np.ndarray:
             left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
             im = im.crop((left, top, left + resolution, top + resolution))
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: corrupt or unreadable image: {exc}") from None
 
 
@@ -619,22 +686,8 @@ def _cache_lock(file: Path) -> Iterator[None]:
     each would decode the same image folder. With it, the first decodes and the others wait, then find the cache.
     The lock file stays (empty); removing it would let a third process lock a different file of the same name.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not a POSIX system: no lock, only duplicated work
+    with exclusive_lock(file, "writing it"):
         yield
-        return
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file.with_name(file.name + ".lock"), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("%s: another process is writing it; waiting for it", file)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def default_cache_dir() -> Path:
@@ -778,13 +831,23 @@ def load_images(spec: DataSpec) -> ImageSet:
     files = [source.files[i] for i in indices]
     cache = Path(spec.cache_dir).expanduser() if spec.cache_dir else default_cache_dir()
     cache_file = cache / f"{_cache_key(source.where, resolution, files)}.npy"
+    try:
+        return _cached_images(source, files, resolution, spec.workers, cache_file, labels, names)
+    except OSError as exc:
+        raise DataError(f"cache folder {_shown(cache)}: cannot write the decoded images ({os_reason(exc)})") from None
+
+
+def _cached_images(
+    source: _Source, files: list[str], resolution: int, workers: int | None, cache_file: Path,
+    labels: np.ndarray, names: tuple[str, ...],
+) -> ImageSet:
     with _cache_lock(cache_file):
         if cache_file.is_file():
             hit = _read_cache(cache_file, len(files), resolution)
             if hit is not None:
                 logger.info("%s: %d images from cache %s", source.where, len(files), cache_file)
                 return ImageSet(hit, labels, names, decoded=0, cache_file=str(cache_file))
-        images = _decode_files(Path(source.where), files, resolution, spec.workers, cache_file)
+        images = _decode_files(Path(source.where), files, resolution, workers, cache_file)
     return ImageSet(images, labels, names, decoded=len(files), cache_file=str(cache_file))
 
 

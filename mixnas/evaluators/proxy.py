@@ -41,6 +41,14 @@ SCHEDULES = ("cosine", "exponential")
 DEVICES = ("auto", "cpu", "cuda")
 STATUSES = ("ok", "diverged", "failed")
 DEFAULT_EPOCHS = 5.0  # MnasNet's proxy budget
+# Budget bounds: far beyond any proxy run, but they turn a typo (epochs: 1e308) into an error at load time
+# instead of a failure (or a run that never ends) in every trial.
+MAX_EPOCHS = 10_000
+MAX_STEPS = 100_000_000
+MAX_SECONDS = 7 * 24 * 3600.0
+# The numeric metrics :meth:`ProxyEvaluator.evaluate` reports (what a reward, scheduler or constraint can name).
+METRICS = ("top1", "top5", "loss", "train_loss", "epochs", "steps", "train_seconds", "eval_seconds",
+           "images_per_second", "params", "macs", "seed", "num_classes", "resolution", "train_images", "val_images")
 
 Report = Callable[[int, dict[str, Any]], Any]
 BuildFn = Callable[..., nn.Module]
@@ -121,20 +129,21 @@ class ProxyConfig:
                 bound = f"{'>' if low_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
                 raise ConfigError(f"proxy: {name}: expected a number {bound}{' or null' if optional else ''}, got {value!r}")
 
-        def integer(name: str, lo: int, *, optional: bool = False) -> None:
+        def integer(name: str, lo: int, hi: int | None = None, *, optional: bool = False) -> None:
             value = getattr(self, name)
             if value is None and optional:
                 return
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ConfigError(f"proxy: {name}: expected an integer >= {lo}{' or null' if optional else ''}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+                bound = f">= {lo}" if hi is None else f"in {lo}..{hi:_}"
+                raise ConfigError(f"proxy: {name}: expected an integer {bound}{' or null' if optional else ''}, got {value!r}")
 
         def choice(name: str, allowed: tuple[str, ...]) -> None:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"proxy: {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
 
-        number("epochs", 0, optional=True, low_open=True)
-        integer("steps", 1, optional=True)
-        number("seconds", 0, optional=True, low_open=True)
+        number("epochs", 0, MAX_EPOCHS, optional=True, low_open=True)
+        integer("steps", 1, MAX_STEPS, optional=True)
+        number("seconds", 0, MAX_SECONDS, optional=True, low_open=True)
         if self.epochs is None and self.steps is None and self.seconds is None:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
         integer("batch_size", 1)
@@ -153,7 +162,7 @@ class ProxyConfig:
             raise ConfigError(f"proxy: label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}")
         number("dropout_rate", 0, 0.99, optional=True)
         number("drop_connect_rate", 0, 0.99)
-        integer("threads", 1, optional=True)
+        integer("threads", 1, 1024, optional=True)  # torch crashes (SIGSEGV) on absurd thread counts
         choice("device", DEVICES)
         integer("eval_batch_size", 1)
         integer("bn_recalibration", 0)
@@ -163,7 +172,10 @@ class ProxyConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "proxy") -> ProxyConfig:
-        """Build from a YAML mapping; errors name ``where`` (the file and YAML path) and the allowed keys."""
+        """Build from a YAML mapping; errors name ``where`` (the file and YAML path) and the allowed keys.
+
+        A bad value reads ``{where}.{key}: expected ..., got ...``.
+        """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -173,7 +185,7 @@ class ProxyConfig:
         try:
             return cls(**dict(data))
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {str(exc).removeprefix('proxy: ')}") from None
+            raise ConfigError(f"{where}.{str(exc).removeprefix('proxy: ')}") from None  # where.key: problem
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -303,10 +315,16 @@ def _to_input(batch: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, cha
 # ----------------------------------------------------------------------------------------------------------------
 # The evaluator
 # ----------------------------------------------------------------------------------------------------------------
+def check_device(name: str) -> None:
+    """Refuse ``cuda`` on a machine where torch sees no CUDA device (before training, not inside every trial)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("proxy: device: 'cuda' was asked for but torch sees no CUDA device on this machine; "
+                          "use 'auto' (CUDA when available) or 'cpu'")
+
+
 def pick_device(name: str) -> torch.device:
+    check_device(name)
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("proxy: device: 'cuda' was asked for but torch sees no CUDA device")
         return torch.device("cuda")
     return torch.device("cpu")
 

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from mixnas.errors import MixnasError
 
@@ -30,7 +31,20 @@ COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on usage errors already; keep its message to one line plus usage."""
+    """argparse with the terminal contract: a usage error is one line ``mixnas: error: ...`` and exit code 2.
+
+    Sub-command parsers are made by ``add_subparsers`` with the parent's class, so every sub-command (and every
+    action of ``mixnas space`` / ``mixnas latency``) reports this way; ``--help`` still prints the full usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        if len(text) > _MAX_USAGE_ERROR:  # e.g. a 5,000-digit "invalid int value"
+            text = text[:_MAX_USAGE_ERROR] + "..."
+        self.exit(2, f"mixnas: error: {text} (see {self.prog} --help)\n")
+
+
+_MAX_USAGE_ERROR = 300
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,14 @@ The reference of every key is ``docs/experiments.md``.
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
+import inspect
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +29,8 @@ from typing import Any, Mapping
 import yaml
 
 from mixnas.errors import ConfigError, MixnasError
+from mixnas.textio import parse_yaml
+from mixnas.textio import read_yaml as textio_read_yaml
 
 CONFIG_FORMAT_VERSION = 1
 
@@ -38,6 +44,7 @@ MNASNET_MODES = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 SCHEDULERS = ("none", "asha")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DIRECTIONS = ("max", "min")
+_MAX_CONFIG_INT = 10**18  # no count, size or seed in a config comes near this
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -90,8 +97,13 @@ class _Node:
         value = self.get(key, default, required=required)
         if value is None:
             return None
+        allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_CONFIG_INT:
+            # Far beyond any count or seed; also keeps repr() (4,300-digit limit) and float() from failing later.
+            raise ConfigError(f"{self.source}: {self.where(key)}: expected {allowed} of at most {_MAX_CONFIG_INT}, "
+                              f"got an integer of about {int(value.bit_length() * 0.30103) + 1} digits")
         if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            raise self.error(self.where(key), value, "an integer" + (f" >= {minimum}" if minimum is not None else ""))
+            raise self.error(self.where(key), value, allowed)
         return value
 
     def number(self, key: str, default: float | None = None, *, minimum: float | None = None,
@@ -99,6 +111,10 @@ class _Node:
         value = self.get(key, default, required=required)
         if value is None:
             return None
+        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
+            # float() (and math.isfinite) of an int beyond the float range overflows
+            raise ConfigError(f"{self.source}: {self.where(key)}: expected a finite number, got an integer of "
+                              f"about {int(value.bit_length() * 0.30103) + 1} digits")
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if ok and positive:
             ok = value > 0
@@ -378,6 +394,7 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
     if kind == "tabular":
         cfg = EvaluatorConfig(type=kind, table=e.path_value("table", base, required=True),
                               table_options=e.mapping("options"))
+        _check_tabular_options(cfg.table_options, e)
     else:
         data = e.get("data", required=True)
         if isinstance(data, str):
@@ -393,6 +410,59 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
         _check_proxy(cfg, e)
     e.finish()
     return cfg
+
+
+TABULAR_GIVEN = ("space",)  # TabularEvaluator arguments the trial passes itself, not options
+
+
+def _check_tabular_options(options: Mapping[str, Any], e: _Node) -> None:
+    """``evaluator.options`` against the keyword arguments of :class:`TabularEvaluator` (names and types)."""
+    from mixnas.evaluators.tabular import TabularEvaluator
+
+    params = {name: p for name, p in inspect.signature(TabularEvaluator).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in TABULAR_GIVEN}
+    hints = typing.get_type_hints(TabularEvaluator.__init__)
+    for key, value in options.items():
+        where = f"{e.where('options')}.{key}"
+        if key not in params:
+            raise ConfigError(f"{e.source}: {where}: unknown option of the tabular evaluator; allowed: {list(params)}")
+        if not _fits_type(value, hints.get(key, Any)):
+            raise e.error(where, value, _describe_type(hints.get(key, Any)))
+
+
+_UNIONS = (typing.Union, types.UnionType)
+_SEQUENCES = (collections.abc.Sequence, list, tuple)
+
+
+def _fits_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type hint (str, int, float, bool, None, sequences of them, unions)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in _UNIONS:
+        return any(_fits_type(value, a) for a in args)
+    if origin in _SEQUENCES:
+        return isinstance(value, list) and all(_fits_type(v, args[0] if args else Any) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, str) if issubclass(hint, (str, Path)) else isinstance(value, hint)
+    return True  # a hint this check does not know: the evaluator's own checks apply
+
+
+def _describe_type(hint: Any) -> str:
+    """``"a list of strings or null"`` for ``Sequence[str] | None``."""
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in _UNIONS:
+        return " or ".join(_describe_type(a) for a in args)
+    if origin in _SEQUENCES:
+        return f"a list of {_describe_type(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 SUBSET_KEYS = ("classes", "images_per_class", "val_fraction", "seed")
@@ -418,6 +488,9 @@ def _check_proxy(cfg: EvaluatorConfig, e: _Node) -> None:
         raise ConfigError(f"{e.source}: {e.where('data')}.{overlap[0]}: belongs in evaluator.subset")
     try:
         DataSpec.from_dict({**cfg.data, **cfg.subset}, where=f"{e.source}: {e.where('data')}")
+        # each part alone first, so that an error names the section the key is in
+        ProxyConfig.from_dict(cfg.budget, where=f"{e.source}: {e.where('budget')}")
+        ProxyConfig.from_dict(cfg.training, where=f"{e.source}: {e.where('training')}")
         ProxyConfig.from_dict({**cfg.training, **cfg.budget}, where=f"{e.source}: {e.where('training')}")
     except MixnasError as exc:
         raise ConfigError(str(exc)) from None
@@ -439,8 +512,10 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
     kind = lat.string("type", "none", choices=LATENCY_TYPES)
     if kind == "lut":
         opts = _Node(lat.mapping("options"), lat.where("options"), lat.source)
-        # only the options given: the predictor's own defaults apply to the others
+        # calibrated: only when given (the predictor's default applies); measure_missing: on unless switched
+        # off, so that a search meeting a signature the table lacks measures it instead of failing the trial
         options = {key: opts.boolean(key, False) for key in LUT_OPTIONS if opts.get(key) is not None}
+        options["measure_missing"] = opts.boolean("measure_missing", True)
         opts.finish()
         cfg = LatencyConfig(type=kind, lut=lat.path_value("lut", base, required=True), options=options)
     elif kind == "measure":
@@ -652,28 +727,102 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
 
 
 def check_files(cfg: ExperimentConfig) -> None:
-    """Check the files every trial reads (data set path, tabular benchmark, LUT) on this machine.
+    """Check, on this machine, what every trial needs: files (data set, tabular benchmark, LUT), metrics, device.
 
-    Called before a search starts or resumes: a missing or malformed file is one error then, not a failure
+    Called before a search starts or resumes: a missing or malformed file, a reward / scheduler / constraint
+    metric the table does not have, or a CUDA device this machine lacks is one error then, not a failure
     recorded in every trial. Not part of :func:`config_from_dict`, so that a config can be validated (and the
-    example experiments tested) on a machine without the data.
+    example experiments tested) on a machine without the data. The device is checked only for
+    ``execution.address: local``: the workers of a cluster are other machines.
     """
+    from mixnas.search_space.space import StageSpace
+
+    src = cfg.source
+    space = load_search_space(cfg)
+    architectures = isinstance(space, StageSpace)
     if cfg.evaluator.type == "proxy":
         from mixnas.evaluators.data import BUILTIN_SOURCES
 
         source = cfg.evaluator.data.get("source")
         if isinstance(source, str) and source not in BUILTIN_SOURCES and not Path(source).exists():
-            raise ConfigError(f"{cfg.source}: evaluator.data.source: no such file or folder {source!r} (or use one "
+            raise ConfigError(f"{src}: evaluator.data.source: no such file or folder {source!r} (or use one "
                               f"of the built-in data sets {list(BUILTIN_SOURCES)})")
-    if cfg.evaluator.type == "tabular" and not Path(str(cfg.evaluator.table)).is_file():
-        raise ConfigError(f"{cfg.source}: evaluator.table: no such file {cfg.evaluator.table!r}")
+        if not architectures:
+            raise ConfigError(f"{src}: search_space: the proxy evaluator trains architectures, but this space "
+                              "decodes to plain choices (a 'choices' space needs evaluator.type 'tabular')")
+    if cfg.evaluator.type == "tabular":
+        if not Path(str(cfg.evaluator.table)).is_file():
+            raise ConfigError(f"{src}: evaluator.table: no such file {cfg.evaluator.table!r}")
+        _check_metrics(cfg, (*_table_metrics(cfg, space), *(ARCH_METRICS if architectures else ())), architectures,
+                       f"the table {Path(str(cfg.evaluator.table)).name}")
     if cfg.latency.type == "lut":
         from mixnas.evaluators.latency.lut import LatencyTable
 
         try:
             LatencyTable.load(str(cfg.latency.lut))
         except (MixnasError, OSError) as exc:
-            raise ConfigError(f"{cfg.source}: latency.lut: {exc}") from None
+            raise ConfigError(f"{src}: latency.lut: {exc}") from None
+    if cfg.execution.address == "local":
+        _check_devices(cfg)
+
+
+ARCH_METRICS = ("params", "macs")  # counted for every architecture before it is scored
+LATENCY_METRICS = ("latency_ms", "latency_std_ms")  # with a latency section, for architectures
+
+
+def _table_metrics(cfg: ExperimentConfig, space: Any) -> tuple[str, ...]:
+    """The metric columns of the tabular benchmark, read from the table (which is checked on the way)."""
+    from mixnas.evaluators.tabular import TabularEvaluator
+
+    try:
+        return tuple(TabularEvaluator(str(cfg.evaluator.table), space=space, **cfg.evaluator.table_options).metrics)
+    except TypeError as exc:
+        raise ConfigError(f"{cfg.source}: evaluator.options: {exc}") from None
+    except (MixnasError, OSError) as exc:
+        raise ConfigError(f"{cfg.source}: evaluator.table: {exc}") from None
+
+
+def _metric_uses(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """(YAML path, metric) of every metric a trial must report for the reward, scheduler and constraints."""
+    r, c = cfg.reward, cfg.constraints
+    if r.type == "mnasnet":
+        uses = [("reward.accuracy", r.accuracy), ("reward.cost", r.cost)]
+    elif r.type == "metric":
+        uses = [("reward.metric", r.metric)]
+    else:
+        uses = [(f"reward.objectives[{i}].metric", o.metric) for i, o in enumerate(r.objectives)]
+    if cfg.execution.scheduler.type != "none":
+        uses.append(("execution.scheduler.metric", cfg.execution.scheduler.metric))
+    limits = (("max_latency_ms", "latency_ms", c.max_latency_ms), ("max_params", "params", c.max_params),
+              ("max_macs", "macs", c.max_macs))
+    uses += [(f"constraints.{key}", metric) for key, metric, limit in limits if limit is not None]
+    return uses
+
+
+def _check_metrics(cfg: ExperimentConfig, reported: tuple[str, ...], architectures: bool, what: str) -> None:
+    """Every metric the config names must be one the evaluator (or the latency section) reports."""
+    available = set(reported) | (set(LATENCY_METRICS) if architectures and cfg.latency.type != "none" else set())
+    for where, metric in _metric_uses(cfg):
+        if metric not in available:
+            raise ConfigError(f"{cfg.source}: {where}: no trial reports metric {metric!r}; {what} reports "
+                              f"{sorted(available)}")
+
+
+def _check_devices(cfg: ExperimentConfig) -> None:
+    """A CUDA device asked for must exist here (the trials of a local run run here)."""
+    asked = []
+    if cfg.evaluator.type == "proxy" and cfg.evaluator.training.get("device") == "cuda":
+        asked.append("evaluator.training.device")
+    if cfg.latency.type == "measure" and cfg.latency.options.get("device") == "cuda":
+        asked.append("latency.options.device")
+    if not asked:
+        return
+    from mixnas.evaluators.proxy import check_device
+
+    try:
+        check_device("cuda")
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.source}: {asked[0]}: {str(exc).removeprefix('proxy: device: ')}") from None
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:
@@ -687,6 +836,10 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
     if cfg.execution.scheduler.type == "asha" and cfg.execution.deterministic:
         raise ConfigError(f"{src}: execution.scheduler: 'asha' decisions depend on timing, so it cannot be "
                           "combined with execution.deterministic: true")
+    if cfg.evaluator.type == "proxy":  # a table's metrics are known only once it is read (check_files)
+        from mixnas.evaluators.proxy import METRICS
+
+        _check_metrics(cfg, METRICS, True, "the proxy evaluator")
 
 
 def load_search_space(cfg: ExperimentConfig) -> Any:
@@ -707,12 +860,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into a key path and a YAML-parsed value (``3`` is an int, ``[1, 2]`` a list)."""
     key, sep, raw = text.partition("=")
     parts = key.strip().split(".")
+    shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
     if not sep or not all(parts):
-        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. execution.trials=10")
+        raise ConfigError(f"--set {shown!r}: expected KEY.PATH=VALUE, e.g. execution.trials=10")
+    if len(parts) > 16:
+        raise ConfigError(f"--set {shown!r}: the key path has {len(parts)} parts; a config is at most 16 deep")
+    if not raw.strip():
+        return parts, ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
+        value = parse_yaml(raw, "the value", ConfigError)
+    except ConfigError as exc:
+        raise ConfigError(f"--set {shown!r}: {exc}") from None
     return parts, value
 
 
@@ -737,20 +895,7 @@ def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
 
 def read_yaml(path: str | Path) -> Any:
     """``yaml.safe_load`` a file, with errors that name it."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return textio_read_yaml(path, ConfigError)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,

@@ -60,10 +60,13 @@ from mixnas.launch.config import (
     load_search_space,
     read_yaml,
 )
+from mixnas.launch import ray_local
 from mixnas.launch.ledger import Ledger, TrialRecord
+from mixnas.launch.ray_local import RaySession
 from mixnas.launch.summary import RunSummary, summarize
 from mixnas.launch.trial import objective_values
 from mixnas.search_space.arch import Architecture
+from mixnas.textio import os_reason, path_kind
 
 logger = logging.getLogger(__name__)
 
@@ -155,11 +158,14 @@ def run_lock(paths: RunPaths) -> Iterator[None]:
 def create_run(cfg: ExperimentConfig, run_dir: str | Path) -> RunPaths:
     """Make a new run directory and save the resolved config in it."""
     paths = RunPaths(Path(run_dir))
-    if paths.ledger.exists() and _ledger_size(paths) > 0:
+    if path_kind(paths.ledger) is not None and _ledger_size(paths) > 0:
         raise RunError(f"{paths.root}: a search already ran here; continue it with `mixnas resume {paths.root}` "
                        "or choose another --output")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(paths.config, cfg.to_yaml())
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(paths.config, cfg.to_yaml())
+    except OSError as exc:
+        raise RunError(f"{paths.root}: cannot create the run directory ({os_reason(exc)})") from None
     return paths
 
 
@@ -171,7 +177,7 @@ def _ledger_size(paths: RunPaths) -> int:
 
 def load_run_config(paths: RunPaths) -> ExperimentConfig:
     """The config a run directory was started with."""
-    if not paths.config.is_file():
+    if path_kind(paths.config) != "file":  # not is_file(): it raises for a name the OS refuses (too long)
         raise RunError(f"{paths.root}: no config.yaml here (is this a mixnas run directory?)")
     return config_from_dict(read_yaml(paths.config), source=str(paths.config), base_dir=paths.root)
 
@@ -196,19 +202,10 @@ def reconcile_config(paths: RunPaths, new: ExperimentConfig | None, *, force: bo
 # --------------------------------------------------------------------------------------------------------------
 # Ray plumbing
 # --------------------------------------------------------------------------------------------------------------
-def connect_ray(address: str) -> bool:
-    """Connect to (or start) Ray; returns True when this call started it (and so should shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address == "local":
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-                 configure_logging=False)
-    else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    return True
+def connect_ray(address: str) -> RaySession | None:
+    """Connect to (or start, with a token and on 127.0.0.1) Ray; the session to close, or None when Ray was
+    already initialised by the caller (see :mod:`mixnas.launch.ray_local`)."""
+    return ray_local.connect_ray(address)
 
 
 def check_resources(ex: Any, resources: Mapping[str, float], node_resources: Sequence[Mapping[str, float]]) -> None:
@@ -548,10 +545,8 @@ class Search:
             self._loop(state)
         finally:
             self._stop_actors()
-            if started_ray:
-                import ray
-
-                ray.shutdown()
+            if started_ray is not None:
+                started_ray.close()
         state.finished = True
         state.running = 0
         self.ledger.set_meta("finished_at", str(time.time()))

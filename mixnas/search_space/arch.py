@@ -28,10 +28,21 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mixnas.errors import ArchitectureError
+from mixnas.textio import parse_json
 
 ARCH_FORMAT_VERSION = 1
 PARTITIONS = ("equal", "exponential")
 MAX_KERNEL = 31
+# Sanity bounds (docs/block_strings.md "Limits"): far above every preset and published MixNet / MnasNet /
+# EfficientNet, low enough that a typo like r99999999 fails at once instead of building without end.
+MAX_REPEATS = 64
+MAX_LAYERS = 512
+MAX_WIDTH = 16384
+MAX_EXPAND = 64
+MAX_GROUPS = 32
+MAX_RESOLUTION = 4096
+MAX_CLASSES = 100_000
+MAX_MULTIPLIER = 8.0
 
 
 def round_filters(
@@ -97,8 +108,24 @@ def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
     except TypeError:
         raise ArchitectureError(f"{what}: expected an integer or a list of integers, got {value!r}") from None
     if not items or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-        raise ArchitectureError(f"{what}: expected a non-empty list of integers, got {value!r}")
+        raise ArchitectureError(f"{what}: expected a non-empty list of integers, got {_short(value)}")
     return items
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` for an error message, shortened; never fails (Python refuses ``repr`` of a 5,000-digit int)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"a {type(value).__name__} that cannot be shown"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_int(name: str, value: Any, maximum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ArchitectureError(f"{name}: expected a positive integer, at most {maximum}, got {_short(value)}")
 
 
 @dataclass(frozen=True)
@@ -146,38 +173,42 @@ class BlockArgs:
         set_(self, "strides", strides)
         if self.se_ratio is not None:
             if isinstance(self.se_ratio, bool) or not isinstance(self.se_ratio, (int, float)):
-                raise ArchitectureError(f"se_ratio: expected a number in (0, 1] or null, got {self.se_ratio!r}")
+                raise ArchitectureError(f"se_ratio: expected a number in (0, 1] or null, got {_short(self.se_ratio)}")
+            if isinstance(self.se_ratio, int) and not 0 <= self.se_ratio <= 1:  # float() of a huge int overflows
+                raise ArchitectureError(f"se_ratio: expected a number in (0, 1] or null, got {_short(self.se_ratio)}")
             set_(self, "se_ratio", None if self.se_ratio == 0 else float(self.se_ratio))
         self._validate()
 
     def _validate(self) -> None:
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArchitectureError(f"{name}: expected a positive integer, got {value!r}")
-
-        for name in ("num_repeat", "expand_ratio", "input_filters", "output_filters"):
-            positive_int(name)
+        _check_int("num_repeat", self.num_repeat, MAX_REPEATS)
+        _check_int("expand_ratio", self.expand_ratio, MAX_EXPAND)
+        _check_int("input_filters", self.input_filters, MAX_WIDTH)
+        _check_int("output_filters", self.output_filters, MAX_WIDTH)
+        for name in ("kernel_sizes", "expand_kernels", "project_kernels"):
+            if len(getattr(self, name)) > MAX_GROUPS:
+                raise ArchitectureError(
+                    f"{name}: expected at most {MAX_GROUPS} groups, got {len(getattr(self, name))}"
+                )
         for k in self.kernel_sizes:
             if k < 1 or k % 2 == 0 or k > MAX_KERNEL:
                 raise ArchitectureError(
-                    f"kernel_sizes: expected odd kernels in 1..{MAX_KERNEL}, got {list(self.kernel_sizes)}"
+                    f"kernel_sizes: expected odd kernels in 1..{MAX_KERNEL}, got {_short(list(self.kernel_sizes))}"
                 )
         for name in ("expand_kernels", "project_kernels"):
             kernels = getattr(self, name)
             if any(k != 1 for k in kernels):
                 raise ArchitectureError(
-                    f"{name}: only grouped 1x1 convolutions are supported (every entry 1), got {list(kernels)}"
+                    f"{name}: only grouped 1x1 convolutions are supported (every entry 1), got {_short(list(kernels))}"
                 )
         if len(self.strides) != 2 or any(s not in (1, 2) for s in self.strides) or self.strides[0] != self.strides[1]:
-            raise ArchitectureError(f"strides: expected (1, 1) or (2, 2), got {list(self.strides)}")
+            raise ArchitectureError(f"strides: expected (1, 1) or (2, 2), got {_short(list(self.strides))}")
         if self.se_ratio is not None and not 0 < self.se_ratio <= 1:
-            raise ArchitectureError(f"se_ratio: expected a number in (0, 1] or null, got {self.se_ratio!r}")
+            raise ArchitectureError(f"se_ratio: expected a number in (0, 1] or null, got {_short(self.se_ratio)}")
         for name in ("swish", "id_skip", "dilated"):
             if not isinstance(getattr(self, name), bool):
-                raise ArchitectureError(f"{name}: expected true or false, got {getattr(self, name)!r}")
+                raise ArchitectureError(f"{name}: expected true or false, got {_short(getattr(self, name))}")
         if self.partition not in PARTITIONS:
-            raise ArchitectureError(f"partition: expected one of {list(PARTITIONS)}, got {self.partition!r}")
+            raise ArchitectureError(f"partition: expected one of {list(PARTITIONS)}, got {_short(self.partition)}")
 
     @property
     def expand_groups(self) -> int:
@@ -213,8 +244,10 @@ class BlockArgs:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BlockArgs:
+        if not isinstance(data, Mapping):
+            raise ArchitectureError(f"block: expected an object of block fields, got {_short(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             raise ArchitectureError(f"block: unknown keys {unknown}; allowed: {sorted(known)}")
         missing = sorted({"num_repeat", "kernel_sizes"} - set(data))
@@ -254,30 +287,39 @@ class GlobalParams:
     num_classes: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("stem_size", "feature_size", "depth_divisor", "resolution", "num_classes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArchitectureError(f"{name}: expected a positive integer, got {value!r}")
+        maxima = {"stem_size": MAX_WIDTH, "feature_size": MAX_WIDTH, "depth_divisor": MAX_WIDTH,
+                  "resolution": MAX_RESOLUTION, "num_classes": MAX_CLASSES}
+        for name, maximum in maxima.items():
+            _check_int(name, getattr(self, name), maximum)
+        if self.min_depth is not None:
+            _check_int("min_depth", self.min_depth, MAX_WIDTH)
         for name in ("width_multiplier", "depth_multiplier"):
             value = getattr(self, name)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                    raise ArchitectureError(f"{name}: expected a positive number or null, got {value!r}")
+                if (isinstance(value, bool) or not isinstance(value, (int, float))
+                        or not 0 < value <= MAX_MULTIPLIER):
+                    raise ArchitectureError(
+                        f"{name}: expected a number in (0, {MAX_MULTIPLIER:g}] or null, got {_short(value)}"
+                    )
                 object.__setattr__(self, name, None if value == 1 and name == "depth_multiplier" else float(value))
-        if not 0 <= self.dropout_rate < 1:
-            raise ArchitectureError(f"dropout_rate: expected a number in [0, 1), got {self.dropout_rate!r}")
-        if not 0 < self.bn_momentum < 1:
-            raise ArchitectureError(f"bn_momentum: expected a number in (0, 1), got {self.bn_momentum!r}")
-        if not self.bn_epsilon > 0:
-            raise ArchitectureError(f"bn_epsilon: expected a positive number, got {self.bn_epsilon!r}")
+        for name, what, ok in (
+            ("dropout_rate", "a number in [0, 1)", lambda v: 0 <= v < 1),
+            ("bn_momentum", "a number in (0, 1)", lambda v: 0 < v < 1),
+            ("bn_epsilon", "a positive finite number", lambda v: 0 < v < math.inf),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ArchitectureError(f"{name}: expected {what}, got {_short(value)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GlobalParams:
+        if not isinstance(data, Mapping):
+            raise ArchitectureError(f"global params: expected a mapping, got {_short(data)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             raise ArchitectureError(f"global params: unknown keys {unknown}; allowed: {sorted(known)}")
         return cls(**dict(data))
@@ -348,6 +390,15 @@ class Architecture:
             if not isinstance(block, BlockArgs):
                 raise ArchitectureError(f"blocks[{i}]: expected BlockArgs, got {type(block).__name__}")
         object.__setattr__(self, "blocks", blocks)
+        if not isinstance(self.global_params, GlobalParams):
+            raise ArchitectureError(f"global_params: expected GlobalParams, got {type(self.global_params).__name__}")
+        depth = self.global_params.depth_multiplier
+        layers = sum(round_repeats(b.num_repeat, depth) for b in blocks)
+        if layers > MAX_LAYERS:
+            raise ArchitectureError(
+                f"{len(blocks)} blocks with {layers} layers (repeats after the depth multiplier): expected at most "
+                f"{MAX_LAYERS} layers"
+            )
         self._check_widths_chain()
         # Resolving the layers validates channel splits once, at construction; the result is cached (the record
         # is frozen) because the builder, the counter and the latency table all ask for it.
@@ -356,6 +407,11 @@ class Architecture:
     def _check_widths_chain(self) -> None:
         # The TF builder would build a broken network (a conv fed the wrong number of channels) otherwise.
         previous, what = self.stem_channels, "the stem width"
+        if previous > MAX_WIDTH:
+            raise ArchitectureError(
+                f"stem width {self.global_params.stem_size} becomes {previous} after width scaling: expected at "
+                f"most {MAX_WIDTH}"
+            )
         for i, block in enumerate(self.blocks):
             if self.round(block.input_filters) != previous:
                 raise ArchitectureError(
@@ -363,6 +419,11 @@ class Architecture:
                     f"({previous} after width scaling)"
                 )
             previous, what = self.round(block.output_filters), f"the output filters of blocks[{i}]"
+            if previous > MAX_WIDTH:
+                raise ArchitectureError(
+                    f"blocks[{i}]: output filters {block.output_filters} become {previous} after width scaling: "
+                    f"expected at most {MAX_WIDTH}"
+                )
 
     # --- identity -------------------------------------------------------------------------------------------
     def identity_dict(self) -> dict[str, Any]:
@@ -486,17 +547,22 @@ class Architecture:
         version = data.get("format_version", ARCH_FORMAT_VERSION)
         if version != ARCH_FORMAT_VERSION:
             raise ArchitectureError(
-                f"architecture JSON: unknown format_version {version!r}; this mixnas reads {ARCH_FORMAT_VERSION}"
+                f"architecture JSON: unknown format_version {_short(version)}; this mixnas reads {ARCH_FORMAT_VERSION}"
             )
-        unknown = sorted(set(data) - {"format_version", "name", "global_params", "blocks"})
+        unknown = sorted(str(k) for k in set(data) - {"format_version", "name", "global_params", "blocks"})
         if unknown:
             raise ArchitectureError(f"architecture JSON: unknown keys {unknown}")
         if "blocks" not in data or not isinstance(data["blocks"], list):
             raise ArchitectureError("architecture JSON: 'blocks' must be a list of block objects")
+        if len(data["blocks"]) > MAX_LAYERS:
+            raise ArchitectureError(f"architecture JSON: {len(data['blocks'])} blocks; at most {MAX_LAYERS}")
+        name = data.get("name", "")
+        if not isinstance(name, str):
+            raise ArchitectureError(f"architecture JSON: name: expected a string, got {_short(name)}")
         return cls(
             blocks=tuple(BlockArgs.from_dict(b) for b in data["blocks"]),
             global_params=GlobalParams.from_dict(data.get("global_params", {})),
-            name=str(data.get("name", "")),
+            name=name,
         )
 
     def to_json(self, indent: int | None = None) -> str:
@@ -504,8 +570,4 @@ class Architecture:
 
     @classmethod
     def from_json(cls, text: str) -> Architecture:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"architecture JSON: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "architecture JSON", ArchitectureError))

@@ -23,9 +23,23 @@ import re
 from typing import Any, Iterable, Sequence
 
 from mixnas.errors import BlockStringError
-from mixnas.search_space.arch import Architecture, BlockArgs, GlobalParams, LayerSpec, round_filters
+from mixnas.search_space.arch import (
+    MAX_EXPAND,
+    MAX_GROUPS,
+    MAX_KERNEL,
+    MAX_LAYERS,
+    MAX_REPEATS,
+    MAX_WIDTH,
+    Architecture,
+    BlockArgs,
+    GlobalParams,
+    LayerSpec,
+    round_filters,
+)
 
-_TOKEN = re.compile(r"^([a-z]+)(\d.*)$")
+_TOKEN = re.compile(r"^([a-z]+)([0-9].*)$", re.ASCII | re.DOTALL)
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]*\.?[0-9]+", re.ASCII)
 TF_FLAGS = ("noskip", "sw", "dilated", "xp")
 TF_KEYS = ("r", "k", "a", "p", "s", "e", "i", "o", "se")
 TF_REQUIRED = ("r", "k", "a", "p", "s", "e", "i", "o")
@@ -34,14 +48,14 @@ MNASNET_KEYS = ("r", "k", "s", "e", "i", "o", "se")
 MNASNET_REQUIRED = ("r", "k", "s", "e", "i", "o")
 
 _EXPECTED = {
-    "r": "a positive integer number of repeats (e.g. r2)",
-    "k": "odd kernel sizes joined by '.' (e.g. k3.5.7)",
-    "a": "expansion 1x1 kernels joined by '.', one per group (a1 or a1.1)",
-    "p": "projection 1x1 kernels joined by '.', one per group (p1 or p1.1)",
+    "r": f"a positive integer number of repeats, at most {MAX_REPEATS} (e.g. r2)",
+    "k": f"odd kernel sizes in 1..{MAX_KERNEL} joined by '.', at most {MAX_GROUPS} (e.g. k3.5.7)",
+    "a": f"expansion 1x1 kernels joined by '.', one per group, at most {MAX_GROUPS} (a1 or a1.1)",
+    "p": f"projection 1x1 kernels joined by '.', one per group, at most {MAX_GROUPS} (p1 or p1.1)",
     "s": "a two-digit stride, each digit 1 or 2 (s11 or s22)",
-    "e": "a positive integer expansion ratio (e.g. e6)",
-    "i": "a positive integer number of input filters (e.g. i24)",
-    "o": "a positive integer number of output filters (e.g. o40)",
+    "e": f"a positive integer expansion ratio, at most {MAX_EXPAND} (e.g. e6)",
+    "i": f"a positive integer number of input filters, at most {MAX_WIDTH} (e.g. i24)",
+    "o": f"a positive integer number of output filters, at most {MAX_WIDTH} (e.g. o40)",
     "se": "a squeeze-and-excite ratio in (0, 1] (e.g. se0.25)",
 }
 
@@ -52,27 +66,49 @@ def format_float(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+_SHOWN = 120  # longest string or token an error message quotes in full
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+
+
 def _fail(string: str, token: str, expected: str) -> BlockStringError:
-    return BlockStringError(f"bad block string {string!r}: token {token!r}: expected {expected}")
+    return BlockStringError(f"bad block string {_clip(string)!r}: token {_clip(token)!r}: expected {expected}")
 
 
-def _positive_int(string: str, token: str, key: str, value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise _fail(string, token, _EXPECTED[key])
-    return int(value)
+def _small_int(text: str, maximum: int) -> int | None:
+    """The value of ASCII digits if it is at most ``maximum``, else None (never converts a huge digit string)."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(maximum)) or int(digits) > maximum:
+        return None
+    return int(digits)
+
+
+_MAXIMA = {"r": MAX_REPEATS, "e": MAX_EXPAND, "i": MAX_WIDTH, "o": MAX_WIDTH, "c": MAX_WIDTH}
+
+
+def _positive_int(string: str, token: str, key: str, value: str, expected: str | None = None) -> int:
+    number = _small_int(value, _MAXIMA[key])
+    if number is None or number < 1:
+        raise _fail(string, token, expected or _EXPECTED[key])
+    return number
 
 
 def _int_list(string: str, token: str, key: str, value: str) -> tuple[int, ...]:
-    parts = value.split(".")
-    if not all(p.isdigit() for p in parts):
+    parts = value.split(".", MAX_GROUPS)
+    numbers = [_small_int(p, MAX_KERNEL) for p in parts]
+    if len(parts) > MAX_GROUPS or any(n is None for n in numbers):
         raise _fail(string, token, _EXPECTED[key])
-    return tuple(int(p) for p in parts)
+    return tuple(numbers)
 
 
 def tokenize(string: str, keys: Iterable[str], flags: Iterable[str], grammar: str) -> tuple[dict, set]:
     """Split a block string into ``{key: (token, value)}`` and a set of flags, rejecting anything unexpected."""
     if not isinstance(string, str) or not string.strip():
-        raise BlockStringError(f"bad block string {string!r}: expected a non-empty {grammar} block string")
+        raise BlockStringError(f"bad block string {_clip(repr(string))}: expected a non-empty {grammar} block string")
     return _tokenize_tokens(string, string.strip().split("_"), keys, flags, grammar)
 
 
@@ -103,7 +139,7 @@ def _check_required(string: str, options: dict, required: Iterable[str], grammar
     missing = [k for k in required if k not in options]
     if missing:
         raise BlockStringError(
-            f"bad block string {string!r}: missing mandatory {grammar} token(s) "
+            f"bad block string {_clip(string)!r}: missing mandatory {grammar} token(s) "
             + ", ".join(f"'{k}' ({_EXPECTED[k]})" for k in missing)
         )
 
@@ -112,10 +148,9 @@ def _se_ratio(string: str, options: dict) -> float | None:
     if "se" not in options:
         return None
     token, value = options["se"]
-    try:
-        ratio = float(value)
-    except ValueError:
-        raise _fail(string, token, _EXPECTED["se"]) from None
+    if len(value) > 20 or not _DECIMAL.fullmatch(value):
+        raise _fail(string, token, _EXPECTED["se"])
+    ratio = float(value)
     if not 0 < ratio <= 1:
         raise _fail(string, token, _EXPECTED["se"])
     return ratio
@@ -133,7 +168,7 @@ def _build(string: str, **kwargs: Any) -> BlockArgs:
     try:
         return BlockArgs(**kwargs)
     except ValueError as exc:
-        raise BlockStringError(f"bad block string {string!r}: {exc}") from None
+        raise BlockStringError(f"bad block string {_clip(string)!r}: {exc}") from None
 
 
 def decode_tf(string: str) -> BlockArgs:
@@ -197,12 +232,13 @@ def decode_mnasnet(string: str) -> BlockArgs:
     options, flags = tokenize(string, MNASNET_KEYS, MNASNET_FLAGS, "MnasNet")
     _check_required(string, options, MNASNET_REQUIRED, "MnasNet")
     token, value = options["k"]
-    if not value.isdigit() or int(value) % 2 == 0:
-        raise _fail(string, token, "a single odd kernel size (e.g. k3 or k5)")
+    kernel = _small_int(value, MAX_KERNEL)
+    if kernel is None or kernel % 2 == 0:
+        raise _fail(string, token, f"a single odd kernel size in 1..{MAX_KERNEL} (e.g. k3 or k5)")
     return _build(
         string,
         num_repeat=_positive_int(string, options["r"][0], "r", options["r"][1]),
-        kernel_sizes=(int(value),),
+        kernel_sizes=(kernel,),
         strides=_stride(string, options, 2),
         expand_ratio=_positive_int(string, options["e"][0], "e", options["e"][1]),
         input_filters=_positive_int(string, options["i"][0], "i", options["i"][1]),
@@ -279,6 +315,8 @@ def decode_arch(
     strings = list(strings)
     if not strings:
         raise BlockStringError("no block strings given: expected at least one block")
+    if len(strings) > MAX_LAYERS:  # each block is at least one layer
+        raise BlockStringError(f"{len(strings)} block strings: expected at most {MAX_LAYERS} (the layer limit)")
     if grammar == "timm":
         return decode_timm_arch(strings, global_params=global_params, name=name)
     blocks = tuple(_BLOCK_DECODERS[grammar](s) for s in strings)
@@ -289,7 +327,7 @@ def decode_arch(
     try:
         return Architecture(blocks=blocks, global_params=global_params, name=name)
     except ValueError as exc:
-        raise BlockStringError(f"block strings {strings}: {exc}") from None
+        raise BlockStringError(f"block strings {_clip(str(strings))}: {exc}") from None
 
 
 def encode_arch(arch: Architecture, grammar: str = "tf") -> list[str]:
@@ -318,8 +356,8 @@ DEFAULT_TIMM_FEATURE_SIZE = 1536
 _TIMM_EXPECTED = {
     **_EXPECTED,
     "s": "a one-digit stride, 1 or 2 (s1 or s2)",
-    "e": "an integer expansion ratio >= 1 (e.g. e6)",
-    "c": "a positive integer number of output channels (e.g. c40)",
+    "e": f"an integer expansion ratio >= 1, at most {MAX_EXPAND} (e.g. e6)",
+    "c": f"a positive integer number of output channels, at most {MAX_WIDTH} (e.g. c40)",
 }
 _TIMM_OTHER_TYPES = {
     "dsa": "DepthwiseSeparable with a pointwise activation",
@@ -360,14 +398,13 @@ def _timm_expand_ratio(string: str, block_type: str, options: dict) -> int:
     if "e" not in options:
         if block_type == "ir":
             raise BlockStringError(
-                f"bad block string {string!r}: missing mandatory timm token 'e' ({_TIMM_EXPECTED['e']})"
+                f"bad block string {_clip(string)!r}: missing mandatory timm token 'e' ({_TIMM_EXPECTED['e']})"
             )
         return 1
     token, value = options["e"]
-    try:
-        ratio = float(value)
-    except ValueError:
-        raise _fail(string, token, _TIMM_EXPECTED["e"]) from None
+    if len(value) > 20 or not _DECIMAL.fullmatch(value) or float(value) > MAX_EXPAND:
+        raise _fail(string, token, _TIMM_EXPECTED["e"])
+    ratio = float(value)
     if not ratio.is_integer() or ratio < 1:
         raise _fail(
             string,
@@ -403,7 +440,7 @@ def decode_timm(string: str, input_filters: int) -> BlockArgs:
         The decoded block; widths are *not* checked against timm's rounding here (see :func:`timm_problems`).
     """
     if not isinstance(string, str) or not string.strip():
-        raise BlockStringError(f"bad block string {string!r}: expected a non-empty timm block string")
+        raise BlockStringError(f"bad block string {_clip(repr(string))}: expected a non-empty timm block string")
     block_type, _, rest = string.strip().partition("_")
     if block_type in _TIMM_OTHER_TYPES:
         raise _fail(
@@ -421,7 +458,7 @@ def decode_timm(string: str, input_filters: int) -> BlockArgs:
     missing = [k for k in TIMM_REQUIRED if k not in options]
     if missing:
         raise BlockStringError(
-            f"bad block string {string!r}: missing mandatory timm token(s) "
+            f"bad block string {_clip(string)!r}: missing mandatory timm token(s) "
             + ", ".join(f"'{k}' ({_TIMM_EXPECTED[k]})" for k in missing)
         )
     if {"nsw", "nre"} <= flags:
@@ -447,7 +484,7 @@ def decode_timm(string: str, input_filters: int) -> BlockArgs:
         strides=_stride(string, options, 1),
         expand_ratio=_timm_expand_ratio(string, block_type, options),
         input_filters=input_filters,
-        output_filters=_positive_int(string, options["c"][0], "c", options["c"][1]),
+        output_filters=_positive_int(string, options["c"][0], "c", options["c"][1], _TIMM_EXPECTED["c"]),
         se_ratio=_se_ratio(string, options),
         swish="nsw" in flags,
         id_skip="noskip" not in flags,
@@ -706,7 +743,7 @@ def _flatten_timm(strings: Sequence[str] | Sequence[Sequence[str]]) -> list[str]
         return items
     if not all(isinstance(s, (list, tuple)) and all(isinstance(x, str) for x in s) for s in items):
         raise BlockStringError(
-            f"timm block strings {items!r}: expected a list of strings or a list of stages (lists of strings)"
+            f"timm block strings {_clip(repr(items))}: expected a list of strings or a list of stages (lists of strings)"
         )
     flat = []
     for stage_index, stage in enumerate(items):
@@ -715,7 +752,7 @@ def _flatten_timm(strings: Sequence[str] | Sequence[Sequence[str]]) -> list[str]
         for position, string in enumerate(stage):
             if position > 0 and decode_timm(string, 1).stride > 1:
                 raise BlockStringError(
-                    f"bad block string {string!r} in timm stage {stage_index}: stride 2 on block {position} of the "
+                    f"bad block string {_clip(string)!r} in timm stage {stage_index}: stride 2 on block {position} of the "
                     "stage; timm's builder forces stride 1 on all but a stage's first block, so start a new stage"
                 )
             flat.append(string)
@@ -754,7 +791,7 @@ def decode_timm_arch(
     try:
         arch = Architecture(blocks=tuple(blocks), global_params=global_params, name=name)
     except ValueError as exc:
-        raise BlockStringError(f"timm block strings {flat}: {exc}") from None
+        raise BlockStringError(f"timm block strings {_clip(str(flat))}: {exc}") from None
     problems = timm_problems(arch, global_params.width_multiplier)
     if problems:
         raise BlockStringError(

@@ -25,10 +25,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from mixnas.errors import ConfigError, MixnasError
 from mixnas.search_space.arch import (
+    MAX_CLASSES,
+    MAX_EXPAND,
+    MAX_LAYERS,
+    MAX_REPEATS,
+    MAX_RESOLUTION,
+    MAX_WIDTH,
     PARTITIONS,
     Architecture,
     BlockArgs,
@@ -39,6 +44,7 @@ from mixnas.search_space.arch import (
     split_channels,
 )
 from mixnas.search_space.counting import Count, count_classifier, count_head, count_layer, count_stem
+from mixnas.textio import parse_yaml, path_kind, read_text
 
 Encoding = tuple[int, ...]
 
@@ -61,9 +67,10 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
-    if isinstance(value, str):
-        return repr(value)
-    return repr(value)
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 @dataclass(frozen=True)
@@ -912,7 +919,9 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if _is_int(value):
+        return True  # math.isfinite would overflow on a huge int
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _int_check(r: _Reader, lo: int, hi: int | None = None, allowed: tuple[int, ...] | None = None):
@@ -977,7 +986,7 @@ def _layer_checks(r: _Reader) -> dict[str, Callable[[Any, str], Any]]:
         "kernel_groups": _int_check(r, 1, MAX_KERNEL_GROUPS),
         "kernels": _kernels_check(r),
         "partition": _word_check(r, PARTITIONS),
-        "expand_ratio": _int_check(r, 1, 64),
+        "expand_ratio": _int_check(r, 1, MAX_EXPAND),
         "se_ratio": _number_check(r, 0, 1, open_low=False),
         "swish": _bool_check(r),
         "expand_groups": _int_check(r, 1, allowed=(1, 2)),
@@ -1044,7 +1053,7 @@ def _stage_widths(r: _Reader, stage: Mapping[str, Any], path: str, filters: int)
     if "widths" in stage and "width_multiplier" in stage:
         raise r.error(f"{path}.width_multiplier", "use either widths or width_multiplier, not both")
     if "widths" in stage:
-        widths = r.choices(stage["widths"], f"{path}.widths", _int_check(r, 1))
+        widths = r.choices(stage["widths"], f"{path}.widths", _int_check(r, 1, MAX_WIDTH))
         return "widths", widths, widths
     if "width_multiplier" in stage:
         key = f"{path}.width_multiplier"
@@ -1084,17 +1093,17 @@ def _check_splits(r: _Reader, path: str, choices: dict[str, tuple[str, tuple]], 
 
 def _global_choices(r: _Reader, data: Mapping[str, Any]) -> dict[str, tuple]:
     checks = {
-        "resolution": _int_check(r, 8, 4096),
-        "stem_width": _int_check(r, 1),
-        "head_width": _int_check(r, 1),
+        "resolution": _int_check(r, 8, MAX_RESOLUTION),
+        "stem_width": _int_check(r, 1, MAX_WIDTH),
+        "head_width": _int_check(r, 1, MAX_WIDTH),
         "width_multiplier": _number_check(r, 0, 8, open_low=True, nullable=True),
         "depth_multiplier": _number_check(r, 0, 8, open_low=True, nullable=True),
-        "num_classes": _int_check(r, 1),
+        "num_classes": _int_check(r, 1, MAX_CLASSES),
         "dropout_rate": _number_check(r, 0, 0.99, open_low=False),
         "bn_momentum": _number_check(r, 0, 0.9999, open_low=True),
         "bn_epsilon": _number_check(r, 0, 1, open_low=True),
         "depth_divisor": _int_check(r, 1, 256),
-        "min_depth": _int_check(r, 1),
+        "min_depth": _int_check(r, 1, MAX_WIDTH),
     }
     values = r.mapping(data.get("globals") or {}, "globals", tuple(GLOBAL_DEFAULTS))
     result = {}
@@ -1144,6 +1153,7 @@ def _build_stage_space(data: Mapping[str, Any], r: _Reader, name: str) -> StageS
         raise r.expect("stages", "a non-empty list of stage mappings", stages_data)
 
     stages = []
+    most_layers = 0
     prev_widths = [w for w in global_choices["stem_width"]]
     for s, raw in enumerate(stages_data):
         path = f"stages[{s}]"
@@ -1152,18 +1162,25 @@ def _build_stage_space(data: Mapping[str, Any], r: _Reader, name: str) -> StageS
             if key not in stage:
                 raise r.error(f"{path}.{key}", "missing; every stage needs stride, filters and repeats")
         stride = _int_check(r, 1, allowed=(1, 2))(stage["stride"], f"{path}.stride")
-        filters = _int_check(r, 1)(stage["filters"], f"{path}.filters")
-        repeats = _int_check(r, 1, 64)(stage["repeats"], f"{path}.repeats")
+        filters = _int_check(r, 1, MAX_WIDTH)(stage["filters"], f"{path}.filters")
+        repeats = _int_check(r, 1, MAX_REPEATS)(stage["repeats"], f"{path}.repeats")
         granularity = _word_check(r, GRANULARITIES)(stage.get("granularity", "stage"), f"{path}.granularity")
-        deltas = r.choices(stage.get("repeats_delta", 0), f"{path}.repeats_delta", _int_check(r, -64, 64))
+        deltas = r.choices(
+            stage.get("repeats_delta", 0), f"{path}.repeats_delta", _int_check(r, -MAX_REPEATS, MAX_REPEATS)
+        )
         minimum = 2 if granularity == "split" else 1
         for i, d in enumerate(deltas):
+            where = f"{path}.repeats_delta" + (f"[{i}]" if isinstance(stage.get("repeats_delta"), list) else "")
             if repeats + d < minimum:
-                where = f"{path}.repeats_delta" + (f"[{i}]" if isinstance(stage.get("repeats_delta"), list) else "")
                 raise r.error(
                     where, f"inconsistent skeleton: repeats {repeats} {d:+d} gives {repeats + d} layer(s); "
                     f"granularity {granularity} needs at least {minimum}"
                 )
+            if repeats + d > MAX_REPEATS:
+                raise r.error(where, f"repeats {repeats} {d:+d} gives {repeats + d} layers; at most {MAX_REPEATS}")
+        most_layers += repeats + max(deltas)
+        if most_layers > MAX_LAYERS:
+            raise r.error(path, f"the stages so far have up to {most_layers} layers; at most {MAX_LAYERS} in all")
         if granularity == "layer" and len(deltas) > 1:
             raise r.expect(f"{path}.repeats_delta", "a single value with granularity layer", stage["repeats_delta"])
         for key in ("first", "rest"):
@@ -1183,6 +1200,9 @@ def _build_stage_space(data: Mapping[str, Any], r: _Reader, name: str) -> StageS
         def rounded(ws: Iterable[int]) -> list[int]:
             return [round_filters(w, m, divisor, min_depth) for w in ws for m in wms]
 
+        if max(rounded(widths)) > MAX_WIDTH:
+            raise r.error(path, f"widths {_show(tuple(widths))} become {max(rounded(widths))} channels after the width "
+                          f"multiplier; at most {MAX_WIDTH}")
         _check_splits(r, path, first_choices, rounded(prev_widths), rounded(widths))
         if granularity != "stage" or repeats + max(deltas) > 1:
             _check_splits(r, path, rest_choices, rounded(widths), rounded(widths))
@@ -1272,11 +1292,7 @@ def deep_merge(base: Any, override: Any) -> Any:
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise ConfigError(f"{source}: not valid YAML: {detail}") from None
+    data = parse_yaml(text, source, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {_show(data)}")
     return data
@@ -1292,16 +1308,13 @@ def _read_spec(spec: str | Path, base_dir: Path | None) -> tuple[dict[str, Any],
     path = Path(text)
     if base_dir is not None and not path.is_absolute():
         path = base_dir / path
-    if not path.is_file():
+    if path_kind(path) != "file":
+        shown = text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
         raise ConfigError(
-            f"unknown search space {text!r}: expected a preset name ({', '.join(space_preset_names())}) "
+            f"unknown search space {shown!r}: expected a preset name ({', '.join(space_preset_names())}) "
             "or a YAML file"
         )
-    try:
-        content = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return _read_yaml(content, str(path)), str(path), path.parent, path.stem
+    return _read_yaml(read_text(path, ConfigError), str(path)), str(path), path.parent, path.stem
 
 
 def _resolve_extends(data: dict[str, Any], source: str, base_dir: Path | None, chain: tuple[str, ...]) -> dict:

@@ -26,16 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
+import logging
 import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.signatures import SIGNATURE_VERSION
+from mixnas.textio import exclusive_lock, os_reason, path_kind, read_json, read_text
+
+logger = logging.getLogger(__name__)
 
 LUT_FORMAT = "mixnas-latency-lut"
 LUT_FORMAT_VERSION = 2
@@ -211,9 +216,12 @@ def _number(value: Any, where: str, *, allow_zero: bool = False) -> float:
     return float(value)
 
 
+_MAX_COUNT = 10**12  # threads, batch size, repeat counts: anything larger is a corrupt file
+
+
 def _count(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LatencyTableError(f"{where}: expected a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNT:
+        raise LatencyTableError(f"{where}: expected a positive integer up to {_MAX_COUNT}, got {value!r}")
     return value
 
 
@@ -351,22 +359,17 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the table atomically (temporary file in the same folder, then ``os.replace``)."""
-        write_json_atomic(Path(path), self.to_dict())
+        try:
+            write_json_atomic(Path(path), self.to_dict())
+        except OSError as exc:
+            raise LatencyTableError(f"{path}: cannot write the latency table ({os_reason(exc)})") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise LatencyTableError(f"{path}: no such latency table") from None
-        except OSError as exc:
-            raise LatencyTableError(f"{path}: cannot read ({exc.strerror})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LatencyTableError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, str(path))
+        if path_kind(path) is None:
+            raise LatencyTableError(f"{path}: no such latency table")
+        return cls.from_dict(read_json(path, LatencyTableError), str(path))
 
     # --- CSV ------------------------------------------------------------------------------------------------
     @classmethod
@@ -386,11 +389,13 @@ class LatencyTable:
         integer (default 1). A signature may appear once only.
         """
         path = Path(path)
+        if path_kind(path) is None:
+            raise LatencyTableError(f"{path}: no such CSV file")
+        text = read_text(path, LatencyTableError)
         try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                rows = list(csv.reader(fh))
-        except FileNotFoundError:
-            raise LatencyTableError(f"{path}: no such CSV file") from None
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise LatencyTableError(f"{path}: not a readable CSV file ({exc})") from None
         rows = [r for r in rows if any(cell.strip() for cell in r)]
         if not rows:
             raise LatencyTableError(f"{path}: empty CSV; expected a header {','.join(CSV_COLUMNS)}")
@@ -467,3 +472,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def locked_table(path: str | os.PathLike[str]) -> Iterator[LatencyTable]:
+    """The table at ``path`` as it is now, read while holding an exclusive lock on ``<path>.lock``.
+
+    For read-modify-write by several processes at once (search workers adding the signatures they measured):
+    read, change and :meth:`LatencyTable.save` inside the ``with`` block, and no other process's additions are
+    lost. The lock file stays (empty); removing it would let a third process lock a different file of the same
+    name. Without ``fcntl`` (not a POSIX system) there is no lock: concurrent writers may drop each other's
+    entries (never tear the file, which is written atomically).
+    """
+    with exclusive_lock(path, "adding to it"):
+        yield LatencyTable.load(path)

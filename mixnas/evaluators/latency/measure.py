@@ -112,12 +112,13 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise LatencyTableError(f"unknown latency backend {self.backend!r}: expected one of {list(BACKENDS)}")
-        for name in ("threads", "batch_size", "repeats"):
+        # Upper bounds are sanity limits: torch crashes on absurd thread counts, a huge batch cannot be allocated.
+        for name, maximum in (("threads", 1024), ("batch_size", 1024), ("repeats", 1_000_000)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LatencyTableError(f"{name}: expected a positive integer, got {value!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise LatencyTableError(f"warmup: expected a non-negative integer, got {self.warmup!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+                raise LatencyTableError(f"{name}: expected a positive integer, at most {maximum:,}, got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup <= 1_000_000:
+            raise LatencyTableError(f"warmup: expected an integer in 0..1,000,000, got {self.warmup!r}")
         if self.device not in ("cpu", "cuda"):
             raise LatencyTableError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
         seconds = self.min_seconds

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mixnas.launch.commands.search import add_config_options, observers, print_result, set_log_level
+from mixnas.launch.commands.search import (
+    add_config_options,
+    observers,
+    print_result,
+    set_log_level,
+    sigterm_as_interrupt,
+)
 from mixnas.launch.config import apply_overrides, config_from_dict, load_config, read_yaml
 
 
@@ -38,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         new = config_from_dict(data, source=f"{paths.config} (with --set)", base_dir=run_dir)
     cfg = new or load_run_config(paths)
     set_log_level(cfg, args.verbose)
-    summary, already = resume_search(run_dir, new_config=new, force=args.force,
-                                     observers=observers(cfg, args.quiet))
+    with sigterm_as_interrupt():
+        summary, already = resume_search(run_dir, new_config=new, force=args.force,
+                                         observers=observers(cfg, args.quiet))
     if already:
         print(f"run {run_dir} is already finished ({summary.done}/{summary.trials} trials); nothing to resume")
         return 0

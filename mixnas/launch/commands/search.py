@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from mixnas.launch.config import ExperimentConfig, load_config
 
@@ -49,6 +52,28 @@ def observers(cfg: ExperimentConfig, quiet: bool) -> list:
     return out
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM stops the search the way Ctrl-C does.
+
+    The signal raises KeyboardInterrupt in the driver loop, which stops the actors, shuts down a local Ray and
+    removes its temp folder on the way out; the CLI prints ``mixnas: interrupted`` (exit 130) and ``mixnas
+    resume`` continues. Without this, Python's default SIGTERM ends the driver with no clean-up at all, and
+    ``ray.init`` would install a ``sys.exit`` handler instead (:mod:`mixnas.launch.ray_local` puts this one
+    back). Further SIGTERMs are ignored while the clean-up runs, so a second one cannot cut it short.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def print_result(summary, run_dir: Path) -> None:
     """What a finished search prints on stdout: the best architecture (block strings) or the Pareto front."""
     from mixnas.launch.summary import short_arch
@@ -83,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     set_log_level(cfg, args.verbose)
     run_dir = Path(args.output) if args.output else Path(cfg.output_dir) / cfg.name
-    summary = run_search(cfg, run_dir, observers=observers(cfg, args.quiet))
+    with sigterm_as_interrupt():
+        summary = run_search(cfg, run_dir, observers=observers(cfg, args.quiet))
     print_result(summary, run_dir)
     return 0

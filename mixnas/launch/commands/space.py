@@ -87,6 +87,9 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_SAMPLES = 100_000  # a printed sample; more is a typo, not a request
+
+
 def sample_info(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
     """What ``mixnas space sample --json`` prints: one object per sample."""
     rng = np.random.default_rng(seed)
@@ -108,8 +111,10 @@ def sample_info(space: SearchSpace, n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    if args.n < 0:
-        raise ConfigError(f"space sample: -n must be 0 or more, got {args.n}")
+    if not 0 <= args.n <= MAX_SAMPLES:
+        raise ConfigError(f"space sample: -n must be in 0..{MAX_SAMPLES}, got {args.n}")
+    if args.seed < 0:
+        raise ConfigError(f"space sample: --seed must be 0 or more, got {args.seed}")
     space = load_space(args.space)
     samples = sample_info(space, args.n, args.seed)
     if args.json:

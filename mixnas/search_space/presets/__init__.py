@@ -6,16 +6,14 @@ them) into an :class:`~mixnas.search_space.arch.Architecture`.
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mixnas.errors import ArchitectureError, BlockStringError
 from mixnas.search_space.arch import Architecture, GlobalParams
 from mixnas.search_space.block_string import GRAMMARS, decode_arch, split_block_strings
+from mixnas.textio import parse_json, parse_yaml, path_kind, read_text
 
 _ARCH_DIR = "archs"
 _SPACE_DIR = "spaces"
@@ -38,7 +36,7 @@ def space_preset_text(name: str) -> str:
     """YAML text of a built-in search space."""
     if name not in space_preset_names():
         raise ArchitectureError(f"unknown search-space preset {name!r}: expected one of {space_preset_names()}")
-    return (resources.files(__name__) / _SPACE_DIR / f"{name}.yaml").read_text()
+    return (resources.files(__name__) / _SPACE_DIR / f"{name}.yaml").read_text(encoding="utf-8")
 
 
 def arch_from_preset_dict(data: Any, source: str) -> Architecture:
@@ -58,14 +56,21 @@ def arch_from_preset_dict(data: Any, source: str) -> Architecture:
         params = GlobalParams.from_dict(data.get("global_params") or {})
     except (TypeError, ValueError) as exc:
         raise ArchitectureError(f"{source}: global_params: {exc}") from None
-    return decode_arch(blocks, grammar=grammar, global_params=params, name=str(data.get("name", "")))
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise ArchitectureError(f"{source}: name: expected a string")
+    return decode_arch(blocks, grammar=grammar, global_params=params, name=name)
 
 
 def load_arch_preset(name: str) -> Architecture:
     if name not in arch_preset_names():
         raise ArchitectureError(f"unknown architecture preset {name!r}: expected one of {arch_preset_names()}")
-    text = (resources.files(__name__) / _ARCH_DIR / f"{name}.yaml").read_text()
-    return arch_from_preset_dict(yaml.safe_load(text), f"preset {name}")
+    text = (resources.files(__name__) / _ARCH_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+    return arch_from_preset_dict(parse_yaml(text, f"preset {name}", ArchitectureError), f"preset {name}")
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _guess_grammar(strings: list[str]) -> str:
@@ -86,26 +91,18 @@ def arch_from_text(text: str, grammar: str | None = None, name: str = "") -> Arc
 
 def load_arch_file(path: Path, grammar: str | None = None) -> Architecture:
     """Read an architecture from JSON (:meth:`Architecture.to_json`), preset YAML, or a text of block strings."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ArchitectureError(f"cannot read architecture file {path}: {exc.strerror}") from None
+    text = read_text(path, ArchitectureError)
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"{path}: not valid JSON ({exc})") from None
+        data = parse_json(text, str(path), ArchitectureError)
         if isinstance(data, list):
+            if not data or not all(isinstance(s, str) for s in data):
+                raise ArchitectureError(f"{path}: expected a list of block strings or an architecture object")
             return decode_arch(data, grammar=grammar or _guess_grammar(data), name=path.stem)
         if isinstance(data, dict) and "architecture" in data:
             data = data["architecture"]
         return Architecture.from_dict(data)
     if path.suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ArchitectureError(f"{path}: not valid YAML ({exc})") from None
-        return arch_from_preset_dict(data, str(path))
+        return arch_from_preset_dict(parse_yaml(text, str(path), ArchitectureError), str(path))
     return arch_from_text(text, grammar=grammar, name=path.stem)
 
 
@@ -116,14 +113,14 @@ def resolve_arch(spec: str, grammar: str | None = None) -> Architecture:
         return load_arch_preset(spec)
     path = Path(spec)
     if path.suffix in (".json", ".yaml", ".yml", ".txt") or "/" in spec:
-        if not path.is_file():
+        if path_kind(path) != "file":
             raise ArchitectureError(
-                f"no such architecture file {spec!r} (an ARCH is a preset name {arch_preset_names()}, "
+                f"no such architecture file {_clip(spec)!r} (an ARCH is a preset name {arch_preset_names()}, "
                 "block strings, or a .json/.yaml/.txt file)"
             )
         return load_arch_file(path, grammar)
     if "_" not in spec:
         raise ArchitectureError(
-            f"unknown architecture {spec!r}: expected a preset name {arch_preset_names()}, block strings, or a file"
+            f"unknown architecture {_clip(spec)!r}: expected a preset name {arch_preset_names()}, block strings, or a file"
         )
     return arch_from_text(spec, grammar=grammar)

@@ -1,0 +1,228 @@
+"""Reading user files at the input boundary: UTF-8 text, YAML and JSON with size and nesting limits.
+
+Every reader takes the :class:`~mixnas.errors.MixnasError` subclass to raise, so a bad file becomes one line that
+names it (``experiments/x.yaml: not UTF-8 text (byte 0xff at offset 6)``) instead of an ``OSError``,
+``UnicodeDecodeError`` or ``RecursionError`` traceback. The limits are far above any real mixnas file and exist
+so that ``/dev/zero``, a 10^5-deep ``[[[...]]]`` or a 5,000-digit integer fail fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from mixnas.errors import MixnasError
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_BYTES = 256 * 1024 * 1024
+MAX_NESTING = 64
+# Python refuses to convert integers of more than 4300 digits to and from text; no mixnas value needs 20.
+MAX_INT_DIGITS = 100
+MAX_VALUES = 5_000_000
+
+
+def os_reason(exc: OSError) -> str:
+    """The human part of an OSError (``File name too long``), without the repeated path."""
+    return exc.strerror or exc.__class__.__name__
+
+
+def path_kind(path: str | Path) -> str | None:
+    """``"file"``, ``"dir"``, ``"other"`` (a device, a FIFO) or None when nothing can be there.
+
+    None also covers a name the OS refuses (a component over 255 bytes, an embedded NUL): no such file can exist.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    return "dir" if stat.S_ISDIR(mode) else "other"
+
+
+def read_bytes(path: str | Path, error: type[MixnasError], *, max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The contents of a regular file, refusing folders, devices, FIFOs and files over ``max_bytes``."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({os_reason(exc)})") from None
+    except ValueError as exc:  # an embedded NUL byte in the name
+        raise error(f"{path!r}: not a usable file name ({exc})") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{path}: is a folder, expected a file")
+    if not stat.S_ISREG(mode):
+        raise error(f"{path}: not a regular file (a device or a pipe cannot be read as a mixnas file)")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({os_reason(exc)})") from None
+    if len(data) > max_bytes:
+        raise error(f"{path}: larger than {max_bytes // (1024 * 1024)} MiB, too large for a mixnas text file")
+    return data
+
+
+def decode_utf8(data: bytes, source: str, error: type[MixnasError]) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
+def read_text(path: str | Path, error: type[MixnasError], *, max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A UTF-8 text file (a leading BOM is dropped), with errors that name it."""
+    text = decode_utf8(read_bytes(path, error, max_bytes=max_bytes), str(path), error)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _children(node: list | tuple | dict) -> list:
+    return [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+
+
+def check_nesting(data: Any, source: str, error: type[MixnasError], *, limit: int = MAX_NESTING) -> Any:
+    """Refuse data nested deeper than ``limit``, expanding to more than MAX_VALUES values, referring to itself,
+    or holding an integer of more than MAX_INT_DIGITS digits.
+
+    YAML aliases share one object in several places, so depth and size are of the data *as later code walks it*
+    (a "billion laughs" file is a few lines); the walk is iterative and visits each shared object once.
+    """
+    big = 10**MAX_INT_DIGITS
+    done: dict[int, tuple[int, int] | None] = {}  # id -> (depth, values), None while its children are walked
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, finished = stack.pop()
+        if not isinstance(node, (list, tuple, dict)):
+            if isinstance(node, int) and not isinstance(node, bool) and abs(node) >= big:
+                raise error(f"{source}: an integer of more than {MAX_INT_DIGITS} digits")
+            continue
+        if not finished:
+            if id(node) in done:
+                continue
+            done[id(node)] = None
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+            continue
+        depth, values = 1, 1
+        for child in _children(node):
+            if isinstance(child, (list, tuple, dict)):
+                walked = done[id(child)]
+                if walked is None:
+                    raise error(f"{source}: a value contains itself (a recursive YAML alias)")
+                depth, values = max(depth, walked[0] + 1), values + walked[1]
+            else:
+                values += 1
+        if depth > limit:
+            raise error(f"{source}: nested deeper than {limit} levels")
+        if values > MAX_VALUES:
+            raise error(f"{source}: expands to more than {MAX_VALUES:,} values (YAML aliases repeat their anchor)")
+        done[id(node)] = (depth, values)
+    return data
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that stops composing past MAX_NESTING levels (PyYAML's composer recurses)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_NESTING} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """``at line L, column C: problem`` of a PyYAML error, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or exc.__class__.__name__
+    return f"{where}: " + " ".join(str(problem).split())
+
+
+def _value_problem(exc: Exception) -> str:
+    """Why a parser could not turn a scalar into a value, in words for the user."""
+    text = " ".join(str(exc).split())
+    if "integer string conversion" in text:
+        return "a number has more than 4300 digits"
+    return text[:200]
+
+
+def parse_yaml(text: str, source: str, error: type[MixnasError]) -> Any:
+    """Parse YAML text with the safe loader (no Python objects), a nesting limit and errors that name ``source``."""
+    try:
+        data = yaml.load(text, Loader=_DepthLimitedLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML{yaml_error_text(exc)}") from None
+    except (ValueError, OverflowError) as exc:  # a 5,000-digit integer, a timestamp like 2024-13-45
+        raise error(f"{source}: not valid YAML: a value cannot be read ({_value_problem(exc)})") from None
+    except RecursionError:
+        raise error(f"{source}: not valid YAML: nested too deeply") from None
+    return check_nesting(data, source, error)
+
+
+def parse_json(text: str | bytes, source: str, error: type[MixnasError]) -> Any:
+    """Parse JSON with a nesting limit and errors that name ``source``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{source}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{source}: not UTF-8 text (offset {exc.start})") from None
+    except RecursionError:
+        raise error(f"{source}: not valid JSON: nested deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:  # a 5,000-digit integer
+        raise error(f"{source}: not valid JSON: a value cannot be read ({_value_problem(exc)})") from None
+    return check_nesting(data, source, error)
+
+
+def read_yaml(path: str | Path, error: type[MixnasError], *, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """:func:`read_text` then :func:`parse_yaml`."""
+    return parse_yaml(read_text(path, error, max_bytes=max_bytes), str(path), error)
+
+
+def read_json(path: str | Path, error: type[MixnasError], *, max_bytes: int = MAX_TEXT_BYTES) -> Any:
+    """:func:`read_text` then :func:`parse_json`."""
+    return parse_json(read_text(path, error, max_bytes=max_bytes), str(path), error)
+
+
+@contextlib.contextmanager
+def exclusive_lock(file: str | os.PathLike[str], doing: str = "writing it") -> Iterator[None]:
+    """Hold an exclusive lock on ``<file>.lock`` for the block (processes on one machine, one at a time).
+
+    The lock file stays (empty); removing it would let a third process lock a different file of the same name.
+    Without ``fcntl`` (not a POSIX system) there is no lock. ``doing`` completes the log line shown while this
+    process waits ("another process is <doing>").
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with open(file.with_name(file.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("%s: another process is %s; waiting for it", file, doing)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
