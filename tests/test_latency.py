@@ -502,3 +502,84 @@ def test_cli_import_merge_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     # A table of another device cannot be validated (or extended) by measuring here.
     assert main(["latency", "validate", "--space", "tiny", "--lut", merged, "-n", "2"]) == 2
     assert "backend" in capsys.readouterr().err  # tflite cannot be measured here
+
+
+# --- coverage of a space and measuring what a search meets -------------------------------------------------------
+MICRO_SPACE = {
+    "name": "micro", "kind": "stages",
+    "globals": {"resolution": [16, 24], "stem_width": [8, 16], "head_width": 32, "num_classes": 4},
+    "layer": {"kernel_groups": 1, "expand_ratio": 3, "se_ratio": 0, "swish": False},
+    "stages": [
+        {"stride": 1, "filters": 8, "repeats": 1, "kernel_groups": [1, 2]},
+        {"stride": 2, "filters": 16, "repeats": 2, "repeats_delta": [-1, 0], "widths": [8, 16],
+         "swish": [False, True]},
+        {"stride": 2, "filters": 16, "repeats": 2, "granularity": "split", "width_multiplier": [1.0, 1.5],
+         "rest": {"se_ratio": [0, 0.25]}},
+        {"stride": 1, "filters": 24, "repeats": 2, "granularity": "layer", "expand_ratio": [3, 6]},
+    ],
+}
+
+
+def test_space_signatures_are_exactly_those_of_every_member() -> None:
+    import itertools
+
+    from mixnas.evaluators.latency.signatures import space_signatures
+    from mixnas.search_space.space import load_space
+
+    space = load_space(MICRO_SPACE)  # every granularity, global choices, widths and width multipliers
+    every = set()
+    for encoding in itertools.product(*(range(d.size) for d in space.dimensions)):  # all 1024 members
+        every |= set(arch_signatures(space.decode(encoding)))
+    found = space_signatures(space)
+    assert set(found.signatures) == every and len(found) == len(every)
+    assert {s for a in found.contexts for s in arch_signatures(a)} >= every
+    assert len(found.contexts) < found.combinations  # merged: one network holds several choices
+    with pytest.raises(LatencyTableError, match=rf"decoding {found.combinations} networks, above the limit of 10"):
+        space_signatures(space, limit=10)
+
+
+def test_cli_profile_exhaustive_then_coverage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = dict(MICRO_SPACE, globals=dict(MICRO_SPACE["globals"], resolution=16, stem_width=8))
+    space_file = tmp_path / "micro.yaml"
+    space_file.write_text(json.dumps(space))  # JSON is YAML
+    lut = str(tmp_path / "lut.json")
+    args = ["latency", "profile", "--space", str(space_file), "--exhaustive", "--calibrate", "0", "--out", lut]
+    assert main(args + FAST_ARGS + ["--no-drift-correction"]) == 0
+    out = capsys.readouterr().out
+    total = len(LatencyTable.load(lut))
+    assert f"{lut} holds {total} of {total} signatures the space 'micro' can produce" in out
+    assert main(["latency", "coverage", "--space", str(space_file), "--lut", lut, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["held"] == report["signatures"] == total and report["missing"] == []
+    assert main(["latency", "coverage", "--space", "tiny", "--lut", lut]) == 0
+    assert "holds 0 of 2093 signatures the space 'tiny' can produce" in capsys.readouterr().out
+
+
+def test_search_predictor_measures_missing_signatures_into_the_file(
+    tmp_path: Path, tiny, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = replace(FAST, drift_correction=False)
+    path = tmp_path / "lut.json"
+    table = new_table(config)
+    sigs = list(dict.fromkeys(arch_signatures(tiny)))
+    profile_archs(table, [tiny], config, rounds=1)
+    for sig in sigs[:3]:
+        del table.entries[sig]
+    table.save(path)
+
+    strict = LatencyPredictor.from_file(path)
+    with pytest.raises(LatencyTableError, match=rf"latency table {path} has no entry for signature .* \(and 2 more\)"):
+        strict.predict(tiny)
+
+    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.predictor"):
+        mean, _ = LatencyPredictor.from_file(path, measure_missing=True, config=config).predict(tiny)
+    assert mean > 0
+    assert f"latency: measured 3 signature(s) missing from {path} and added them" in caplog.text
+    assert LatencyTable.load(path).missing(sigs) == []  # in the file, for the other workers and the next run
+
+    # a worker whose copy is older takes what another one added instead of measuring it again
+    caplog.clear()
+    assert table.missing(sigs) == sigs[:3]  # the copy read before the others measured
+    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.predictor"):
+        LatencyPredictor(table, measure_missing=True, config=config, path=path).predict(tiny)
+    assert "were added to" in caplog.text and "by another process" in caplog.text

@@ -57,7 +57,7 @@ def test_set_overrides_parse_yaml_values_and_create_mappings():
 
 
 def test_set_override_errors_name_the_file_and_path(tmp_path):
-    with pytest.raises(ConfigError, match=r"quickstart.yaml: execution.trials: expected an integer >= 1, got 'many'"):
+    with pytest.raises(ConfigError, match=r"quickstart.yaml: execution.trials: expected an integer from 1 to 10,000,000, got 'many'"):
         load_config(REPO / "experiments" / "quickstart.yaml", ["execution.trials=many"])
 
 
@@ -167,4 +167,67 @@ def test_trial_outcomes_reward_constraints_failures(tmp_path):
     nan = evaluator.run((1, 0), 2)
     assert nan["status"] == "diverged" and "acc" in nan["reason"]
     missing = evaluator.run((1, 1), 3)
-    assert missing["status"] == "failed" and "DataError" in missing["reason"]
+    assert missing["status"] == "failed" and "not in the table" in missing["reason"]
+
+
+# ------------------------------------------------------------------------------- checked before the first trial
+def _tabular_config(tmp_path, **changes):
+    (tmp_path / "t.json").write_text(json.dumps({"00": {"acc": 0.8, "flops": 5}, "01": {"acc": 0.9, "flops": 7}}))
+    data = {
+        "name": "t", "search_space": {"dimensions": {"a": [0, 1], "b": [0, 1]}}, "controller": {"type": "random"},
+        "evaluator": {"type": "tabular", "table": "t.json"}, "reward": {"type": "metric", "metric": "acc"},
+        "execution": {"trials": 2},
+    }
+    data.update(changes)
+    return config_from_dict(data, source="t.yaml", base_dir=tmp_path)
+
+
+def test_check_files_knows_the_metrics_of_the_table(tmp_path):
+    from mixnas.launch.config import check_files
+
+    check_files(_tabular_config(tmp_path))  # acc is a column
+    with pytest.raises(ConfigError, match=r"t.yaml: reward.metric: no trial reports metric 'top1'; "
+                                          r"the table t.json reports \['acc', 'flops'\]"):
+        check_files(_tabular_config(tmp_path, reward={"type": "metric", "metric": "top1"}))
+    # a choices space has no architecture, so nothing counts its MACs: the constraint would never apply
+    with pytest.raises(ConfigError, match=r"t.yaml: constraints.max_macs: no trial reports metric 'macs'"):
+        check_files(_tabular_config(tmp_path, constraints={"max_macs": 10}))
+    with pytest.raises(ConfigError, match=r"t.yaml: reward.objectives\[1\].metric: no trial reports metric 'lat'"):
+        check_files(_tabular_config(tmp_path, reward={"type": "pareto", "objectives": [
+            {"metric": "acc"}, {"metric": "lat", "direction": "min"}]}))
+    with pytest.raises(ConfigError, match=r"t.yaml: evaluator.table: .*no metric 'loss'"):
+        check_files(_tabular_config(tmp_path, evaluator={"type": "tabular", "table": "t.json",
+                                                         "options": {"metrics": ["acc", "loss"]}}))
+
+
+def test_proxy_metrics_are_checked_at_load():
+    base = {"name": "p", "search_space": "tiny", "controller": {"type": "random"},
+            "evaluator": {"type": "proxy", "data": "digits"}, "execution": {"trials": 2}}
+    config_from_dict({**base, "reward": {"type": "mnasnet", "cost": "macs", "target": 1e6}}, check_space=False)
+    with pytest.raises(ConfigError, match=r"x.yaml: constraints.max_latency_ms: needs a latency section"):
+        config_from_dict({**base, "constraints": {"max_latency_ms": 5}}, source="x.yaml", check_space=False)
+    cfg = config_from_dict({**base, "latency": {"type": "lut", "lut": "l.json"},
+                            "reward": {"type": "pareto", "objectives": [
+                                {"metric": "top1"}, {"metric": "latency_ms", "direction": "min"}]}},
+                           check_space=False)
+    assert cfg.latency.options == {"measure_missing": True}  # the default for searches
+    again = config_from_dict(yaml.safe_load(cfg.to_yaml()), check_space=False)
+    assert again.latency == cfg.latency
+
+
+def test_cuda_without_cuda_fails_before_the_first_trial(tmp_path):
+    import torch
+
+    from mixnas.launch.config import check_files
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data = {"name": "p", "search_space": "tiny", "controller": {"type": "random"},
+            "evaluator": {"type": "proxy", "data": "digits", "training": {"device": "cuda"}},
+            "execution": {"trials": 2}}
+    cfg = config_from_dict(data, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: evaluator.training.device: 'cuda' was asked for but torch sees "
+                                          r"no CUDA device on this machine"):
+        check_files(cfg)
+    cluster = config_from_dict({**data, "execution": {"trials": 2, "address": "head:6379"}}, source="c.yaml")
+    check_files(cluster)  # the workers of a cluster are other machines: not checked here

@@ -11,7 +11,7 @@ from torch import nn
 
 from mixnas.errors import ConfigError
 from mixnas.evaluators.data import DataSpec
-from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator, RMSpropTF, learning_rate, trial_seed
+from mixnas.evaluators.proxy import METRICS, ProxyConfig, ProxyEvaluator, RMSpropTF, learning_rate, trial_seed
 from mixnas.launch.cli import main
 from mixnas.search_space.presets import resolve_arch
 
@@ -35,6 +35,9 @@ def test_mixnet_tiny_on_digits_ends_well_above_chance() -> None:
     assert result["params"] > 0 and result["macs"] > 0 and result["images_per_second"] > 0
     assert result["error"] is None and result["stopped_early"] is False
     json.dumps(result, allow_nan=False)
+    # the metric names a config may use are exactly the numbers a trial reports
+    numeric = {k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numeric == set(METRICS)
 
 
 def test_same_seed_same_result_and_global_rng_untouched() -> None:
@@ -118,12 +121,19 @@ def test_seconds_budget_stops() -> None:
 def test_config_validation() -> None:
     assert ProxyConfig().epochs == 5.0 and ProxyConfig(epochs=None).epochs == 5.0
     assert ProxyConfig(steps=500).epochs is None  # a step budget alone is not capped by the default epochs
-    with pytest.raises(ConfigError, match="proxy: epochs: expected a number > 0 or null, got -1"):
+    with pytest.raises(ConfigError, match="proxy: epochs: expected a number > 0 and <= 10000 or null, got -1"):
         ProxyConfig(epochs=-1)
-    with pytest.raises(ConfigError, match=r"exp.yaml: proxy: optimizer: expected one of \['sgd', 'rmsprop'\], got 'adam'"):
+    with pytest.raises(ConfigError, match=r"exp.yaml: proxy.optimizer: expected one of \['sgd', 'rmsprop'\], got 'adam'"):
         ProxyConfig.from_dict({"optimizer": "adam"}, "exp.yaml: proxy")
     with pytest.raises(ConfigError, match=r"unknown keys \['epoch'\]"):
         ProxyConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match=r"e.yaml: budget.epochs: expected a number > 0 and <= 10000 or null, got 1e\+308"):
+        ProxyConfig.from_dict({"epochs": 1e308}, "e.yaml: budget")
+    with pytest.raises(ConfigError, match=r"proxy: steps: expected an integer in 1..100_000_000 or null, got 2.5"):
+        ProxyConfig(steps=2.5)
+    with pytest.raises(ConfigError, match=r"proxy: seconds: expected a number > 0 and <= 604800.0 or null, got inf"):
+        ProxyConfig(seconds=float("inf"))
+    assert ProxyConfig(epochs=0.5).epochs == 0.5  # fractions of an epoch are a budget too
     assert ProxyConfig.from_dict({"epochs": 2, "lr": 0.05}).peak_lr == 0.05
 
 
@@ -161,3 +171,13 @@ def test_cli_bad_data_is_one_line_error(capsys: pytest.CaptureFixture[str], tmp_
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.startswith("mixnas: error: ") and "missing: no such file or folder" in err
+
+
+def test_cli_cuda_without_cuda_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["train-proxy", "--arch", "mixnet_tiny", "--data", "digits", "--device", "cuda"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip() == ("mixnas: error: --device: 'cuda' was asked for but torch sees no CUDA device on this "
+                           "machine; use 'auto' (CUDA when available) or 'cpu'")

@@ -12,23 +12,33 @@ not see, e.g. the call overhead every part carries but the whole network pays on
 part), or the cross-layer fusion an ONNX Runtime graph of the full network gets. Without calibration, scale = 1
 and the other terms 0.
 
+A signature missing from the table is an error by default. With ``measure_missing``, it is measured on the spot
+(in the network that has it, :func:`~mixnas.evaluators.latency.profile.profile_archs`) and added to the table;
+a predictor made with :meth:`LatencyPredictor.from_file` also adds it to the file, under a file lock
+(:func:`~mixnas.evaluators.latency.lut.locked_table`), so that search workers sharing one table measure each
+signature once between them and none loses another's additions.
+
 Prediction costs about 0.2-0.4 ms on first sight of an architecture (computing its signatures) and 30-50 µs
 afterwards: the signatures are cached by the (hashable) record (``benchmarks/latency_predictor.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
 from typing import TYPE_CHECKING, Any
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.lut import LatencyTable
+from mixnas.evaluators.latency.lut import LatencyTable, locked_table
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
 
 if TYPE_CHECKING:  # pragma: no cover
     from mixnas.evaluators.latency.measure import MeasureConfig
+
+logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 65536
 
@@ -39,9 +49,10 @@ class LatencyPredictor:
     Args:
         table: the lookup table.
         calibrated: apply the table's calibration (when it has one).
-        measure_missing: measure a missing signature on the spot (with ``config``) and add it to the table,
-            instead of raising :class:`~mixnas.errors.LatencyTableError`.
+        measure_missing: measure a missing signature on the spot (with ``config``) and add it to the table
+            (and to the file at ``path``), instead of raising :class:`~mixnas.errors.LatencyTableError`.
         config: how to measure missing signatures; defaults to the table's own settings.
+        path: the file the table was read from; signatures measured here are added to it.
     """
 
     def __init__(
@@ -51,16 +62,19 @@ class LatencyPredictor:
         calibrated: bool = True,
         measure_missing: bool = False,
         config: MeasureConfig | None = None,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.table = table
         self.calibrated = calibrated
         self.measure_missing = measure_missing
+        self.path = path
         self._config = config
         self._signatures: dict[Architecture, tuple[str, ...]] = {}
 
     @classmethod
-    def from_file(cls, path: str, **options: Any) -> LatencyPredictor:
-        return cls(LatencyTable.load(path), **options)
+    def from_file(cls, path: str | os.PathLike[str], **options: Any) -> LatencyPredictor:
+        """A predictor of the table at ``path``; with ``measure_missing``, what it measures is added to the file."""
+        return cls(LatencyTable.load(path), path=path, **options)
 
     @property
     def scale(self) -> float:
@@ -113,14 +127,34 @@ class LatencyPredictor:
         if not self.measure_missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise LatencyTableError(
-                f"latency table has no entry for signature {missing[0]!r}{more} of architecture {arch.id}"
-                f"{_resolution_hint(self.table, arch)}; profile it (mixnas latency profile --arch ...), or measure "
-                "missing signatures on the spot (--measure-missing; measure_missing: true in latency.options)"
+                f"latency table{f' {self.path}' if self.path else ''} has no entry for signature {missing[0]!r}"
+                f"{more} of architecture {arch.id}{_resolution_hint(self.table, arch)}; profile the space "
+                "(mixnas latency profile --space S --exhaustive), or measure missing signatures on the spot "
+                "(--measure-missing; measure_missing: true in latency.options)"
             )
+        if self.path is None:
+            self._measure(arch, missing)
+            return
+        with locked_table(self.path) as on_disk:
+            # another worker may have measured them meanwhile: take those, measure only the rest
+            for sig, entry in on_disk.entries.items():
+                self.table.entries.setdefault(sig, entry)
+            todo = self.table.missing(sigs)
+            if todo:
+                self._measure(arch, todo)
+                on_disk.entries.update({s: self.table.entries[s] for s in todo})
+                on_disk.save(self.path)
+        if todo:
+            logger.info("latency: measured %d signature(s) missing from %s and added them", len(todo), self.path)
+        else:
+            logger.info("latency: %d signature(s) missing here were added to %s by another process",
+                        len(missing), self.path)
+
+    def _measure(self, arch: Architecture, signatures: list[str]) -> None:
         from mixnas.evaluators.latency.profile import config_from_table, profile_archs
 
         config = self._config or config_from_table(self.table)
-        profile_archs(self.table, [arch], config)
+        profile_archs(self.table, [arch], config, only=set(signatures))
 
 
 def _resolution_hint(table: Any, arch: Architecture) -> str:

@@ -3,10 +3,11 @@
 ::
 
     mixnas latency measure ARCH [--backend B] [--threads T]
-    mixnas latency profile (--space SPACE [-n N] | --arch ARCH ...) --backend B --threads T --out LUT.json
-                           [--calibrate K] [--seed S]
+    mixnas latency profile (--space SPACE [-n N | --exhaustive] | --arch ARCH ...) --backend B --threads T
+                           --out LUT.json [--calibrate K] [--seed S]
     mixnas latency predict --lut LUT.json ARCH ...
     mixnas latency validate --space SPACE --lut LUT.json -n N [--seed S] [--plot PNG] [--json]
+    mixnas latency coverage --space SPACE --lut LUT.json [--json]
     mixnas latency import-csv CSV --out LUT.json --backend B [--threads T] [--cpu NAME]
     mixnas latency merge LUT.json ... --out LUT.json [--force]
 
@@ -54,11 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--space", help="search space: preset name (tiny, mixnet, ...) or YAML file")
     src.add_argument("--arch", nargs="+", metavar="ARCH", help="architectures (preset names, block strings, files)")
-    pr.add_argument(
+    count = pr.add_mutually_exclusive_group()
+    count.add_argument(
         "-n",
         type=int,
-        default=DEFAULT_PROFILE_SAMPLES,
+        default=None,
         help=f"architectures sampled from the space (default {DEFAULT_PROFILE_SAMPLES})",
+    )
+    count.add_argument(
+        "--exhaustive",
+        action="store_true",
+        help="profile every layer signature the space can produce (refused, with the count, for spaces too large "
+        "to list); a search then never meets a missing signature",
     )
     pr.add_argument("--seed", type=int, default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
     pr.add_argument(
@@ -120,6 +128,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-seconds", type=float, default=None, help="least wall time one measurement spans (default: the LUT's)"
     )
     v.set_defaults(func=run_validate)
+
+    cv = cmds.add_parser("coverage", help="how many of the signatures a space can produce a LUT holds")
+    cv.add_argument("--space", required=True, help="search space: preset name or YAML file")
+    cv.add_argument("--lut", required=True)
+    cv.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    cv.add_argument("--json", action="store_true", help="print one JSON document")
+    cv.set_defaults(func=run_coverage)
 
     ic = cmds.add_parser("import-csv", help="turn a CSV (signature,mean_ms,std_ms[,count]) into a LUT")
     ic.add_argument("csv")
@@ -241,6 +256,25 @@ def sample_archs(
     return space, [e for e, _ in found.values()], [a for _, a in found.values()]
 
 
+def space_coverage(space_spec: str, resolution: int | None = None) -> Any:
+    """Every signature of the space (:class:`~mixnas.evaluators.latency.signatures.SpaceSignatures`)."""
+    from mixnas.evaluators.latency.signatures import space_signatures
+    from mixnas.search_space.space import StageSpace, load_space
+
+    space = load_space(space_spec)
+    if not isinstance(space, StageSpace):
+        raise LatencyTableError(f"space {space_spec!r} does not decode to architectures (it has no latency)")
+    return space_signatures(space, transform=lambda a: _with_resolution(a, resolution))
+
+
+def _coverage_line(space_spec: str, table: Any, lut: str, resolution: int | None) -> str:
+    """``"L holds 812 of 812 signatures the space 'tiny' can produce"``, or why it cannot be counted."""
+    try:
+        return space_coverage(space_spec, resolution).describe(table, lut)
+    except LatencyTableError as exc:
+        return f"{lut}: coverage not counted ({exc})"
+
+
 class _Progress:
     """Progress lines on stderr, at most one every ``every`` seconds (plus the last)."""
 
@@ -290,9 +324,21 @@ def run_profile(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.signatures import arch_signatures
 
     config = _config(args)
+    if args.arch and (args.n is not None or args.exhaustive):
+        raise LatencyTableError("-n and --exhaustive choose architectures of --space; with --arch, leave them out")
+    coverage = space_coverage(args.space, args.resolution) if args.exhaustive else None
     table = load_or_create(args.out, config)
-    if args.space:
-        _, _, archs = sample_archs(args.space, args.n, args.seed, args.resolution)
+    if coverage is not None:
+        archs = list(coverage.contexts)
+        _say(f"profile: the space {args.space!r} can produce {len(coverage)} signatures "
+             f"(found in {coverage.combinations} networks); {len(archs)} networks hold them all")
+        # calibrate on ordinary members of the space, not on the enumeration's networks
+        calibration_archs = []
+        if args.calibrate:
+            calibration_archs = sample_archs(args.space, args.calibrate, args.seed, args.resolution)[2]
+    elif args.space:
+        n = DEFAULT_PROFILE_SAMPLES if args.n is None else args.n
+        _, _, archs = sample_archs(args.space, n, args.seed, args.resolution)
         calibration_archs = archs[: args.calibrate]
     else:
         archs = _resolve(args.arch, args.resolution)
@@ -308,6 +354,7 @@ def run_profile(args: argparse.Namespace) -> int:
     )
     table.save(args.out)
     if calibration_archs:
+        profile_archs(table, calibration_archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds)
         _say(f"calibrate: measuring {len(calibration_archs)} architectures end to end")
         cal = calibrate(table, calibration_archs, config, rounds=args.rounds, progress=_Progress("calibrate"))
         table.save(args.out)
@@ -316,6 +363,10 @@ def run_profile(args: argparse.Namespace) -> int:
         f"{args.out}: {len(table)} signatures ({config.backend}, {config.threads} thread(s), "
         f"batch {config.batch_size})"
     )
+    if coverage is not None:
+        print(coverage.describe(table, args.out))
+    elif args.space:
+        print(_coverage_line(args.space, table, args.out, args.resolution))
     return 0
 
 
@@ -329,8 +380,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for spec, arch in zip(args.archs, archs):
         mean, std = predictor.predict(arch)
         rows.append({"arch": spec, "id": arch.id, "resolution": arch.resolution, "mean_ms": mean, "std_ms": std})
-    if len(predictor.table) > before:
-        predictor.table.save(args.lut)
+    if len(predictor.table) > before:  # the predictor has added them to the file
         _say(f"predict: measured {len(predictor.table) - before} missing signatures into {args.lut}")
     if args.json:
         json.dump({"lut": args.lut, "backend": predictor.table.backend, "results": rows}, sys.stdout)
@@ -380,6 +430,8 @@ def run_validate(args: argparse.Namespace) -> int:
                 table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context)
             )
     predictor = LatencyPredictor(table)
+    coverage = _coverage_line(args.space, table, args.lut, args.resolution)
+    _say(f"validate: {coverage}")
     if table.calibration is None:
         _say("validate: warning: the LUT has no calibration; predictions are plain sums")
     _say(f"validate: measuring {len(archs)} architectures end to end ({config.backend}, {config.threads} thread(s))")
@@ -390,6 +442,7 @@ def run_validate(args: argparse.Namespace) -> int:
         lut=args.lut,
         missing_signatures=len(missing),
         own_context_signatures=len(own_context),
+        coverage=coverage,
     )
     warning = repeatability_warning(report.metrics)
     report.metrics["warnings"] = [warning] if warning else []
@@ -418,6 +471,24 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"  without drift correction: within ±10% {100 * m['uncorrected_within_10pct']:.1f}%   "
               f"RMSPE {m['uncorrected_rmspe']:.2f}%   Spearman {m['uncorrected_spearman']:.4f}   "
               f"(drift factors {min(m['drift_factors']):.3f}-{max(m['drift_factors']):.3f})")
+    return 0
+
+
+def run_coverage(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.lut import LatencyTable
+
+    table = LatencyTable.load(args.lut)
+    coverage = space_coverage(args.space, args.resolution)
+    missing = [s for s in coverage.signatures if s not in table]
+    if args.json:
+        json.dump({"space": args.space, "lut": args.lut, "signatures": len(coverage),
+                   "held": len(coverage) - len(missing), "missing": missing}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(coverage.describe(table, args.lut))
+    if missing:
+        print(f"missing e.g. {missing[0]}; add them with: mixnas latency profile --space {args.space} --exhaustive "
+              f"--out {args.lut} (same measurement options as the table)")
     return 0
 
 

@@ -8,9 +8,17 @@ import math
 import sys
 from typing import Any
 
-from mixnas.errors import ArchitectureError
+from mixnas.errors import ArchitectureError, ConfigError
 from mixnas.evaluators.data import FORMATS, NORMALIZATIONS, DataSpec
-from mixnas.evaluators.proxy import DEFAULT_EPOCHS, DEVICES, OPTIMIZERS, SCHEDULES, ProxyConfig, ProxyEvaluator
+from mixnas.evaluators.proxy import (
+    DEFAULT_EPOCHS,
+    DEVICES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ProxyConfig,
+    ProxyEvaluator,
+    check_device,
+)
 from mixnas.search_space.presets import resolve_arch
 
 
@@ -78,6 +86,10 @@ def _progress(epoch: int, metrics: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        check_device(args.device)
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {str(exc).removeprefix('proxy: device: ')}") from None
     arch = resolve_arch(args.arch)
     if args.resolution is not None:
         try:
