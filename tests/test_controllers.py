@@ -381,3 +381,46 @@ def test_optuna_sqlite_resume_after_a_tell_that_was_never_saved(tmp_path: Path) 
     assert drive(resumed, 8) == expected
     finished = [t for t in resumed.study.get_trials(deepcopy=False) if t.state.is_finished()]
     assert len({t.number for t in finished}) == len(finished)
+
+
+def _asks_and_tells(controller: Controller, n: int) -> list[tuple[int, ...]]:
+    """``n`` sequential ask / tell rounds with the toy values."""
+    asked = []
+    for _ in range(n):
+        s = controller.ask()
+        controller.tell(s.id, Result("ok", toy_values(s.encoding)))
+        asked.append(s.encoding)
+    return asked
+
+
+@pytest.mark.parametrize("objectives", [[ACC], [ACC, COST]], ids=["single", "multi"])
+def test_optuna_duplicates_do_not_pile_up_as_trials(objectives: list[Objective]) -> None:
+    # 81 encodings and 200 asks: TPE repeats itself often before the space is exhausted, and always after.
+    space = ChoiceSpace([Dimension(f"d{i}", (0, 1, 2)) for i in range(4)], name="small")
+    controller = make_controller("optuna", space, objectives=objectives, seed=0, sampler="tpe")
+    asked = _asks_and_tells(controller, 200)
+    assert len(set(asked[:81])) == 81  # still no repeat until every encoding has been seen
+    trials = controller.study.get_trials(deepcopy=False)
+    assert len(trials) == 200  # one trial per evaluation, none for rejected duplicates
+    assert [tuple(t.params[d.name] for d in space.dimensions) for t in trials] == asked
+
+
+def test_optuna_trial_count_survives_a_resume() -> None:
+    space = ChoiceSpace([Dimension(f"d{i}", (0, 1, 2)) for i in range(3)], name="small")
+    original = make_controller("optuna", space, objectives=[ACC, COST], seed=3, sampler="tpe")
+    _asks_and_tells(original, 20)
+    resumed = make_controller("optuna", space, objectives=[ACC, COST], seed=3, sampler="tpe")
+    resumed.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    assert _asks_and_tells(resumed, 30) == _asks_and_tells(original, 30)
+    assert len(resumed.study.get_trials(deepcopy=False)) == 50
+
+
+def test_optuna_qmc_depends_on_the_seed() -> None:
+    def proposals(seed: int, **options: Any) -> list[tuple[int, ...]]:
+        controller = make_controller("optuna", toy_space(), objectives=[ACC], seed=seed, sampler="qmc", **options)
+        return _asks_and_tells(controller, 12)
+
+    assert proposals(0) == proposals(0)
+    assert proposals(0)[1:] != proposals(1)[1:]  # beyond the first (random) trial: the scrambled sequences differ
+    # Optuna's own default (no scrambling) is one sequence for every seed after the random first trial
+    assert proposals(0, sampler_kwargs={"scramble": False})[1:] == proposals(1, sampler_kwargs={"scramble": False})[1:]

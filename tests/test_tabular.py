@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mixnas.errors import DataError
+from mixnas.errors import ConfigError, DataError
 from mixnas.evaluators.tabular import NAS_BENCH_MACRO_OPTIMUM, TabularEvaluator, nas_bench_macro
-from mixnas.search_space.space import load_space
+from mixnas.search_space.space import ChoiceSpace, Dimension, load_space
 
 MACRO = Path("benchmarks") / "nas_bench_macro" / "nas-bench-macro_cifar10.json"
 
@@ -90,3 +90,85 @@ def test_nas_bench_macro_table_matches_its_readme(shared_dir: Path) -> None:
     assert round(evaluator.evaluate("00000000")["mean_acc"], 2) == 45.36
     flops = [evaluator.evaluate(k)["flops"] for k in evaluator.keys()]
     assert 7.6e6 < min(flops) < 7.8e6 and 105e6 < max(flops) < 106e6
+
+
+def big_space() -> ChoiceSpace:
+    """Two dimensions of 12 choices: indices 1 and 11 would both print as part of ``'111'`` without a separator."""
+    return ChoiceSpace([Dimension("a", tuple(range(12))), Dimension("b", tuple(range(12)))], name="big")
+
+
+def test_an_empty_separator_is_refused_when_keys_could_collide(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.json", json.dumps({"1-11": {"acc": 1}, "11-1": {"acc": 2}}))
+    with pytest.raises(ConfigError, match=r"dimension 'a' has 12 choices \(indices 0\.\.11\) of different widths"):
+        TabularEvaluator(path, space=big_space())
+    with pytest.raises(ConfigError, match="index of 10 or more"):  # without the space: refused at the look-up
+        TabularEvaluator(path).key((1, 11))
+    for key_by in ("indices", "values"):
+        evaluator = TabularEvaluator(path, space=big_space(), key_by=key_by, key_separator="-")
+        assert evaluator.evaluate((1, 11)) == {"acc": 1.0} and evaluator.evaluate((11, 1)) == {"acc": 2.0}
+
+
+def test_keys_by_values_use_the_spaces_table_key(tmp_path: Path) -> None:
+    space = ChoiceSpace(
+        [Dimension("lr", (0.1, 0.01)), Dimension("opt", ("sgd", "adam")), Dimension("smooth", (0.1,))], name="hp"
+    )
+    path = write(tmp_path / "t.csv", "key,acc\n0.1/sgd/0.1,1\n0.01/adam/0.1,2\n")
+    evaluator = TabularEvaluator(path, space=space, key_by="values", key_separator="/")
+    assert evaluator.key((1, 1)) == space.table_key((1, 1), sep="/") == "0.01/adam/0.1"
+    assert evaluator.evaluate((1, 1)) == {"acc": 2.0}
+    with pytest.raises(ConfigError, match=r"dimension 'lr' has choices \['0.1', '0.01'\] of different widths"):
+        TabularEvaluator(path, space=space, key_by="values")
+    with pytest.raises(ConfigError, match="a choice containing the separator"):
+        TabularEvaluator(path, space=space, key_by="values", key_separator=".")
+    with pytest.raises(ConfigError, match="key_by 'values' needs the search space"):
+        TabularEvaluator(path, key_by="values")
+    with pytest.raises(ConfigError, match=r"key_by must be one of \['indices', 'values'\], got 'names'"):
+        TabularEvaluator(path, space=space, key_by="names")
+
+
+def test_a_table_keyed_another_way_is_refused_at_load(tmp_path: Path) -> None:
+    space = ChoiceSpace([Dimension(f"d{i}", (0, 1, 2)) for i in range(3)], name="three")
+    path = write(tmp_path / "t.json", json.dumps({"0-1-2": {"acc": 1}, "2-1-0": {"acc": 2}}))
+    with pytest.raises(ConfigError) as info:
+        TabularEvaluator(path, space=space)
+    message = str(info.value)
+    assert "none of the table's keys (first: ['0-1-2', '2-1-0']) is a key the space 'three' produces" in message
+    assert "e.g. '000'" in message and "\n" not in message
+    assert TabularEvaluator(path, space=space, key_separator="-").evaluate((2, 1, 0)) == {"acc": 2.0}
+
+
+def test_a_missing_key_fails_the_trial_without_a_retry(tmp_path: Path) -> None:
+    # Through the launcher's trial code: the look-up fails the same way every time, so the outcome says so.
+    from mixnas.launch.config import config_from_dict
+    from mixnas.launch.trial import TrialEvaluator
+
+    table = write(tmp_path / "t.json", json.dumps({"00000000": {"mean_acc": 50.0}}))
+    cfg = {
+        "name": "t", "search_space": "nas_bench_macro", "controller": {"type": "random"},
+        "evaluator": {"type": "tabular", "table": str(table)},
+        "reward": {"type": "metric", "metric": "mean_acc", "direction": "max"},
+        "execution": {"trials": 2},
+    }
+    resolved = config_from_dict(cfg, source="t.yaml", base_dir=tmp_path).to_dict()
+    evaluator = TrialEvaluator(resolved)
+    assert evaluator.run((0,) * 8, trial=0)["status"] == "ok"
+    missing = evaluator.run((1,) * 8, trial=1)
+    assert missing["status"] == "failed" and missing["retryable"] is False
+    assert "key '11111111' is not in the table" in missing["reason"]
+    no_metric = TrialEvaluator({**resolved, "reward": {**resolved["reward"], "metric": "flops"}}).run((0,) * 8, 0)
+    assert no_metric["status"] == "failed" and no_metric["retryable"] is False
+
+
+def test_the_launcher_checks_the_keys_before_a_search(tmp_path: Path) -> None:
+    from mixnas.launch.config import check_files, config_from_dict
+
+    table = write(tmp_path / "t.json", json.dumps({"0-0-0-0-0-0-0-0": {"mean_acc": 50.0}}))
+    cfg = {
+        "name": "t", "search_space": "nas_bench_macro", "controller": {"type": "random"},
+        "evaluator": {"type": "tabular", "table": str(table)},
+        "reward": {"type": "metric", "metric": "mean_acc", "direction": "max"}, "execution": {"trials": 2},
+    }
+    with pytest.raises(ConfigError, match=r"^t.yaml: evaluator.table: .*none of the table's keys"):
+        check_files(config_from_dict(cfg, source="t.yaml", base_dir=tmp_path))
+    cfg["evaluator"]["options"] = {"key_separator": "-"}
+    check_files(config_from_dict(cfg, source="t.yaml", base_dir=tmp_path))

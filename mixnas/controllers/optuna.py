@@ -20,17 +20,32 @@ Exactness caveat: ``GPSampler`` keeps its last fitted kernel parameters in memor
 next fit (an Optuna TODO); after a resume the first fit starts from scratch, so its suggestions can differ
 slightly. All other built-in samplers resume exactly.
 
-Duplicate avoidance: when the sampler proposes an encoding told before, its trial is completed with the earlier
-values (the sampler learns the value it would have measured; no evaluation is spent); a proposal that duplicates a
-pending suggestion or is infeasible is marked failed. Either way the sampler is asked again. A random fallback
-encoding (see :class:`~mixnas.controllers.base.Controller`) is enqueued as a fixed trial.
+Duplicate avoidance without extra trials: every ``ask`` opens exactly one Optuna trial (``study.ask()`` without
+parameters) and draws the sampler's proposal for it through the sampler protocol (``infer_relative_search_space``
+/ ``sample_relative`` / ``sample_independent``, in the order ``Trial.suggest_*`` uses). A proposal that repeats a
+pending or told encoding (or is infeasible) is drawn again *for the same trial*; only the accepted encoding is
+written to the trial's parameters. The study does not change between these draws, so a model-based sampler (TPE
+once its model is sharp, GP) tends to draw the same favourites again: when a draw repeats an earlier draw of the
+same ask, a random unseen neighbour of it (Hamming distance 1) is proposed instead, and if it has none the base
+class's random fallback comes without further draws. Such encodings are marked with the system attribute
+``mixnas:fallback``. So the study holds one trial per suggestion, however often the sampler repeats itself (the
+earlier design told every repeat its known values as a trial of its own: 200 asks on an 81-encoding space
+made 397 (TPE) to 1,533 (two-objective TPE) trials).
+
+``QMCSampler``: an unscrambled Sobol or Halton sequence does not depend on the seed, so every seed would propose the
+same points; ``scramble`` therefore defaults to true here (scipy's randomised sequences, seeded from the
+controller's seed). ``sampler_kwargs: {scramble: false}`` restores Optuna's default, and with it one sequence for
+every seed.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,6 +69,9 @@ SAMPLER_ALIASES = {
 }
 _ID_ATTR = "mixnas:id"
 _REASON_ATTR = "mixnas:reason"
+_FALLBACK_ATTR = "mixnas:fallback"
+
+logger = logging.getLogger(__name__)
 
 
 def sampler_class(name: str) -> type[BaseSampler]:
@@ -117,8 +135,8 @@ class OptunaController(Controller):
         self.study = self._create_study(optuna.storages.InMemoryStorage() if storage is None else storage)
         self._finished_in_storage: set[int] = set()  # pending in a restored state, already told in the storage
         self._trials: dict[str, int] = {}  # pending suggestion id -> trial number
-        self._known: dict[Encoding, tuple[float, ...]] = {}  # encodings told ok -> their values
-        self._open: tuple[int, Encoding] | None = None  # the trial behind the latest proposal
+        # The ask in progress: its trial (still without parameters) and the sampler's draws for it.
+        self._open: _OpenTrial | None = None
 
     def _check_kwargs(self, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
         kwargs = dict(kwargs or {})
@@ -131,8 +149,14 @@ class OptunaController(Controller):
         return kwargs
 
     def _make_sampler(self) -> BaseSampler:
+        kwargs = dict(self.sampler_kwargs)
+        if self._sampler_cls is optuna.samplers.QMCSampler:
+            # Unscrambled Sobol / Halton points ignore the seed: every seed would search the same sequence.
+            kwargs.setdefault("scramble", True)
+            if not kwargs["scramble"]:
+                logger.warning("optuna: QMCSampler with scramble false proposes the same points for every seed")
         try:
-            return self._sampler_cls(seed=derive_seeds(self.seed, 2)[1], **self.sampler_kwargs)
+            return self._sampler_cls(seed=derive_seeds(self.seed, 2)[1], **kwargs)
         except TypeError as exc:
             raise ControllerError(f"optuna: option sampler_kwargs: {self._sampler_cls.__name__}: {exc}") from exc
         except ImportError as exc:
@@ -159,31 +183,72 @@ class OptunaController(Controller):
     # ------------------------------------------------------------------ algorithm
 
     def _propose(self) -> Encoding:
-        trial = self.study.ask(self._distributions)
-        encoding = tuple(int(trial.params[name]) for name in self._names)
-        self._open = (trial.number, encoding)
-        return encoding
-
-    def _discard(self, encoding: Encoding) -> None:
         if self._open is None:
-            return
-        number, self._open = self._open[0], None
-        known = self._known.get(encoding)
-        if known is not None:
-            self._set_attr(number, _REASON_ATTR, "duplicate of a told encoding; its values are reused")
-            self.study.tell(number, list(known))
-        else:
-            self._set_attr(number, _REASON_ATTR, "duplicate of a pending encoding, or infeasible")
-            self.study.tell(number, state=TrialState.FAIL)
+            # One trial per ask: its parameters are written only once a proposal is accepted (see ``_on_ask``),
+            # so a rejected duplicate is drawn again for the same trial instead of costing a trial of its own.
+            self._open = _OpenTrial(self.study.ask().number)
+        current = self._open
+        if current.stuck:  # further draws would repeat themselves: let the base class's fallback come quickly
+            return current.draw
+        draw = self._sample(current.number)
+        repeated = draw in current.drawn  # every earlier draw of this ask was rejected
+        current.draw = draw
+        current.drawn.add(draw)
+        if not repeated:
+            return draw
+        # The study does not change between the draws of one ask, so a model-based sampler (GP, TPE once its model
+        # is sharp) keeps proposing its favourites although they were rejected: step to an unseen neighbour.
+        neighbour = self._unseen_neighbour(draw)
+        if neighbour is None:
+            current.stuck = True
+            return draw
+        return neighbour
+
+    def _unseen_neighbour(self, encoding: Encoding) -> Encoding | None:
+        """A random feasible encoding at Hamming distance 1 from ``encoding`` not pending or told, or ``None``."""
+        neighbours = [
+            encoding[:i] + (c,) + encoding[i + 1 :]
+            for i, k in enumerate(self._sizes)
+            for c in range(k)
+            if c != encoding[i]
+        ]
+        order = self._base_rng.permutation(len(neighbours))
+        for j in order:
+            candidate = neighbours[int(j)]
+            if candidate not in self._seen.members and self.space.is_feasible(candidate):
+                return candidate
+        return None
+
+    def _sample(self, number: int) -> Encoding:
+        """The sampler's proposal for an open trial, drawn as ``Trial.suggest_*`` would draw it, not written."""
+        sampler = self.study.sampler
+        trial = copy.copy(self.study._storage.get_trial(self._trial_id(number)))  # its dicts are replaced, not changed
+        fixed = trial.system_attrs.get("fixed_params", {})  # a trial enqueued by someone else keeps its values
+        search_space = sampler.infer_relative_search_space(self.study, trial)
+        relative = sampler.sample_relative(self.study, trial, search_space)
+        for name, distribution in self._distributions.items():
+            if name in fixed:
+                value = fixed[name]
+            elif name in relative and name in search_space:
+                value = relative[name]
+            else:
+                value = sampler.sample_independent(self.study, trial, name, distribution)
+            # Samplers that walk a tree of parameters (BruteForceSampler) read the ones drawn so far.
+            trial.params = {**trial.params, name: value}
+            trial.distributions = {**trial.distributions, name: distribution}
+        return tuple(int(trial.params[name]) for name in self._names)
 
     def _on_ask(self, suggestion_id: str, encoding: Encoding) -> None:
-        if self._open is not None and self._open[1] == encoding:
-            number = self._open[0]
-        else:  # a fallback encoding chosen by the base class: run it as a fixed (enqueued) trial
-            params = dict(zip(self._names, encoding))
-            self.study.enqueue_trial(params)
-            number = self.study.ask(self._distributions).number
+        if self._open is None:  # not reached: the base class proposes at least once per ask
+            self._open = _OpenTrial(self.study.ask().number)
+        number, draw = self._open.number, self._open.draw
         self._open = None
+        trial_id = self._trial_id(number)
+        for name, index in zip(self._names, encoding):
+            distribution = self._distributions[name]
+            self.study._storage.set_trial_param(trial_id, name, distribution.to_internal_repr(index), distribution)
+        if encoding != draw:  # a neighbour of a repeated draw, or the base class's random fallback
+            self._set_attr(number, _FALLBACK_ATTR, True)
         self._set_attr(number, _ID_ATTR, suggestion_id)
         self._trials[suggestion_id] = number
 
@@ -198,13 +263,10 @@ class OptunaController(Controller):
         number = self._trials.pop(suggestion_id)
         if number in self._finished_in_storage:
             self._finished_in_storage.discard(number)
-            if status == "ok" and values is not None:
-                self._known[encoding] = values
             return
         if reason:
             self._set_attr(number, _REASON_ATTR, reason)
         if status == "ok" and values is not None:
-            self._known[encoding] = values
             self.study.tell(number, list(values))
         elif status == "pruned":
             if values is not None and len(values) == 1:  # Optuna ranks a pruned trial by its last report
@@ -234,7 +296,6 @@ class OptunaController(Controller):
         return {
             "sampler_rngs": [[path, _random_state_to_json(rs)] for path, rs in _random_states(self.study.sampler)],
             "trials": dict(self._trials),
-            "known": [[list(enc), list(values)] for enc, values in self._known.items()],
             "n_trials": len(trials),
             "study": _dump_study(self.study, trials) if self.storage is None else None,
         }
@@ -251,7 +312,6 @@ class OptunaController(Controller):
                 raise ControllerError(f"optuna: the sampler has no random state at {path!r} to restore")
             _set_random_state(rngs[path], saved)
         self._trials = {str(k): int(v) for k, v in state["trials"].items()}
-        self._known = {tuple(int(i) for i in enc): tuple(float(v) for v in values) for enc, values in state["known"]}
         self._open = None
 
     def _reconcile_storage(self, n_saved: int, pending: Mapping[str, int]) -> None:
@@ -271,6 +331,16 @@ class OptunaController(Controller):
             if trial.state == TrialState.RUNNING:
                 self._set_attr(trial.number, _REASON_ATTR, "opened after the controller state was saved")
                 self.study.tell(trial.number, state=TrialState.FAIL)
+
+
+@dataclass
+class _OpenTrial:
+    """The trial of the ask in progress, before its parameters are written."""
+
+    number: int
+    draw: Encoding | None = None  # the sampler's latest draw
+    drawn: set[Encoding] = field(default_factory=set)  # its draws so far
+    stuck: bool = False  # it repeated a draw and that draw has no unseen neighbour
 
 
 def _dump_study(study: optuna.Study, trials: Sequence[FrozenTrial]) -> dict[str, Any]:

@@ -157,3 +157,32 @@ def short_arch(record: TrialRecord | None, width: int = 80) -> str:
     else:
         text = " ".join(str(v) for v in record.encoding)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+KEY_METRICS = ("top1", "latency_ms", "params", "macs", "flops")  # what a reader of a run looks at first, where measured
+_COUNT_METRICS = ("params", "macs", "flops")  # shown in millions
+
+
+def metric_columns(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> list[str]:
+    """The metrics a text listing of ``records`` shows: every front objective, then the key metrics, where present.
+
+    The metric of a ``metric`` reward is left out: the reward column already is that number.
+    """
+    names = [o.metric for o in front_objectives(cfg)] + list(KEY_METRICS)
+    if cfg.reward.type == "metric":
+        names = [n for n in names if n != cfg.reward.metric]
+    present = [n for n in dict.fromkeys(names) if any(_is_number(r.metrics.get(n)) for r in records)]
+    return present
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A metric value for a text table: counts in millions (``4.10M``), other numbers with 5 significant digits."""
+    if not _is_number(value):
+        return "-"
+    if name in _COUNT_METRICS:
+        return f"{value / 1e6:.3f}M"
+    return f"{value:.5g}"
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)

@@ -90,14 +90,22 @@ def _proxy_scorer(cfg: ExperimentConfig) -> Scorer:
     return score
 
 
-def _tabular_scorer(cfg: ExperimentConfig) -> Callable[[Sequence[int]], dict[str, Any]]:
+def _tabular_scorer(cfg: ExperimentConfig, space: Any) -> Callable[[Sequence[int]], dict[str, Any]]:
+    from mixnas.errors import DataError
     from mixnas.evaluators.tabular import TabularEvaluator
 
     try:
-        evaluator = TabularEvaluator(cfg.evaluator.table, **cfg.evaluator.table_options)
+        evaluator = TabularEvaluator(cfg.evaluator.table, space=space, **cfg.evaluator.table_options)
     except TypeError as exc:
         raise ConfigError(f"{cfg.source}: evaluator.options: {exc}") from None
-    return evaluator.evaluate
+
+    def look_up(encoding: Sequence[int]) -> dict[str, Any]:
+        try:
+            return evaluator.evaluate(encoding)
+        except DataError as exc:  # a key missing from the table is missing on every attempt
+            return {"status": "failed", "error": str(exc), "retryable": False}
+
+    return look_up
 
 
 def _latency_predictor(cfg: ExperimentConfig) -> Callable[[Architecture], tuple[float, float]] | None:
@@ -133,7 +141,7 @@ class TrialEvaluator:
         self.cfg = config_from_dict(config, source="config.yaml", check_space=False)
         self.space = load_search_space(self.cfg)
         self._score = _proxy_scorer(self.cfg) if self.cfg.evaluator.type == "proxy" else None
-        self._lookup = _tabular_scorer(self.cfg) if self.cfg.evaluator.type == "tabular" else None
+        self._lookup = _tabular_scorer(self.cfg, self.space) if self.cfg.evaluator.type == "tabular" else None
         self._latency = _latency_predictor(self.cfg)
         self._should_stop = should_stop
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -165,7 +173,7 @@ class TrialEvaluator:
                 metrics.update(latency_ms=mean_ms, latency_std_ms=std_ms)
         broken = self._broken_constraint(metrics)
         if broken:
-            outcome.update(status="infeasible", reason=broken)
+            outcome.update(status="infeasible", reason=broken, retryable=False)
             return
 
         def report(epoch: int, values: Mapping[str, Any]) -> bool:
@@ -175,8 +183,10 @@ class TrialEvaluator:
         scored = self._score(candidate, report) if self._score is not None else self._lookup(encoding)
         status = scored.get("status", "ok")
         for key, value in scored.items():
-            if key not in ("status", "error") and key not in metrics:
+            if key not in ("status", "error", "retryable") and key not in metrics:
                 metrics[key] = value
+        if scored.get("retryable", True) is False:  # the evaluator knows another attempt would fail the same way
+            outcome["retryable"] = False
         if status == "failed":
             outcome.update(status="failed", reason=scored.get("error") or "the evaluator reported a failure")
             return
@@ -185,15 +195,15 @@ class TrialEvaluator:
             return
         broken = self._broken_constraint(metrics)  # a table may report params / MACs only now
         if broken:
-            outcome.update(status="infeasible", reason=broken)
+            outcome.update(status="infeasible", reason=broken, retryable=False)
             return
         try:
             outcome["reward"] = compute_reward(self.cfg.reward, metrics)
         except ValueError as exc:
             outcome.update(status="diverged", reason=str(exc))
             return
-        except KeyError as exc:
-            outcome.update(status="failed", reason=str(exc.args[0]))
+        except KeyError as exc:  # the evaluator does not report a metric the reward needs: same on every attempt
+            outcome.update(status="failed", reason=str(exc.args[0]), retryable=False)
             return
         outcome["status"] = "pruned" if scored.get("stopped_early") else "ok"
 

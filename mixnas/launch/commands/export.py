@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--top", type=int, metavar="K", help="the K best trials by reward (default 5)")
     which.add_argument("--pareto", action="store_true", help="the Pareto front of the run's objectives")
-    p.add_argument("--format", dest="formats", action="append", choices=FORMATS,
-                   help="what to write; repeatable (default: all of tf, timm, json, onnx)")
+    p.add_argument("--format", dest="formats", action="extend", nargs="+", choices=FORMATS, metavar="F",
+                   help=f"what to write, one or more of {', '.join(FORMATS)} (--format tf timm, or repeated; "
+                   "default: all)")
     p.add_argument("-o", "--output", metavar="DIR", help="export folder (default RUN_DIR/export)")
     p.set_defaults(func=run)
 
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top is not None and args.top < 1:
         raise RunError(f"--top: expected an integer >= 1, got {args.top}")
-    formats = args.formats or list(FORMATS)
+    formats = list(dict.fromkeys(args.formats or FORMATS))  # in the order given, each once
     out, items = export_run(args.run_dir, top=args.top, pareto=args.pareto, formats=formats, out_dir=args.output)
     print((out / "README.md").read_text(), end="")
     grammar = "timm" if formats == ["timm"] else "tf"

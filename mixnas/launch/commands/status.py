@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Sequence
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mixnas.launch.ledger import Ledger
     from mixnas.launch.runner import RunPaths, load_run_config, run_is_active
-    from mixnas.launch.summary import ranked, short_arch, summarize
+    from mixnas.launch.summary import ranked, summarize
 
     paths = RunPaths(Path(args.run_dir))
     cfg = load_run_config(paths)
@@ -52,13 +53,25 @@ def run(args: argparse.Namespace) -> int:
     if summary.hypervolume is not None:
         print(f"hypervolume: {summary.hypervolume:.6g} (Pareto front: {len(summary.front)} trials)")
     if top:
-        print(f"{'rank':>4} {'trial':>5} {'reward':>10}  architecture")
-        for i, r in enumerate(top, 1):
-            print(f"{i:>4} {r.trial:>5} {r.reward:>10.5g}  {short_arch(r, 100)}")
+        _print_table(cfg, top, ranks=True)
     elif summary.front:
         print("Pareto front:")
-        for r in summary.front:
-            print(f"  trial {r.trial}: {short_arch(r, 100)}")
+        _print_table(cfg, summary.front, ranks=False)
     if state == "stopped" and done < cfg.execution.trials:
         print(f"continue with: mixnas resume {paths.root}")
     return 0
+
+
+def _print_table(cfg: Any, records: Sequence[Any], *, ranks: bool) -> None:
+    """One line per trial: rank, trial, reward, the objectives and key metrics measured, the architecture."""
+    from mixnas.launch.summary import format_metric, metric_columns, short_arch
+
+    columns = metric_columns(cfg, records)
+    widths = [max(10, len(n)) for n in columns]
+    reward = cfg.reward.metric if cfg.reward.type == "metric" else "reward"  # the metric itself, if it is one
+    head = (f"{'rank':>4} " if ranks else "") + f"{'trial':>5}" + (f" {reward:>10}" if ranks else "")
+    print(head + "".join(f" {n:>{w}}" for n, w in zip(columns, widths)) + "  architecture")
+    for i, r in enumerate(records, 1):
+        line = (f"{i:>4} " if ranks else "") + f"{r.trial:>5}" + (f" {r.reward:>10.5g}" if ranks else "")
+        line += "".join(f" {format_metric(n, r.metrics.get(n)):>{w}}" for n, w in zip(columns, widths))
+        print(f"{line}  {short_arch(r, 100)}")
