@@ -33,7 +33,7 @@ import torch
 from mixnas.controllers import Objective, Result, make_controller
 from mixnas.evaluators.reward import hypervolume
 from mixnas.evaluators.tabular import NAS_BENCH_MACRO_OPTIMUM, TabularEvaluator, nas_bench_macro
-from mixnas.search_space.space import load_space
+from mixnas.search_space.spaces import load_space
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = REPO.parent / "shared" / "benchmarks" / "nas_bench_macro" / "nas-bench-macro_cifar10.json"

@@ -17,7 +17,7 @@ import numpy as np
 
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
-from mixnas.search_space.space import StageSpace, load_space
+from mixnas.search_space.spaces import StageSpace, load_space
 
 
 def _time(fn, n: int) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from mixnas.controllers import (
 )
 from mixnas.controllers.evolution import crowding_distances, nondominated_ranks
 from mixnas.errors import ControllerError
-from mixnas.search_space.space import ChoiceSpace, Dimension
+from mixnas.search_space.spaces import ChoiceSpace, Dimension
 
 ACC = Objective("acc", "max")
 COST = Objective("cost", "min")

@@ -16,7 +16,7 @@ from mixnas.launch.cli import main as cli_main
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 from mixnas.search_space.presets import load_arch_preset, space_preset_names
-from mixnas.search_space.space import (
+from mixnas.search_space.spaces import (
     ChoiceSpace,
     Dimension,
     StageSpace,
@@ -113,7 +113,7 @@ def test_same_seed_same_samples_in_a_fresh_process():
     code = textwrap.dedent(
         """
         import json, numpy as np
-        from mixnas.search_space.space import load_space
+        from mixnas.search_space.spaces import load_space
         rng = np.random.default_rng(123)
         print(json.dumps({n: [load_space(n).sample(rng) for _ in range(20)] for n in %r}))
         """
@@ -257,7 +257,7 @@ stages:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ("colour: red\n", r"colour: unknown key; allowed keys: name, kind"),
+        ("colour: red\n", r"colour: unknown key; allowed keys here: \['name', 'kind', 'description'"),
         ("stages: {1: {kernel_groups: [1, 7]}}\n", r"stages\[1\]\.kernel_groups\[1\]: expected an integer in 1..5, got 7"),
         ("stages: {1: {kernel_groups: []}}\n", r"stages\[1\]\.kernel_groups: expected at least one choice, got an empty list"),
         ("stages: {1: {kernel_groups: [2, 2]}}\n", r"stages\[1\]\.kernel_groups\[1\]: duplicate choice 2"),
@@ -369,3 +369,18 @@ def test_sampled_architectures_build_and_run_forward():
             with torch.no_grad():
                 out = model(torch.randn(1, 3, arch.resolution, arch.resolution))
             assert out.shape == (1, arch.num_classes)
+
+
+def test_config_node_raises_the_given_error_class_and_shows_yaml_values():
+    from mixnas.confignode import ConfigNode
+    from mixnas.errors import ArchitectureError
+
+    node = ConfigNode({"a": "", "b": True}, "top", "f.yaml", error=ArchitectureError, keys=("a", "b", "c"))
+    with pytest.raises(ArchitectureError, match=r"^f.yaml: top.a: expected a non-empty string, got ''$"):
+        node.string("a")
+    with pytest.raises(ArchitectureError, match=r"^f.yaml: top.b: expected an integer, got true$"):
+        node.integer("b")
+    assert str(node.error("top.c", None, "a number")) == "f.yaml: top.c: expected a number, got null"
+    with pytest.raises(ArchitectureError, match=r"^f.yaml: top.d: unknown key; allowed keys here: \['a', 'b', 'c'\]$"):
+        ConfigNode({"d": 1}, "top", "f.yaml", error=ArchitectureError, keys=("a", "b", "c"))
+    node.finish()  # declared keys need not be read

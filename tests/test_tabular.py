@@ -9,7 +9,7 @@ import pytest
 
 from mixnas.errors import ConfigError, DataError
 from mixnas.evaluators.tabular import NAS_BENCH_MACRO_OPTIMUM, TabularEvaluator, nas_bench_macro
-from mixnas.search_space.space import ChoiceSpace, Dimension, load_space
+from mixnas.search_space.spaces import ChoiceSpace, Dimension, load_space
 
 MACRO = Path("benchmarks") / "nas_bench_macro" / "nas-bench-macro_cifar10.json"
 
@@ -151,12 +151,12 @@ def test_a_missing_key_fails_the_trial_without_a_retry(tmp_path: Path) -> None:
     }
     resolved = config_from_dict(cfg, source="t.yaml", base_dir=tmp_path).to_dict()
     evaluator = TrialEvaluator(resolved)
-    assert evaluator.run((0,) * 8, trial=0)["status"] == "ok"
+    assert evaluator.run((0,) * 8, trial=0).status == "ok"
     missing = evaluator.run((1,) * 8, trial=1)
-    assert missing["status"] == "failed" and missing["retryable"] is False
-    assert "key '11111111' is not in the table" in missing["reason"]
+    assert missing.status == "failed" and missing.retryable is False
+    assert "key '11111111' is not in the table" in missing.reason
     no_metric = TrialEvaluator({**resolved, "reward": {**resolved["reward"], "metric": "flops"}}).run((0,) * 8, 0)
-    assert no_metric["status"] == "failed" and no_metric["retryable"] is False
+    assert no_metric.status == "failed" and no_metric.retryable is False
 
 
 def test_the_launcher_checks_the_keys_before_a_search(tmp_path: Path) -> None:

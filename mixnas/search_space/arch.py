@@ -311,6 +311,10 @@ class GlobalParams:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                 raise ArchitectureError(f"{name}: expected {what}, got {_short(value)}")
 
+    def scale_width(self, filters: int) -> int:
+        """A width after the width multiplier (:func:`round_filters` with this record's divisor and minimum)."""
+        return round_filters(filters, self.width_multiplier, self.depth_divisor, self.min_depth)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -404,6 +408,23 @@ class Architecture:
         # is frozen) because the builder, the counter and the latency table all ask for it.
         object.__setattr__(self, "_layers", self._resolve_layers())
 
+    @classmethod
+    def _trusted(cls, blocks: tuple[BlockArgs, ...], global_params: GlobalParams, name: str = "") -> Architecture:
+        """The record of already-proven parts, built without :meth:`__post_init__`'s checks.
+
+        Only for a caller that has proven what ``__post_init__`` checks: a non-empty tuple of validated
+        :class:`BlockArgs` whose widths chain from the stem, at most :data:`MAX_LAYERS` layers, and channel splits
+        that hold in every layer. A :class:`~mixnas.search_space.spaces.stage.StageSpace` proves all of it once,
+        when its YAML is loaded, for every encoding; re-checking on each decode (the layers are resolved to check
+        the splits) would cost more than the rest of sample + decode + count together. The result equals
+        ``Architecture(blocks, global_params, name)``; its layers are resolved when first asked for.
+        """
+        arch = cls.__new__(cls)
+        object.__setattr__(arch, "blocks", blocks)
+        object.__setattr__(arch, "global_params", global_params)
+        object.__setattr__(arch, "name", name)
+        return arch
+
     def _check_widths_chain(self) -> None:
         # The TF builder would build a broken network (a conv fed the wrong number of channels) otherwise.
         previous, what = self.stem_channels, "the stem width"
@@ -457,16 +478,14 @@ class Architecture:
 
     @property
     def stem_channels(self) -> int:
-        g = self.global_params
-        return round_filters(g.stem_size, g.width_multiplier, g.depth_divisor, g.min_depth)
+        return self.global_params.scale_width(self.global_params.stem_size)
 
     @property
     def head_channels(self) -> int:
         return self.global_params.feature_size
 
     def round(self, filters: int) -> int:
-        g = self.global_params
-        return round_filters(filters, g.width_multiplier, g.depth_divisor, g.min_depth)
+        return self.global_params.scale_width(filters)
 
     def layers(self) -> tuple[LayerSpec, ...]:
         """Every block repeat as a :class:`LayerSpec` (TF ``MixnetModel._build`` semantics)."""

@@ -423,6 +423,29 @@ def _timm_expand_ratio(string: str, block_type: str, options: dict) -> int:
     return int(ratio)
 
 
+def _check_timm_block_type(string: str, block_type: str) -> None:
+    """Refuse a first token other than ``ir`` / ``ds``, saying why timm's other block types are not supported."""
+    if block_type in _TIMM_OTHER_TYPES:
+        raise _fail(
+            string,
+            block_type,
+            f"the block type ir or ds: timm's {block_type} ({_TIMM_OTHER_TYPES[block_type]}) has no TF MixNet "
+            "equivalent",
+        )
+    if block_type not in TIMM_BLOCK_TYPES:
+        raise _fail(string, block_type, "the timm block type ir or ds as the first token (e.g. ir_r1_k3_s2_e6_c24)")
+
+
+def _timm_one_by_one(string: str, options: dict, key: str) -> tuple[int, ...]:
+    """The 1x1 group kernels of an ``a`` / ``p`` token (``(1,)`` when absent); only 1x1 kernels are built."""
+    if key not in options:
+        return (1,)
+    value = _int_list(string, options[key][0], key, options[key][1])
+    if any(v != 1 for v in value):
+        raise _fail(string, options[key][0], _EXPECTED[key] + "; only 1x1 kernels are supported")
+    return value
+
+
 def decode_timm(string: str, input_filters: int) -> BlockArgs:
     """Decode one timm block string (``ds_`` or ``ir_``) into :class:`BlockArgs`.
 
@@ -442,15 +465,7 @@ def decode_timm(string: str, input_filters: int) -> BlockArgs:
     if not isinstance(string, str) or not string.strip():
         raise BlockStringError(f"bad block string {_clip(repr(string))}: expected a non-empty timm block string")
     block_type, _, rest = string.strip().partition("_")
-    if block_type in _TIMM_OTHER_TYPES:
-        raise _fail(
-            string,
-            block_type,
-            f"the block type ir or ds: timm's {block_type} ({_TIMM_OTHER_TYPES[block_type]}) has no TF MixNet "
-            "equivalent",
-        )
-    if block_type not in TIMM_BLOCK_TYPES:
-        raise _fail(string, block_type, "the timm block type ir or ds as the first token (e.g. ir_r1_k3_s2_e6_c24)")
+    _check_timm_block_type(string, block_type)
     tokens = rest.split("_") if rest else []
     for token in tokens:
         _timm_special_token(string, token)
@@ -466,15 +481,7 @@ def decode_timm(string: str, input_filters: int) -> BlockArgs:
     kernels = _int_list(string, options["k"][0], "k", options["k"][1])
     if any(k % 2 == 0 for k in kernels):
         raise _fail(string, options["k"][0], _EXPECTED["k"])
-    one_by_one = {}
-    for key in ("a", "p"):
-        if key not in options:
-            one_by_one[key] = (1,)
-            continue
-        value = _int_list(string, options[key][0], key, options[key][1])
-        if any(v != 1 for v in value):
-            raise _fail(string, options[key][0], _EXPECTED[key] + "; only 1x1 kernels are supported")
-        one_by_one[key] = value
+    one_by_one = {key: _timm_one_by_one(string, options, key) for key in ("a", "p")}
     return _build(
         string,
         num_repeat=_positive_int(string, options["r"][0], "r", options["r"][1]),

@@ -55,24 +55,36 @@ def count_layer(layer: LayerSpec) -> Count:
     return total
 
 
-def count_stem(arch: Architecture) -> Count:
-    channels = arch.stem_channels
+def stem_count(channels: int, resolution: int) -> Count:
+    """The 3x3 stride-2 stem convolution and its batch norm, ``channels`` wide (after width scaling)."""
     weights = STEM_KERNEL * STEM_KERNEL * IMAGE_CHANNELS * channels
-    pixels = conv_output_size(arch.resolution, 2) ** 2
+    pixels = conv_output_size(resolution, 2) ** 2
     return Count(weights + 2 * channels, weights * pixels)
+
+
+def head_count(in_channels: int, head_channels: int, size: int) -> Count:
+    """The 1x1 head convolution (``in_channels`` -> ``head_channels`` at ``size`` x ``size``) and its batch norm."""
+    weights = in_channels * head_channels
+    return Count(weights + 2 * head_channels, weights * size**2)
+
+
+def classifier_count(head_channels: int, num_classes: int) -> Count:
+    """The dense classifier and its bias."""
+    weights = head_channels * num_classes
+    return Count(weights + num_classes, weights)
+
+
+def count_stem(arch: Architecture) -> Count:
+    return stem_count(arch.stem_channels, arch.resolution)
 
 
 def count_head(arch: Architecture) -> Count:
     """The 1x1 head convolution and its batch norm."""
-    weights = arch.final_channels * arch.head_channels
-    pixels = arch.final_size**2
-    return Count(weights + 2 * arch.head_channels, weights * pixels)
+    return head_count(arch.final_channels, arch.head_channels, arch.final_size)
 
 
 def count_classifier(arch: Architecture, num_classes: int | None = None) -> Count:
-    classes = arch.num_classes if num_classes is None else num_classes
-    weights = arch.head_channels * classes
-    return Count(weights + classes, weights)
+    return classifier_count(arch.head_channels, arch.num_classes if num_classes is None else num_classes)
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ __all__ = [
     "Breakdown",
     "Count",
     "breakdown",
+    "classifier_count",
     "count",
     "count_classifier",
     "count_head",
@@ -125,5 +138,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "count_stem",
+    "head_count",
     "split_channels",
+    "stem_count",
 ]
