@@ -18,7 +18,7 @@ from mixnas.evaluators.latency.lut import Entry, LatencyTable
 from mixnas.evaluators.latency.predictor import LatencyPredictor
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.counting import count
-from mixnas.search_space.space import load_space
+from mixnas.search_space.spaces import load_space
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from mixnas.evaluators.latency.measure import (
     torch_threads,
 )
 from mixnas.evaluators.latency.validate import spearman
-from mixnas.search_space.space import load_space
+from mixnas.search_space.spaces import load_space
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ from mixnas.evaluators.latency.measure import (
     measure_runners,
     rounds_until,
 )
-from mixnas.evaluators.latency.predictor import LatencyPredictor
+from mixnas.evaluators.latency.measure_missing import MeasuringPredictor, load_predictor
+from mixnas.evaluators.latency.predictor import LatencyPredictor, lut_sum
 from mixnas.evaluators.latency.profile import (
     config_from_table,
     fit_calibration,
@@ -36,7 +37,7 @@ from mixnas.evaluators.latency.profile import (
     profile_archs,
     select_contexts,
 )
-from mixnas.evaluators.latency.signatures import arch_parts, arch_signatures, layer_signature
+from mixnas.evaluators.latency.signatures import arch_signatures, layer_signature
 from mixnas.evaluators.latency.validate import (
     error_metrics,
     kendall,
@@ -226,9 +227,10 @@ def test_missing_signature_is_named(tiny) -> None:
 
 def test_predictor_measures_missing_on_the_spot(tiny) -> None:
     table = new_table(FAST)
-    mean, std = LatencyPredictor(table, measure_missing=True, config=FAST).predict(tiny)
+    mean, std = MeasuringPredictor(LatencyPredictor(table), config=FAST).predict(tiny)
     assert mean > 0 and math.isfinite(std)
     assert table.missing(arch_signatures(tiny)) == []
+    assert (mean, std) == lut_sum(table, arch_signatures(tiny))  # measured, then the plain sum
 
 
 def test_fit_calibration_recovers_scale_and_offset() -> None:
@@ -369,7 +371,7 @@ def test_repeatability_warning_only_for_disagreeing_halves() -> None:
 
 # --- profiling ------------------------------------------------------------------------------------------------
 def _tiny_archs(n: int, seed: int = 0):
-    from mixnas.search_space.space import load_space
+    from mixnas.search_space.spaces import load_space
 
     space = load_space("tiny")
     rng = np.random.default_rng(seed)
@@ -524,7 +526,7 @@ def test_space_signatures_are_exactly_those_of_every_member() -> None:
     import itertools
 
     from mixnas.evaluators.latency.signatures import space_signatures
-    from mixnas.search_space.space import load_space
+    from mixnas.search_space.spaces import load_space
 
     space = load_space(MICRO_SPACE)  # every granularity, global choices, widths and width multipliers
     every = set()
@@ -567,12 +569,13 @@ def test_search_predictor_measures_missing_signatures_into_the_file(
         del table.entries[sig]
     table.save(path)
 
-    strict = LatencyPredictor.from_file(path)
+    strict = load_predictor(path)
+    assert isinstance(strict, LatencyPredictor)
     with pytest.raises(LatencyTableError, match=rf"latency table {path} has no entry for signature .* \(and 2 more\)"):
         strict.predict(tiny)
 
-    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.predictor"):
-        mean, _ = LatencyPredictor.from_file(path, measure_missing=True, config=config).predict(tiny)
+    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.measure_missing"):
+        mean, _ = load_predictor(path, measure_missing=True, config=config).predict(tiny)
     assert mean > 0
     assert f"latency: measured 3 signature(s) missing from {path} and added them" in caplog.text
     assert LatencyTable.load(path).missing(sigs) == []  # in the file, for the other workers and the next run
@@ -580,6 +583,63 @@ def test_search_predictor_measures_missing_signatures_into_the_file(
     # a worker whose copy is older takes what another one added instead of measuring it again
     caplog.clear()
     assert table.missing(sigs) == sigs[:3]  # the copy read before the others measured
-    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.predictor"):
-        LatencyPredictor(table, measure_missing=True, config=config, path=path).predict(tiny)
+    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.measure_missing"):
+        MeasuringPredictor(LatencyPredictor(table, path=path), config=config).predict(tiny)
     assert "were added to" in caplog.text and "by another process" in caplog.text
+
+
+# --- the package's own layering -------------------------------------------------------------------------------
+# Each module may import only modules of a lower rank (function-level imports included): the predictor is a pure
+# sum below everything that measures, and measuring what is missing wraps it from above.
+LATENCY_RANKS = {"signatures": 0, "measure": 0, "lut": 1, "predictor": 2, "profile": 3, "validate": 4,
+                 "measure_missing": 4}
+
+
+def test_latency_modules_import_one_way() -> None:
+    import ast
+
+    import mixnas.evaluators.latency as package
+
+    folder = Path(package.__file__).parent
+    assert {p.stem for p in folder.glob("*.py")} - {"__init__"} == set(LATENCY_RANKS)
+    prefix = "mixnas.evaluators.latency."
+    wrong = []
+    for name, rank in LATENCY_RANKS.items():
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for imported in (n[len(prefix):].split(".")[0] for n in names if n.startswith(prefix)):
+                if LATENCY_RANKS[imported] >= rank:
+                    wrong.append(f"{name} imports {imported}")
+    assert not wrong, wrong
+
+
+def test_a_search_trial_on_a_lut_that_lacks_signatures_measures_them(tmp_path: Path) -> None:
+    # The documented path: a LUT profiled on a sample, then a search meets a network with layers it lacks.
+    from mixnas.launch.config import config_from_dict
+    from mixnas.launch.trial import TrialEvaluator
+    from mixnas.search_space.spaces import load_space
+
+    space = load_space("tiny")
+    encoding = (0,) * len(space.dimensions)
+    arch = space.decode(encoding)
+    config = replace(FAST, drift_correction=False)
+    table = new_table(config)
+    profile_archs(table, [arch], config, rounds=1)
+    sigs = list(dict.fromkeys(arch_signatures(arch)))
+    for sig in sigs[1:3]:
+        del table.entries[sig]
+    path = tmp_path / "lut.json"
+    table.save(path)
+    data = {
+        "name": "lut", "search_space": "tiny", "controller": {"type": "random"},
+        "evaluator": {"type": "proxy", "data": "digits", "subset": {"images_per_class": 10}, "budget": {"steps": 1},
+                      "training": {"batch_size": 16, "threads": 1}},
+        "latency": {"type": "lut", "lut": str(path)},
+        "reward": {"type": "metric", "metric": "top1"}, "execution": {"trials": 1},
+    }
+    outcome = TrialEvaluator(config_from_dict(data, source="lut.yaml", base_dir=tmp_path).to_dict()).run(encoding, 0)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.metrics["latency_ms"] > 0
+    assert LatencyTable.load(path).missing(sigs) == []

@@ -6,10 +6,13 @@
   classifier).
 * :mod:`.lut`: the versioned JSON lookup table (atomic writes, merge, CSV import).
 * :mod:`.profile`: fill a table on the device (in context, incremental, resumable) and calibrate it.
-* :mod:`.predictor`: ``LatencyPredictor(table).predict(arch) -> (mean_ms, std_ms)``.
+* :mod:`.predictor`: ``LatencyPredictor(table).predict(arch) -> (mean_ms, std_ms)``, the pure sum ``lut_sum``.
+* :mod:`.measure_missing`: ``MeasuringPredictor(predictor)`` measures the signatures a table lacks, then sums;
+  ``load_predictor(path, measure_missing=...)`` builds either from a file.
 * :mod:`.validate`: error and rank metrics against end-to-end measurements, scatter plot.
 
-See ``docs/latency.md``. torch is imported only by the functions that measure; onnxruntime / onnx only by the
+Imports flow one way: signatures <- lut <- predictor <- profile <- measure_missing (measure, below
+profile, imports none of them). See ``docs/latency.md``. torch is imported only by the functions that measure; onnxruntime / onnx only by the
 ONNX Runtime backend.
 """
 
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import MeasureConfig, Measurement, measure_arch, measure_archs, measure_module
-from mixnas.evaluators.latency.predictor import LatencyPredictor
+from mixnas.evaluators.latency.measure_missing import MeasuringPredictor, load_predictor
+from mixnas.evaluators.latency.predictor import LatencyPredictor, lut_sum
 from mixnas.evaluators.latency.profile import calibrate, fit_calibration, load_or_create, new_table, profile_archs
 from mixnas.evaluators.latency.signatures import arch_signatures, layer_signature
 from mixnas.evaluators.latency.validate import ValidationReport, error_metrics, validate
@@ -28,6 +32,7 @@ __all__ = [
     "LatencyPredictor",
     "LatencyTable",
     "MeasureConfig",
+    "MeasuringPredictor",
     "Measurement",
     "ValidationReport",
     "arch_signatures",
@@ -36,6 +41,8 @@ __all__ = [
     "fit_calibration",
     "layer_signature",
     "load_or_create",
+    "load_predictor",
+    "lut_sum",
     "measure_arch",
     "measure_archs",
     "measure_module",

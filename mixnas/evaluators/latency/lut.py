@@ -407,27 +407,10 @@ class LatencyTable:
             )
         entries: dict[str, Entry] = {}
         for line, row in enumerate(rows[1:], start=2):
-            if len(row) != len(header):
-                raise LatencyTableError(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
-            cells = {h: c.strip() for h, c in zip(header, row)}
-            sig = cells["signature"]
-            if not sig:
-                raise LatencyTableError(f"{path}:{line}: empty signature")
+            sig, entry = _csv_entry(row, header, f"{path}:{line}")
             if sig in entries:
                 raise LatencyTableError(f"{path}:{line}: duplicate signature {sig!r}")
-            mean = _number(_parse_float(cells["mean_ms"], f"{path}:{line}: mean_ms"), f"{path}:{line}: mean_ms")
-            where = f"{path}:{line}: std_ms"
-            std = _number(_parse_float(cells["std_ms"] or "0", where), where, allow_zero=True)
-            count = 1
-            if cells.get("count"):
-                try:
-                    count = int(cells["count"])
-                except ValueError:
-                    raise LatencyTableError(
-                        f"{path}:{line}: count: expected an integer, got {cells['count']!r}"
-                    ) from None
-                _count(count, f"{path}:{line}: count")
-            entries[sig] = Entry(ms=mean, mean_ms=mean, std_ms=std, count=count, source="csv")
+            entries[sig] = entry
         return cls(
             backend=backend,
             threads=threads,
@@ -436,6 +419,26 @@ class LatencyTable:
             settings={"imported_from": path.name},
             entries=entries,
         )
+
+
+def _csv_entry(row: list[str], header: list[str], where: str) -> tuple[str, Entry]:
+    """The signature and entry of one CSV data row; ``where`` is ``file:line`` for errors."""
+    if len(row) != len(header):
+        raise LatencyTableError(f"{where}: expected {len(header)} fields, got {len(row)}")
+    cells = {h: c.strip() for h, c in zip(header, row)}
+    sig = cells["signature"]
+    if not sig:
+        raise LatencyTableError(f"{where}: empty signature")
+    mean = _number(_parse_float(cells["mean_ms"], f"{where}: mean_ms"), f"{where}: mean_ms")
+    std = _number(_parse_float(cells["std_ms"] or "0", f"{where}: std_ms"), f"{where}: std_ms", allow_zero=True)
+    count = 1
+    if cells.get("count"):
+        try:
+            count = int(cells["count"])
+        except ValueError:
+            raise LatencyTableError(f"{where}: count: expected an integer, got {cells['count']!r}") from None
+        _count(count, f"{where}: count")
+    return sig, Entry(ms=mean, mean_ms=mean, std_ms=std, count=count, source="csv")
 
 
 def _parse_float(text: str, where: str) -> float:

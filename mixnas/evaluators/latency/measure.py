@@ -18,6 +18,9 @@ operating system gives to other processes is not counted; otherwise it is ``time
 track the undisturbed latency where the mean and even the median follow the machine's load.
 :func:`measure_interleaved` goes further: it times several modules in alternating rounds, so slow
 phases of the machine are spread evenly over all of them instead of biasing whichever was measured then.
+:func:`interleave` is that one timing loop (warm-up, interleaved rounds, a minimum time span); end-to-end
+measurements (:func:`measure_runners`) and the lookup table's parts timed in context
+(:func:`~mixnas.evaluators.latency.profile.profile_archs`) both run in it.
 
 As in MnasNet (Tan et al., CVPR 2019, §5: single-thread big core of a Pixel 1, batch 1), the defaults are one
 thread and batch size 1.
@@ -441,31 +444,57 @@ def rounds_until(rounds: int, min_seconds: float) -> Iterator[int]:
         k += 1
 
 
-# --- public measurement API ----------------------------------------------------------------------------------
-def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds: int = 1) -> list[Measurement]:
-    """Time several prepared runners in interleaved rounds and summarise each.
+TimedRuns = Callable[[int, "int | None"], None]
+"""``timed(n, k)``: run a network ``n`` times, keeping the timings as round ``k``'s (``k`` None: untimed, dropped)."""
 
-    Every runner is warmed up with ``config.warmup`` runs; then, for at least ``rounds`` rounds and at least
-    ``config.min_seconds`` (:func:`rounds_until`), each runner in turn gets one untimed run (its caches were
-    just used by the previous runner) and ``ceil(repeats / rounds)`` timed runs. ``repeats`` is therefore a
-    minimum: small networks get more runs, spread over the time span.
+
+def interleave(items: Sequence[TimedRuns], config: MeasureConfig, *, rounds: int) -> float:
+    """The timing loop of every latency measurement; returns the mean wall time of one round in seconds.
+
+    Every item is warmed up with ``config.warmup`` runs; then, for at least ``rounds`` rounds and at least
+    ``config.min_seconds`` (:func:`rounds_until`), each item in turn gets one untimed run (its caches were just
+    used by the previous item; not in the first round of a one-round measurement) and ``ceil(repeats / rounds)``
+    timed runs. ``repeats`` is therefore a minimum: small networks get more runs, spread over the time span.
+    Runs inside ``torch_threads(config.threads)`` and ``torch.inference_mode``; what an item keeps of its
+    timings (one list per network, one per part of a network run part by part) is up to the item.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
     per_round = max(1, math.ceil(config.repeats / rounds))
     import torch
 
+    with torch_threads(config.threads), torch.inference_mode():
+        for timed in items:
+            timed(config.warmup, None)
+        began = time.perf_counter()
+        for k in rounds_until(rounds, config.min_seconds):
+            for timed in items:
+                if rounds > 1 or k > 0:  # a one-round measurement's first round follows the warm-up directly
+                    timed(1, None)
+                timed(per_round, k)
+        return (time.perf_counter() - began) / (k + 1)
+
+
+# --- public measurement API ----------------------------------------------------------------------------------
+def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds: int = 1) -> list[Measurement]:
+    """Time several prepared runners in interleaved rounds (:func:`interleave`) and summarise each.
+
+    With two rounds or more, each summary also holds the statistic of its even and of its odd rounds
+    (:attr:`Measurement.halves`).
+    """
+    clock = clock_for(config)
     # samples[i][k % 2]: runner i's runs in even / odd rounds
     samples: list[tuple[list[float], list[float]]] = [([], []) for _ in runners]
-    clock = clock_for(config)
-    with torch_threads(config.threads), torch.inference_mode():
-        for run in runners:
-            time_runs(run, config.warmup, clock)
-        for k in rounds_until(rounds, config.min_seconds):
-            for i, run in enumerate(runners):
-                if rounds > 1 or k > 0:
-                    run()
-                samples[i][k % 2].extend(time_runs(run, per_round, clock))
+
+    def timed(i: int) -> TimedRuns:
+        def run(n: int, k: int | None) -> None:
+            runs = time_runs(runners[i], n, clock)
+            if k is not None:
+                samples[i][k % 2].extend(runs)
+
+        return run
+
+    interleave([timed(i) for i in range(len(runners))], config, rounds=rounds)
     results = []
     for even, odd in samples:
         m = Measurement.from_samples(even + odd)

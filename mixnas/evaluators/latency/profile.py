@@ -27,19 +27,22 @@ from mixnas.evaluators.latency.measure import (
     REFERENCE_ARCH,
     MeasureConfig,
     Measurement,
+    Runner,
     Stage,
+    TimedRuns,
     clock_for,
     device_metadata,
+    interleave,
     make_input,
     make_stage,
     measure_archs,
     measure_reference,
     reference_runner,
-    rounds_until,
     time_pipeline,
     time_runs,
     torch_threads,
 )
+from mixnas.evaluators.latency.predictor import lut_sum
 from mixnas.evaluators.latency.signatures import Part, arch_parts, arch_signatures, part_module
 from mixnas.search_space.arch import Architecture
 
@@ -152,6 +155,29 @@ class _StageCache:
         return stage
 
 
+class _Pipeline:
+    """A context network prepared to run part by part, with the per-part timings of its timed rounds."""
+
+    def __init__(self, arch: Architecture, cache: _StageCache, config: MeasureConfig) -> None:
+        parts = arch_parts(arch)
+        self.signatures = [p.signature for p in parts]
+        self.stages = [cache.get(p, arch) for p in parts]
+        self.x = make_input(parts[0].input_shape(config.batch_size), config)
+        self.samples: list[list[float]] = [[] for _ in parts]
+
+    def timed(self, clock: Callable[[], int]) -> TimedRuns:
+        def run(n: int, k: int | None) -> None:
+            time_pipeline(self.stages, self.x, n, clock, self.samples if k is not None else None)
+
+        return run
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LatencyTableError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
 def profile_archs(
     table: LatencyTable,
     archs: Sequence[Architecture],
@@ -167,9 +193,10 @@ def profile_archs(
 
     The networks that contain a missing signature (:func:`select_contexts`) are run part by part
     (:func:`~mixnas.evaluators.latency.measure.time_pipeline`), each part timed where it sits in the network.
-    Networks are processed in chunks, interleaved over at least ``rounds`` rounds of ``ceil(repeats / rounds)``
-    runs each and at least ``config.min_seconds`` of wall time (more rounds until it has passed); a signature
-    met in several networks of a chunk pools their runs. The entry is ``config.statistic`` (and mean, standard
+    Networks are processed in chunks, each chunk in the one timing loop of end-to-end measurements
+    (:func:`~mixnas.evaluators.latency.measure.interleave`: warm-up, at least ``rounds`` interleaved rounds of
+    ``ceil(repeats / rounds)`` runs each and at least ``config.min_seconds`` of wall time); a signature met in
+    several networks of a chunk pools their runs. The entry is ``config.statistic`` (and mean, standard
     deviation, count) of the pooled runs, rescaled by the chunk's drift factor when ``config`` asks for drift
     correction (the reference network is timed in every round). With ``path``, the table is saved after every
     chunk.
@@ -179,66 +206,76 @@ def profile_archs(
     chunk of them paying for it.
     With ``only``, just those signatures are measured (and only networks that have one of them are run).
     """
-    import torch
-
     check_compatible(table, config)
+    _positive("rounds", rounds)
+    _positive("chunk", chunk)
     baseline = reference_ms(table, config)
     reference = reference_runner(config) if baseline is not None else None
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
     contexts = select_contexts(table, archs, wanted)
     cache = _StageCache(config)
-    clock = clock_for(config)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise LatencyTableError(f"chunk: expected a positive integer, got {chunk!r}")
-    per_round = max(1, math.ceil(config.repeats / rounds))
     done = start = 0
     size = chunk
     while start < len(contexts):
         batch = contexts[start : start + size]
         with torch_threads(config.threads):
-            pipelines = []
-            for arch in batch:
-                parts = arch_parts(arch)
-                stages = [cache.get(p, arch) for p in parts]
-                x = make_input(parts[0].input_shape(config.batch_size), config)
-                pipelines.append(([p.signature for p in parts], stages, x))
-            samples = [[[] for _ in stages] for _, stages, _ in pipelines]
-            reference_runs: list[float] = []
-            with torch.inference_mode():
-                for _, stages, x in pipelines:
-                    time_pipeline(stages, x, max(1, config.warmup), clock)
-                began = time.perf_counter()
-                for k in rounds_until(rounds, config.min_seconds):
-                    for (_, stages, x), acc in zip(pipelines, samples):
-                        time_pipeline(stages, x, 1, clock)  # re-warm after the other networks ran
-                        time_pipeline(stages, x, per_round, clock, acc)
-                    if reference is not None:
-                        reference()
-                        reference_runs.extend(time_runs(reference, per_round, clock))
-                per_network = (time.perf_counter() - began) / (k + 1) * rounds / len(batch)
-        drift = 1.0
-        if baseline is not None:
-            drift = baseline / Measurement.from_samples(reference_runs).value(config.statistic)
-        pooled: dict[str, list[float]] = {}
-        for (sigs, _, _), acc in zip(pipelines, samples):
-            for sig, runs in zip(sigs, acc):
-                if sig not in table and (wanted is None or sig in wanted):
-                    pooled.setdefault(sig, []).extend(runs)
-        for sig, runs in pooled.items():
-            m = Measurement.from_samples([r * drift for r in runs])
-            table.entries[sig] = Entry(ms=m.value(config.statistic), mean_ms=m.mean_ms, std_ms=m.std_ms, count=m.count)
-        done += len(pooled)
+            pipelines = [_Pipeline(arch, cache, config) for arch in batch]
+        drift, round_seconds = _time_chunk(pipelines, reference, baseline, config, rounds)
+        done += _store(table, pipelines, drift, wanted, config.statistic)
         if path is not None:
             table.save(path)
         if progress is not None:
             progress(done, len(todo), f"{start + len(batch)}/{len(contexts)} networks")
         start += len(batch)
+        per_network = round_seconds * rounds / len(batch)
         if per_network > 0:  # grow the next chunk so that its base rounds fill the time span
             size = min(MAX_CHUNK_FACTOR * chunk, max(chunk, math.ceil(config.min_seconds / per_network)))
     return done
+
+
+def _time_chunk(
+    pipelines: Sequence[_Pipeline],
+    reference: Runner | None,
+    baseline: float | None,
+    config: MeasureConfig,
+    rounds: int,
+) -> tuple[float, float]:
+    """Time a chunk's networks part by part, and the reference network beside them; ``(drift, round seconds)``.
+
+    ``drift`` is ``baseline / reference now`` (1 without a reference), the factor that maps the chunk's
+    timings to the machine speed at which the table was started.
+    """
+    clock = clock_for(config)
+    items = [p.timed(clock) for p in pipelines]
+    reference_runs: list[float] = []
+    if reference is not None:
+
+        def time_reference(n: int, k: int | None) -> None:
+            runs = time_runs(reference, n, clock)
+            if k is not None:
+                reference_runs.extend(runs)
+
+        items.append(time_reference)
+    round_seconds = interleave(items, config, rounds=rounds)
+    if baseline is None:
+        return 1.0, round_seconds
+    return baseline / Measurement.from_samples(reference_runs).value(config.statistic), round_seconds
+
+
+def _store(
+    table: LatencyTable, pipelines: Sequence[_Pipeline], drift: float, wanted: set[str] | None, statistic: str
+) -> int:
+    """Add the chunk's missing (and wanted) signatures to ``table``, pooling their runs; return how many."""
+    pooled: dict[str, list[float]] = {}
+    for pipeline in pipelines:
+        for sig, runs in zip(pipeline.signatures, pipeline.samples):
+            if sig not in table and (wanted is None or sig in wanted):
+                pooled.setdefault(sig, []).extend(runs)
+    for sig, runs in pooled.items():
+        m = Measurement.from_samples([r * drift for r in runs])
+        table.entries[sig] = Entry(ms=m.value(statistic), mean_ms=m.mean_ms, std_ms=m.std_ms, count=m.count)
+    return len(pooled)
 
 
 def mutant_contexts(
@@ -398,11 +435,8 @@ def calibrate(
 
     Every signature of ``archs`` must be in the table (profile them first).
     """
-    from mixnas.evaluators.latency.predictor import LatencyPredictor
-
     check_compatible(table, config)
-    raw = LatencyPredictor(table, calibrated=False)
-    summed = [raw.predict(a)[0] for a in archs]
+    summed = [lut_sum(table, arch_signatures(a), calibrated=False)[0] for a in archs]
     start = time.perf_counter()
     measured = measure_archs(
         archs, config, rounds=rounds, progress=progress, reference_ms=reference_ms(table, config)

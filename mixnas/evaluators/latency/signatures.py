@@ -254,7 +254,7 @@ def space_signatures(space: Any, *, transform: Callable[[Architecture], Architec
     over-budget networks have is listed too.
 
     Args:
-        space: a :class:`~mixnas.search_space.space.StageSpace`.
+        space: a :class:`~mixnas.search_space.spaces.StageSpace`.
         transform: applied to every decoded architecture (e.g. a resolution override).
         limit: refuse (with the count) when more networks than this would have to be decoded.
 

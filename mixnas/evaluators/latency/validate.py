@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, MeasureConfig, measure_archs
+from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, MeasureConfig, Measurement, measure_archs
 from mixnas.evaluators.latency.predictor import LatencyPredictor
+from mixnas.evaluators.latency.profile import reference_ms
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 
@@ -130,8 +131,6 @@ def validate(
     """Measure ``archs`` end to end with ``config`` and compare with ``predictor`` and with MACs."""
     if len(archs) < 2:
         raise LatencyTableError(f"validation needs at least 2 architectures, got {len(archs)}")
-    from mixnas.evaluators.latency.profile import reference_ms
-
     predictions = [predictor.predict(a) for a in archs]
     references = calibration_references(predictor.table) if config.drift_correction else []
     measured = measure_archs(
@@ -142,16 +141,43 @@ def validate(
         reference_ms=None if references else reference_ms(predictor.table, config),
         references=references,
     )
-    pred_ms = [p[0] for p in predictions]
     meas_ms = [m.value(config.statistic) for m in measured]
     macs = [count(a).macs for a in archs]
-    metrics: dict[str, Any] = error_metrics(pred_ms, meas_ms)
-    metrics["macs_spearman"] = spearman(macs, meas_ms)
-    metrics["macs_kendall"] = kendall(macs, meas_ms)
+    metrics = _metrics(predictor, config, [p[0] for p in predictions], measured, macs)
     if references:
         metrics["drift_reference"] = f"{len(references)} calibration networks"
     else:
         metrics["drift_reference"] = "reference network" if config.drift_correction else "none"
+    rows = [
+        {
+            "arch_id": a.id,
+            "resolution": a.resolution,
+            "macs": mac,
+            "predicted_ms": p[0],
+            "predicted_std_ms": p[1],
+            "measured_ms": v,
+            "drift": m.drift,
+            "measured_median_ms": m.median_ms,
+            "measured_iqr_ms": m.iqr_ms,
+            "error_pct": 100 * (p[0] - v) / v,
+        }
+        for a, p, m, v, mac in zip(archs, predictions, measured, meas_ms, macs)
+    ]
+    return ValidationReport(metrics=metrics, rows=rows)
+
+
+def _metrics(
+    predictor: LatencyPredictor,
+    config: MeasureConfig,
+    pred_ms: list[float],
+    measured: Sequence[Measurement],
+    macs: list[int],
+) -> dict[str, Any]:
+    """Error and rank metrics of the predictions, the MACs baseline, the measurements' own repeatability."""
+    meas_ms = [m.value(config.statistic) for m in measured]
+    metrics: dict[str, Any] = error_metrics(pred_ms, meas_ms)
+    metrics["macs_spearman"] = spearman(macs, meas_ms)
+    metrics["macs_kendall"] = kendall(macs, meas_ms)
     halves = [m.half_values() for m in measured]
     if all(h is not None for h in halves):
         agreement = error_metrics([h[0] for h in halves], [h[1] for h in halves])  # type: ignore[index]
@@ -173,22 +199,7 @@ def validate(
         offset_ms=predictor.offset_ms,
         per_part_ms=predictor.per_part_ms,
     )
-    rows = [
-        {
-            "arch_id": a.id,
-            "resolution": a.resolution,
-            "macs": mac,
-            "predicted_ms": p[0],
-            "predicted_std_ms": p[1],
-            "measured_ms": v,
-            "drift": m.drift,
-            "measured_median_ms": m.median_ms,
-            "measured_iqr_ms": m.iqr_ms,
-            "error_pct": 100 * (p[0] - v) / v,
-        }
-        for a, p, m, v, mac in zip(archs, predictions, measured, meas_ms, macs)
-    ]
-    return ValidationReport(metrics=metrics, rows=rows)
+    return metrics
 
 
 # Below these, a validation's own measurements disagree with themselves (even against odd rounds) so much that

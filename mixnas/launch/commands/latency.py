@@ -43,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cmds = p.add_subparsers(dest="latency_command", metavar="ACTION")
     cmds.required = True
+    for add in (_add_measure, _add_profile, _add_predict, _add_validate, _add_coverage, _add_import_csv, _add_merge):
+        add(cmds)
 
+
+def _add_measure(cmds: argparse._SubParsersAction) -> None:
     m = cmds.add_parser("measure", help="measure architectures end to end")
     m.add_argument("archs", nargs="+", metavar="ARCH", help="preset name, block strings or file")
     _measure_options(m)
@@ -51,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--json", action="store_true", help="print one JSON document")
     m.set_defaults(func=run_measure)
 
+
+def _add_profile(cmds: argparse._SubParsersAction) -> None:
     pr = cmds.add_parser("profile", help="profile the layer signatures of a space or architectures into a LUT")
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--space", help="search space: preset name (tiny, mixnet, ...) or YAML file")
@@ -90,6 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pr.set_defaults(func=run_profile)
 
+
+def _add_predict(cmds: argparse._SubParsersAction) -> None:
     pd = cmds.add_parser("predict", help="predict latency from a LUT")
     pd.add_argument("archs", nargs="+", metavar="ARCH")
     pd.add_argument("--lut", required=True)
@@ -102,6 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pd.add_argument("--json", action="store_true", help="print one JSON document")
     pd.set_defaults(func=run_predict)
 
+
+def _add_validate(cmds: argparse._SubParsersAction) -> None:
     v = cmds.add_parser("validate", help="compare LUT predictions with end-to-end measurements")
     v.add_argument("--space", required=True, help="search space: preset name or YAML file")
     v.add_argument("--lut", required=True)
@@ -129,6 +139,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     v.set_defaults(func=run_validate)
 
+
+def _add_coverage(cmds: argparse._SubParsersAction) -> None:
     cv = cmds.add_parser("coverage", help="how many of the signatures a space can produce a LUT holds")
     cv.add_argument("--space", required=True, help="search space: preset name or YAML file")
     cv.add_argument("--lut", required=True)
@@ -136,6 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cv.add_argument("--json", action="store_true", help="print one JSON document")
     cv.set_defaults(func=run_coverage)
 
+
+def _add_import_csv(cmds: argparse._SubParsersAction) -> None:
     ic = cmds.add_parser("import-csv", help="turn a CSV (signature,mean_ms,std_ms[,count]) into a LUT")
     ic.add_argument("csv")
     ic.add_argument("--out", required=True)
@@ -145,6 +159,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ic.add_argument("--cpu", default="unknown", help="device / CPU name the CSV was measured on")
     ic.set_defaults(func=run_import_csv)
 
+
+def _add_merge(cmds: argparse._SubParsersAction) -> None:
     mg = cmds.add_parser("merge", help="merge LUTs of the same device, backend, threads and batch size")
     mg.add_argument("luts", nargs="+", metavar="LUT")
     mg.add_argument("--out", required=True)
@@ -234,7 +250,7 @@ def sample_archs(
 
     Returns ``(space, encodings, architectures)``. Sampling stops with an error after ``50 * n`` draws.
     """
-    from mixnas.search_space.space import load_space
+    from mixnas.search_space.spaces import load_space
 
     space = load_space(space_spec)
     rng = np.random.default_rng(seed)
@@ -259,7 +275,7 @@ def sample_archs(
 def space_coverage(space_spec: str, resolution: int | None = None) -> Any:
     """Every signature of the space (:class:`~mixnas.evaluators.latency.signatures.SpaceSignatures`)."""
     from mixnas.evaluators.latency.signatures import space_signatures
-    from mixnas.search_space.space import StageSpace, load_space
+    from mixnas.search_space.spaces import StageSpace, load_space
 
     space = load_space(space_spec)
     if not isinstance(space, StageSpace):
@@ -371,9 +387,9 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mixnas.evaluators.latency.predictor import LatencyPredictor
+    from mixnas.evaluators.latency.measure_missing import load_predictor
 
-    predictor = LatencyPredictor.from_file(args.lut, measure_missing=args.measure_missing)
+    predictor = load_predictor(args.lut, measure_missing=args.measure_missing)
     archs = _resolve(args.archs, args.resolution)
     before = len(predictor.table)
     rows = []
@@ -394,8 +410,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.lut import LatencyTable
     from mixnas.evaluators.latency.predictor import LatencyPredictor
-    from mixnas.evaluators.latency.profile import check_compatible, config_from_table, mutant_contexts, profile_archs
-    from mixnas.evaluators.latency.signatures import arch_signatures
+    from mixnas.evaluators.latency.profile import check_compatible, config_from_table
     from mixnas.evaluators.latency.validate import plot_scatter, repeatability_warning, validate
 
     table = LatencyTable.load(args.lut)
@@ -408,34 +423,13 @@ def run_validate(args: argparse.Namespace) -> int:
     check_compatible(table, config)  # end-to-end measurements here mean nothing for another device's table
     exclude = {p[0] for p in table.calibration.points} if table.calibration else set()
     space, encodings, archs = sample_archs(args.space, args.n, args.seed, args.resolution, exclude=frozenset(exclude))
-    missing = table.missing(s for a in archs for s in arch_signatures(a))
-    own_context: list[str] = []
-    if missing and args.strict:
-        raise LatencyTableError(
-            f"{args.lut} lacks {len(missing)} signatures of the validation architectures, e.g. {missing[0]!r}; "
-            "profile more architectures or drop --strict"
-        )
-    if missing:
-        rng = np.random.default_rng(args.seed + 1_000_003)
-        contexts, own_context = mutant_contexts(
-            space, encodings, table, rng, exclude={a.id for a in archs} | exclude,
-            transform=lambda a: _with_resolution(a, args.resolution),
-        )
-        _say(f"validate: {len(missing)} signatures missing from {args.lut}; measuring them in {len(contexts)} other "
-             f"networks of the space ({len(own_context)} only found in their own network)")
-        progress = _Progress("profile")
-        profile_archs(table, contexts, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(missing))
-        if own_context:
-            profile_archs(
-                table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context)
-            )
-    predictor = LatencyPredictor(table)
+    missing, own_context = _measure_missing_elsewhere(args, table, config, space, encodings, archs, exclude)
     coverage = _coverage_line(args.space, table, args.lut, args.resolution)
     _say(f"validate: {coverage}")
     if table.calibration is None:
         _say("validate: warning: the LUT has no calibration; predictions are plain sums")
     _say(f"validate: measuring {len(archs)} architectures end to end ({config.backend}, {config.threads} thread(s))")
-    report = validate(predictor, archs, config, rounds=args.rounds, progress=_Progress("validate"))
+    report = validate(LatencyPredictor(table), archs, config, rounds=args.rounds, progress=_Progress("validate"))
     report.metrics.update(
         space=args.space,
         seed=args.seed,
@@ -454,9 +448,53 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(report.to_dict(), sys.stdout)
         sys.stdout.write("\n")
-        return 0
-    m = report.metrics
-    print(f"latency predictor on {m['n']} architectures of {args.space} ({m['backend']}, {m['threads']} thread(s)):")
+    else:
+        _print_validation(report.metrics, args.space)
+    return 0
+
+
+def _measure_missing_elsewhere(
+    args: argparse.Namespace,
+    table: Any,
+    config: Any,
+    space: Any,
+    encodings: list[tuple[int, ...]],
+    archs: list[Architecture],
+    exclude: set[str],
+) -> tuple[list[str], list[str]]:
+    """Measure the signatures of the validation ``archs`` that ``table`` lacks, inside *other* networks.
+
+    Returns the missing signatures and those no mutant contained (measured in their own network). With
+    ``--strict``, a missing signature is an error instead.
+    """
+    from mixnas.evaluators.latency.profile import mutant_contexts, profile_archs
+    from mixnas.evaluators.latency.signatures import arch_signatures
+
+    missing = table.missing(s for a in archs for s in arch_signatures(a))
+    if not missing:
+        return [], []
+    if args.strict:
+        raise LatencyTableError(
+            f"{args.lut} lacks {len(missing)} signatures of the validation architectures, e.g. {missing[0]!r}; "
+            "profile more architectures or drop --strict"
+        )
+    rng = np.random.default_rng(args.seed + 1_000_003)
+    contexts, own_context = mutant_contexts(
+        space, encodings, table, rng, exclude={a.id for a in archs} | exclude,
+        transform=lambda a: _with_resolution(a, args.resolution),
+    )
+    _say(f"validate: {len(missing)} signatures missing from {args.lut}; measuring them in {len(contexts)} other "
+         f"networks of the space ({len(own_context)} only found in their own network)")
+    progress = _Progress("profile")
+    profile_archs(table, contexts, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(missing))
+    if own_context:
+        profile_archs(table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context))
+    return missing, own_context
+
+
+def _print_validation(m: dict[str, Any], space: str) -> None:
+    """The validation report as a few lines for people."""
+    print(f"latency predictor on {m['n']} architectures of {space} ({m['backend']}, {m['threads']} thread(s)):")
     print(f"  within ±5%  {100 * m['within_5pct']:5.1f}%    within ±10% {100 * m['within_10pct']:5.1f}%")
     print(
         f"  RMSE {m['rmse_ms']:.3f} ms   RMSPE {m['rmspe']:.2f}%   MAPE {m['mape']:.2f}%   "
@@ -471,7 +509,6 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"  without drift correction: within ±10% {100 * m['uncorrected_within_10pct']:.1f}%   "
               f"RMSPE {m['uncorrected_rmspe']:.2f}%   Spearman {m['uncorrected_spearman']:.4f}   "
               f"(drift factors {min(m['drift_factors']):.3f}-{max(m['drift_factors']):.3f})")
-    return 0
 
 
 def run_coverage(args: argparse.Namespace) -> int:
