@@ -49,7 +49,7 @@ def baseline(trials: int) -> float:
     """Median seconds per trial of a plain loop: ask, decode, look up, tell (no Ray, no files)."""
     from mixnas.controllers import Objective, Result, make_controller
     from mixnas.evaluators.tabular import TabularEvaluator
-    from mixnas.search_space.space import load_space
+    from mixnas.search_space.spaces import load_space
 
     space = load_space("nas_bench_macro")
     table = TabularEvaluator(TABLE, metrics=("mean_acc", "params", "flops"))
@@ -76,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"search_overhead: {TABLE} is absent (the shared benchmark folder beside the repository)",
               file=sys.stderr)
         return 1
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from mixnas.launch.runner import Search, connect_ray, create_run
+    from mixnas.launch.ray_local import connect_ray
+    from mixnas.launch.rundir import create_run
+    from mixnas.launch.runner import Search
 
     cfg = config(args.trials, args.concurrency, args.tensorboard)
     base = baseline(args.trials)
     t0 = time.perf_counter()
-    connect_ray("local")
+    session = connect_ray("local")
     ray_start = time.perf_counter() - t0
     observers = []
     if args.tensorboard:
@@ -94,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         summary = search.run()
         wall = time.perf_counter() - t1
-    import ray
-
-    ray.shutdown()
+    session.close()
     overheads = [t["cycle"] - t["eval"] for t in search.timings]
     evals = sum(t["eval"] for t in search.timings)
     result = {

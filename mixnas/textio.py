@@ -226,3 +226,31 @@ def exclusive_lock(file: str | os.PathLike[str], doing: str = "writing it") -> I
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write a file so that readers (and a crash) see the old content or the new, never a mix: a temporary file
+    in the same folder, flushed to disk, then ``os.replace``."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int | None = None,
+                      sort_keys: bool = True) -> None:
+    """Strict JSON (no NaN) written with :func:`write_text_atomic`; compact unless ``indent`` is given."""
+    separators = (",", ":") if indent is None else None
+    text = json.dumps(data, indent=indent, sort_keys=sort_keys, separators=separators, allow_nan=False)
+    write_text_atomic(path, text + ("\n" if indent is not None else ""))

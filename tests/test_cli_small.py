@@ -47,10 +47,7 @@ def make_run(tmp_path: Path, reward: dict[str, Any]) -> Path:
             ledger.add_trial(trial, suggestion_id=f"{trial:06d}", encoding=encoding, arch_id=None,
                              block_strings=None, candidate={"a": encoding[0], "b": encoding[1]})
             outcome = evaluator.run(encoding, trial)
-            ledger.finish_trial(trial, status=outcome["status"], reason=outcome["reason"], metrics=outcome["metrics"],
-                                reward=outcome["reward"], curve=outcome["curve"], attempt=0, worker=None,
-                                started_at=outcome["started_at"], finished_at=outcome["started_at"],
-                                eval_seconds=outcome["eval_seconds"])
+            ledger.finish_trial(trial, outcome, finished_at=outcome.started_at)
         ledger.set_meta("finished_at", "0")
     return run_dir
 

@@ -13,7 +13,9 @@ from mixnas.errors import ConfigError, RunError
 from mixnas.launch import cli
 from mixnas.launch.config import Objective, apply_overrides, config_diff, config_from_dict, load_config
 from mixnas.launch.ledger import Ledger
-from mixnas.launch.runner import _RungKeeper, write_json_atomic
+from mixnas.launch.pool import _RungKeeper
+from mixnas.outcome import TrialOutcome
+from mixnas.textio import write_json_atomic
 from mixnas.launch.summary import best_record, pareto_records, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,9 +87,10 @@ def _ledger_with_trials(path: Path) -> Ledger:
     for i, (status, acc) in enumerate([("ok", 0.5), ("ok", 0.9), ("diverged", math.nan), ("ok", 0.7)]):
         ledger.add_trial(i, suggestion_id=f"{i:06d}", encoding=(i, 0), arch_id=None, block_strings=None,
                          candidate={"a": i})
-        ledger.finish_trial(i, status=status, reason=None if status == "ok" else "loss nan",
-                            metrics={"acc": acc, "macs": 10 * (4 - i)}, reward=acc, curve=[{"epoch": 1, "acc": acc}],
-                            attempt=0, worker="w", started_at=1.0, finished_at=2.0, eval_seconds=1.0)
+        ledger.finish_trial(i, TrialOutcome(status, {"acc": acc, "macs": 10 * (4 - i)}, reward=acc,
+                                            curve=({"epoch": 1, "acc": acc},),
+                                            reason=None if status == "ok" else "loss nan", worker="w",
+                                            started_at=1.0, eval_seconds=1.0), finished_at=2.0)
     ledger.add_trial(4, suggestion_id="000004", encoding=(4, 0), arch_id=None, block_strings=None, candidate=None)
     return ledger
 
@@ -161,13 +164,13 @@ def test_trial_outcomes_reward_constraints_failures(tmp_path):
     cfg = config_from_dict(data, source="t.yaml", base_dir=tmp_path)
     evaluator = TrialEvaluator(cfg.to_dict())
     ok = evaluator.run((0, 0), 0)
-    assert ok["status"] == "ok" and ok["reward"] == pytest.approx(mnasnet_reward(0.8, 50, 100, -0.07, -0.07))
+    assert ok.status == "ok" and ok.reward == pytest.approx(mnasnet_reward(0.8, 50, 100, -0.07, -0.07))
     over = evaluator.run((0, 1), 1)
-    assert over["status"] == "infeasible" and "params 500 > max 400" in over["reason"]
+    assert over.status == "infeasible" and "params 500 > max 400" in over.reason and not over.retryable
     nan = evaluator.run((1, 0), 2)
-    assert nan["status"] == "diverged" and "acc" in nan["reason"]
+    assert nan.status == "diverged" and "acc" in nan.reason
     missing = evaluator.run((1, 1), 3)
-    assert missing["status"] == "failed" and "not in the table" in missing["reason"]
+    assert missing.status == "failed" and "not in the table" in missing.reason
 
 
 # ------------------------------------------------------------------------------- checked before the first trial

@@ -55,6 +55,12 @@ def _rows(run_dir: Path) -> list[dict]:
         return [r.to_dict() for r in ledger.trials()]
 
 
+def _tells(run_dir: Path) -> list[int]:
+    """The trials told to the controller, in the order the ledger's journal has them."""
+    with Ledger(run_dir / "ledger.sqlite", readonly=True) as ledger:
+        return [t for e, t in ledger.journal() if e == "tell"]
+
+
 def _essence(rows: list[dict]) -> list[tuple]:
     """What must be equal between an uninterrupted and a killed-and-resumed run: order, architectures, results."""
     return [(r["trial"], r["suggestion_id"], tuple(r["encoding"]), r["status"], json.dumps(r["metrics"], sort_keys=True))
@@ -181,8 +187,8 @@ def test_sigkill_and_resume_equals_uninterrupted_run(shared_dir, tmp_path, ray_a
     assert _essence(rows) == _essence(ref_rows), f"killed-and-resumed ledger differs (random seed {seed})"
     saved = json.loads((run_dir / "controller.json").read_text())
     expected = json.loads((reference / "controller.json").read_text())
-    assert saved["controller"] == expected["controller"]
-    assert saved["told"] == list(range(trials))
+    assert saved["controller"] == expected["controller"] and saved["journal_length"] == 2 * trials
+    assert _tells(run_dir) == list(range(trials))
 
 
 def test_a_raising_and_a_nan_trial_are_recorded_and_the_search_completes(tmp_path, ray_address):
@@ -213,7 +219,7 @@ def test_a_raising_and_a_nan_trial_are_recorded_and_the_search_completes(tmp_pat
     assert sum(r["status"] == "ok" for r in rows.values()) == 7
     assert summary.best.encoding == (2, 1)
     state = json.loads((tmp_path / "run" / "controller.json").read_text())
-    assert sorted(state["told"]) == list(range(9)) and state["controller"]["pending"] == []
+    assert sorted(_tells(tmp_path / "run")) == list(range(9)) and state["controller"]["pending"] == []
 
 
 # ------------------------------------------------------------------------------------------------------ proxy
@@ -302,7 +308,7 @@ def test_resources_that_ray_cannot_place_are_refused_with_the_arithmetic(tmp_pat
 
 def test_check_resources_names_the_node_limit():
     from mixnas.launch.config import ExecutionConfig
-    from mixnas.launch.runner import check_resources
+    from mixnas.launch.pool import check_resources
 
     check_resources(ExecutionConfig(trials=1, max_concurrent=4, cpu=0.5), {"CPU": 2.0}, [{"CPU": 2.0}])
     with pytest.raises(ConfigError, match=r"resources_per_trial.cpu: each trial asks for 3 CPUs, but the largest"):
@@ -350,3 +356,38 @@ def test_a_lost_worker_is_a_failed_attempt_and_the_search_goes_on(tmp_path, ray_
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     lost = [r for r in rows if r["failures"]]
     assert len(lost) == 1 and "worker lost" in lost[0]["failures"][0]
+
+
+@pytest.mark.parametrize("controller", [
+    {"type": "random"},
+    {"type": "evolution", "options": {"population_size": 8, "sample_size": 3}},
+    {"type": "rl"},
+    {"type": "optuna", "options": {"sampler": "tpe"}},
+])
+def test_resume_from_the_ledger_alone_equals_uninterrupted_run(shared_dir, tmp_path, ray_address, controller):
+    trials = 24
+    config = _macro_config(shared_dir, tmp_path, trials)
+    data = yaml.safe_load(config.read_text())
+    data["controller"] = controller
+    config.write_text(yaml.safe_dump(data))
+    reference = tmp_path / "reference"
+    run_search(load_config(config, [f"execution.address={ray_address}"]), reference)
+    ref_rows = _rows(reference)
+
+    run_dir = tmp_path / "killed"
+    seed = random.randrange(10**6)
+    target = random.Random(seed).randrange(2, trials - 2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mixnas.launch.cli", "search", str(config), "--output",
+                             str(run_dir), "--set", f"execution.address={ray_address}", "-q"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when(proc, run_dir / "ledger.sqlite", target)
+    assert proc.returncode == -signal.SIGKILL, f"the driver ended before the kill: {proc.stderr.read()}"
+    before = {r["trial"]: r for r in _rows(run_dir)}
+    (run_dir / "controller.json").unlink(missing_ok=True)  # the snapshot is gone: only the ledger is left
+    _cli("resume", str(run_dir), "-q")
+    rows = _rows(run_dir)
+    assert _essence(rows) == _essence(ref_rows), f"ledger-only resume differs (random seed {seed})"
+    for trial, row in before.items():
+        if row["status"] != "running":
+            assert rows[trial] == row, f"trial {trial} changed after the kill (random seed {seed})"

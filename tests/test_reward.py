@@ -10,18 +10,15 @@ import pytest
 
 from mixnas.evaluators.reward import (
     HARD,
+    REWARD_PRESETS,
     SOFT,
     RewardError,
     crowding_distance,
-    default_directions,
     dominates,
     hypervolume,
     mnasnet_reward,
     non_dominated_sort,
-    objective_reward,
-    objectives_vector,
     pareto_front,
-    reward_preset,
 )
 
 
@@ -50,16 +47,8 @@ def test_alpha_applies_at_or_below_target_and_beta_above() -> None:
     assert mnasnet_reward(1.0, 160.0, 80.0, alpha=-1.0, beta=0.0) == pytest.approx(1.0)
 
 
-def test_presets_and_objective_reward() -> None:
-    assert reward_preset("soft") == SOFT == (-0.07, -0.07)
-    assert reward_preset("hard") == HARD == (0.0, -1.0)
-    with pytest.raises(RewardError, match="soft"):
-        reward_preset("medium")
-    metrics = {"latency_ms": 160.0, "macs": 3e8, "params": 4e6}
-    assert objective_reward(0.7, metrics, "latency_ms", 80.0, "hard") == pytest.approx(0.35)
-    assert objective_reward(0.7, metrics, "macs", 3e8) == pytest.approx(0.7)
-    with pytest.raises(RewardError, match="flops"):
-        objective_reward(0.7, metrics, "flops", 1.0)
+def test_presets() -> None:
+    assert REWARD_PRESETS == {"soft": SOFT, "hard": HARD} and SOFT == (-0.07, -0.07) and HARD == (0.0, -1.0)
 
 
 @pytest.mark.parametrize("latency,target", [(0.0, 80.0), (-1.0, 80.0), (10.0, 0.0), (math.nan, 80.0), (math.inf, 80.0)])
@@ -125,13 +114,6 @@ def test_bad_objective_input() -> None:
         pareto_front([(1.0, 2.0, 3.0)], ["max", "min"])
     with pytest.raises(RewardError, match="2 or 3"):
         hypervolume([(1.0,)], (0.0,), ["min"])
-
-
-def test_objective_helpers() -> None:
-    assert default_directions(["accuracy", "latency_ms"]) == ["max", "min"]
-    assert objectives_vector({"accuracy": 0.5, "latency_ms": 3}, ["latency_ms", "accuracy"]) == (3.0, 0.5)
-    with pytest.raises(RewardError, match="energy"):
-        default_directions(["energy"])
 
 
 # --- hypervolume ----------------------------------------------------------------------------------------------

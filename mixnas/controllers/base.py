@@ -32,20 +32,20 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from mixnas.errors import ControllerError
+from mixnas.outcome import Status
+from mixnas.pareto import DIRECTIONS
 
 logger = logging.getLogger(__name__)
 
 Encoding = tuple[int, ...]
 
 FORMAT_VERSION = 1
-STATUSES = ("ok", "failed", "pruned")
-DIRECTIONS = ("max", "min")
 # Spaces at most this large are enumerated to find an unseen encoding once the algorithm keeps repeating itself.
 _ENUMERATE_LIMIT = 4096
 
 
 class SpaceLike(Protocol):
-    """What a controller needs from a search space (``mixnas.search_space.space``)."""
+    """What a controller needs from a search space (``mixnas.search_space.spaces``)."""
 
     @property
     def dimensions(self) -> Sequence[Any]: ...  # each has ``.name`` and ``.choices``
@@ -94,19 +94,26 @@ class Result:
     """What became of a suggestion.
 
     Args:
-        status: ``ok`` (``values`` holds every objective), ``failed`` (no values; give a ``reason``) or ``pruned``
-            (stopped early; ``values``, if given, are the last partial measurements).
+        status: a finished :class:`~mixnas.outcome.Status` (or its name): ``ok`` (``values`` holds every
+            objective), ``pruned`` (stopped early; ``values``, if given, are the last partial measurements), or a
+            failure, ``failed``, ``diverged`` or ``infeasible`` (no values; give a ``reason``).
         values: Objective values by name; extra names are allowed and ignored by controllers.
         reason: Why a trial failed or was pruned, for the record.
     """
 
-    status: str
+    status: Status
     values: Mapping[str, float] | None = None
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ControllerError(f"result status must be one of {list(STATUSES)}, got {self.status!r}")
+        allowed = [s.value for s in Status if s.finished]
+        try:
+            status = Status(self.status)
+        except ValueError:
+            status = None
+        if status is None or not status.finished:
+            raise ControllerError(f"result status must be one of {allowed}, got {self.status!r}")
+        object.__setattr__(self, "status", status)
         if self.values is not None:
             try:
                 values = {str(k): float(v) for k, v in self.values.items()}
@@ -267,12 +274,13 @@ class Controller(abc.ABC):
             raise ControllerError(f"tell({suggestion_id!r}, ...) expects a Result, got {type(result).__name__}")
         values = self._objective_values(suggestion_id, result)
         status = result.status
-        if status == "failed":
+        if status.is_failure:
             values = None
         if values is not None and not all(math.isfinite(v) for v in values):
-            if status == "ok":
-                logger.warning("suggestion %s: non-finite objective values %s; treated as failed", suggestion_id, values)
-                status = "failed"
+            if status is Status.OK:
+                logger.warning("suggestion %s: non-finite objective values %s; treated as diverged", suggestion_id,
+                               values)
+                status = Status.DIVERGED
             values = None
         encoding = self._pending.pop(suggestion_id)
         self._n_told += 1

@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from mixnas.errors import ConfigError
+from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.data import DataSpec, ProxyData, load_proxy_data
 from mixnas.models import build as build_model
+from mixnas.outcome import Status, TrialOutcome
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 from mixnas.torch_runtime import torch_threads
@@ -39,7 +41,6 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("cosine", "exponential")
 DEVICES = ("auto", "cpu", "cuda")
-STATUSES = ("ok", "diverged", "failed")
 DEFAULT_EPOCHS = 5.0  # MnasNet's proxy budget
 # Budget bounds: far beyond any proxy run, but they turn a typo (epochs: 1e308) into an error at load time
 # instead of a failure (or a run that never ends) in every trial.
@@ -415,6 +416,24 @@ class ProxyEvaluator:
             logger.warning("trial %s failed: %s: %s", candidate_id, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
             result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         return result
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return METRICS
+
+    def score(self, candidate: Any, context: TrialContext) -> TrialOutcome:
+        """The :class:`~mixnas.evaluators.base.Evaluator` interface: :meth:`evaluate` as a trial outcome."""
+        if not isinstance(candidate, Architecture):
+            return TrialOutcome.failure(f"TypeError: the proxy trainer needs an architecture space, got a "
+                                        f"{type(candidate).__name__}", retryable=False)
+        result = self.evaluate(candidate, seed=context.seed, report=context.report)
+        status, error = result.pop("status"), result.pop("error")
+        stopped = result.get("stopped_early")
+        if status == "failed":
+            return TrialOutcome.failure(error or "the proxy trainer failed", metrics=result)
+        if status == "diverged":
+            return TrialOutcome.failure(error or "non-finite training loss", status=Status.DIVERGED, metrics=result)
+        return TrialOutcome(Status.PRUNED if stopped else Status.OK, result)
 
 
 class _Trial:

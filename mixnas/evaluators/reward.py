@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mixnas.errors import RewardError
 from mixnas.pareto import (
@@ -26,9 +26,8 @@ from mixnas.pareto import (
 
 SOFT = (-0.07, -0.07)
 HARD = (0.0, -1.0)
+# (alpha, beta) of the experiment config's ``reward.mode``
 REWARD_PRESETS: dict[str, tuple[float, float]] = {"soft": SOFT, "hard": HARD}
-# What each cost objective is called in metrics dicts, and its direction.
-OBJECTIVE_DIRECTIONS: dict[str, str] = {"accuracy": "max", "latency_ms": "min", "macs": "min", "params": "min"}
 
 
 def mnasnet_reward(
@@ -50,54 +49,16 @@ def mnasnet_reward(
     return float(accuracy) * (latency / target) ** w
 
 
-def reward_preset(name: str) -> tuple[float, float]:
-    """(alpha, beta) of a named preset: ``soft`` or ``hard``."""
-    try:
-        return REWARD_PRESETS[name]
-    except KeyError:
-        raise RewardError(f"unknown reward preset {name!r}: expected one of {sorted(REWARD_PRESETS)}") from None
-
-
-def objective_reward(
-    accuracy: float, metrics: Mapping[str, float], objective: str, target: float, preset: str = "soft"
-) -> float:
-    """MnasNet reward with the cost taken from ``metrics[objective]`` (``latency_ms``, ``macs`` or ``params``)."""
-    if objective not in metrics:
-        raise RewardError(f"objective {objective!r} is not in the metrics (have {sorted(metrics)})")
-    alpha, beta = reward_preset(preset)
-    return mnasnet_reward(accuracy, metrics[objective], target, alpha, beta)
-
-
-def objectives_vector(metrics: Mapping[str, float], names: Sequence[str]) -> tuple[float, ...]:
-    """Values of ``names`` from a metrics dict, in order (e.g. ``("accuracy", "latency_ms")``)."""
-    missing = [n for n in names if n not in metrics]
-    if missing:
-        raise RewardError(f"objectives {missing} are not in the metrics (have {sorted(metrics)})")
-    return tuple(float(metrics[n]) for n in names)
-
-
-def default_directions(names: Sequence[str]) -> list[str]:
-    """Directions of well-known objectives (:data:`OBJECTIVE_DIRECTIONS`); unknown names are an error."""
-    unknown = [n for n in names if n not in OBJECTIVE_DIRECTIONS]
-    if unknown:
-        raise RewardError(f"no default direction for objectives {unknown}: known {sorted(OBJECTIVE_DIRECTIONS)}")
-    return [OBJECTIVE_DIRECTIONS[n] for n in names]
-
-
 __all__: list[Any] = [
+    "DIRECTIONS",
     "HARD",
-    "OBJECTIVE_DIRECTIONS",
     "REWARD_PRESETS",
     "SOFT",
     "RewardError",
     "crowding_distance",
-    "default_directions",
     "dominates",
     "hypervolume",
     "mnasnet_reward",
     "non_dominated_sort",
-    "objective_reward",
-    "objectives_vector",
     "pareto_front",
-    "reward_preset",
 ]

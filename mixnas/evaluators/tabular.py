@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from mixnas.errors import ConfigError, DataError
+from mixnas.evaluators.base import TrialContext
+from mixnas.outcome import Status, TrialOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,17 @@ class TabularEvaluator:
             return dict(self._table[key])
         except KeyError:
             raise DataError(f"{self.path}: key {key!r} is not in the table ({len(self._table)} entries)") from None
+
+    def score(self, candidate: Any, context: TrialContext) -> TrialOutcome:
+        """The :class:`~mixnas.evaluators.base.Evaluator` interface: the row of ``context.encoding``.
+
+        A key missing from the table is a failure that no retry can mend (``retryable`` False).
+        """
+        del candidate
+        try:
+            return TrialOutcome(Status.OK, self.evaluate(context.encoding))
+        except DataError as exc:
+            return TrialOutcome.failure(str(exc), retryable=False)
 
     def keys(self) -> list[str]:
         """Every key of the table, in file order."""

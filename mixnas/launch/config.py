@@ -14,13 +14,12 @@ The reference of every key is ``docs/experiments.md``.
 
 from __future__ import annotations
 
-import collections.abc
+import contextlib
 import copy
 import dataclasses
 import inspect
-import math
+import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,12 @@ from typing import Any, Mapping
 
 import yaml
 
+from mixnas.confignode import ConfigNode as _Node
 from mixnas.errors import ConfigError, MixnasError
+from mixnas.evaluators.reward import REWARD_PRESETS
+from mixnas.launch import checks
+from mixnas.launch.checks import check_controller, check_metrics, describe_type, fits_type
+from mixnas.pareto import DIRECTIONS
 from mixnas.textio import parse_yaml
 from mixnas.textio import read_yaml as textio_read_yaml
 
@@ -40,119 +44,9 @@ LATENCY_TYPES = ("none", "lut", "measure")
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 LUT_OPTIONS = ("calibrated", "measure_missing")  # LatencyPredictor keyword options
 REWARD_TYPES = ("mnasnet", "pareto", "metric")
-MNASNET_MODES = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 SCHEDULERS = ("none", "asha")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-DIRECTIONS = ("max", "min")
-_MAX_CONFIG_INT = 10**18  # no count, size or seed in a config comes near this
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# validation helpers
-# --------------------------------------------------------------------------------------------------------------
-class _Node:
-    """A mapping being validated, with its file and YAML path, so every error names both."""
-
-    def __init__(self, data: Any, path: str, source: str) -> None:
-        self.path = path
-        self.source = source
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise self.error(path, data, "a mapping")
-        self.data = dict(data)
-        self.used: set[str] = set()
-
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def error(self, where: str, value: Any, allowed: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where or '<top level>'}: expected {allowed}, got {value!r}")
-
-    def get(self, key: str, default: Any = None, *, required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required:
-                raise ConfigError(f"{self.source}: {self.where(key)}: required key is missing")
-            return default
-        return self.data[key]
-
-    def child(self, key: str) -> _Node:
-        return _Node(self.get(key), self.where(key), self.source)
-
-    def string(self, key: str, default: str | None = None, *, required: bool = False,
-               choices: tuple[str, ...] | None = None) -> str | None:
-        value = self.get(key, default, required=required)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise self.error(self.where(key), value, "a non-empty string")
-        if choices is not None and value not in choices:
-            raise self.error(self.where(key), value, f"one of {list(choices)}")
-        return value
-
-    def integer(self, key: str, default: int | None = None, *, minimum: int | None = None,
-                required: bool = False) -> int | None:
-        value = self.get(key, default, required=required)
-        if value is None:
-            return None
-        allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_CONFIG_INT:
-            # Far beyond any count or seed; also keeps repr() (4,300-digit limit) and float() from failing later.
-            raise ConfigError(f"{self.source}: {self.where(key)}: expected {allowed} of at most {_MAX_CONFIG_INT}, "
-                              f"got an integer of about {int(value.bit_length() * 0.30103) + 1} digits")
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            raise self.error(self.where(key), value, allowed)
-        return value
-
-    def number(self, key: str, default: float | None = None, *, minimum: float | None = None,
-               positive: bool = False, required: bool = False) -> float | None:
-        value = self.get(key, default, required=required)
-        if value is None:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
-            # float() (and math.isfinite) of an int beyond the float range overflows
-            raise ConfigError(f"{self.source}: {self.where(key)}: expected a finite number, got an integer of "
-                              f"about {int(value.bit_length() * 0.30103) + 1} digits")
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if ok and positive:
-            ok = value > 0
-        if ok and minimum is not None:
-            ok = value >= minimum
-        if not ok:
-            what = "a positive number" if positive else "a number" + (f" >= {minimum}" if minimum is not None else "")
-            raise self.error(self.where(key), value, what)
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            raise self.error(self.where(key), value, "true or false")
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.get(key, {})
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise self.error(self.where(key), value, "a mapping")
-        return copy.deepcopy(dict(value))
-
-    def path_value(self, key: str, base: Path, *, required: bool = False) -> str | None:
-        value = self.string(key, required=required)
-        if value is None:
-            return None
-        return str((base / Path(value).expanduser()).resolve())
-
-    def finish(self) -> None:
-        """Reject keys no one asked for (typos must not be silently ignored)."""
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            where = self.where(unknown[0])
-            raise ConfigError(
-                f"{self.source}: {where}: unknown key; allowed keys here: {sorted(self.used)}"
-            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -426,43 +320,8 @@ def _check_tabular_options(options: Mapping[str, Any], e: _Node) -> None:
         where = f"{e.where('options')}.{key}"
         if key not in params:
             raise ConfigError(f"{e.source}: {where}: unknown option of the tabular evaluator; allowed: {list(params)}")
-        if not _fits_type(value, hints.get(key, Any)):
-            raise e.error(where, value, _describe_type(hints.get(key, Any)))
-
-
-_UNIONS = (typing.Union, types.UnionType)
-_SEQUENCES = (collections.abc.Sequence, list, tuple)
-
-
-def _fits_type(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a type hint (str, int, float, bool, None, sequences of them, unions)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin in _UNIONS:
-        return any(_fits_type(value, a) for a in args)
-    if origin in _SEQUENCES:
-        return isinstance(value, list) and all(_fits_type(v, args[0] if args else Any) for v in value)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):
-        return isinstance(value, (int, float) if hint is float else int) and not isinstance(value, bool)
-    if isinstance(hint, type):
-        return isinstance(value, str) if issubclass(hint, (str, Path)) else isinstance(value, hint)
-    return True  # a hint this check does not know: the evaluator's own checks apply
-
-
-def _describe_type(hint: Any) -> str:
-    """``"a list of strings or null"`` for ``Sequence[str] | None``."""
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", type(None): "null"}
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in _UNIONS:
-        return " or ".join(_describe_type(a) for a in args)
-    if origin in _SEQUENCES:
-        return f"a list of {_describe_type(args[0]).split(' ', 1)[-1]}s" if args else "a list"
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
+        if not fits_type(value, hints.get(key, Any)):
+            raise e.error(where, value, describe_type(hints.get(key, Any)))
 
 
 SUBSET_KEYS = ("classes", "images_per_class", "val_fraction", "seed")
@@ -569,8 +428,8 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
     r = node.child("reward")
     kind = r.string("type", "metric", choices=REWARD_TYPES)
     if kind == "mnasnet":
-        mode = r.string("mode", "soft", choices=tuple(MNASNET_MODES))
-        alpha, beta = MNASNET_MODES[mode]
+        mode = r.string("mode", "soft", choices=tuple(REWARD_PRESETS))
+        alpha, beta = REWARD_PRESETS[mode]
         cost = r.string("cost", "latency_ms")
         if cost == "latency_ms" and latency.type == "none":
             raise ConfigError(
@@ -722,107 +581,17 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
     top.finish()
     _cross_checks(cfg)
     if check_space:
-        load_search_space(cfg)
+        check_controller(cfg, load_search_space(cfg))
     return cfg
 
 
 def check_files(cfg: ExperimentConfig) -> None:
-    """Check, on this machine, what every trial needs: files (data set, tabular benchmark, LUT), metrics, device.
+    """Check, on this machine, what every trial needs (:func:`mixnas.launch.checks.check_files`).
 
-    Called before a search starts or resumes: a missing or malformed file, a reward / scheduler / constraint
-    metric the table does not have, or a CUDA device this machine lacks is one error then, not a failure
-    recorded in every trial. Not part of :func:`config_from_dict`, so that a config can be validated (and the
-    example experiments tested) on a machine without the data. The device is checked only for
-    ``execution.address: local``: the workers of a cluster are other machines.
+    Called before a search starts or resumes; not part of :func:`config_from_dict`, so that a config can be
+    validated (and the example experiments tested) on a machine without the data.
     """
-    from mixnas.search_space.space import StageSpace
-
-    src = cfg.source
-    space = load_search_space(cfg)
-    architectures = isinstance(space, StageSpace)
-    if cfg.evaluator.type == "proxy":
-        from mixnas.evaluators.data import BUILTIN_SOURCES
-
-        source = cfg.evaluator.data.get("source")
-        if isinstance(source, str) and source not in BUILTIN_SOURCES and not Path(source).exists():
-            raise ConfigError(f"{src}: evaluator.data.source: no such file or folder {source!r} (or use one "
-                              f"of the built-in data sets {list(BUILTIN_SOURCES)})")
-        if not architectures:
-            raise ConfigError(f"{src}: search_space: the proxy evaluator trains architectures, but this space "
-                              "decodes to plain choices (a 'choices' space needs evaluator.type 'tabular')")
-    if cfg.evaluator.type == "tabular":
-        if not Path(str(cfg.evaluator.table)).is_file():
-            raise ConfigError(f"{src}: evaluator.table: no such file {cfg.evaluator.table!r}")
-        _check_metrics(cfg, (*_table_metrics(cfg, space), *(ARCH_METRICS if architectures else ())), architectures,
-                       f"the table {Path(str(cfg.evaluator.table)).name}")
-    if cfg.latency.type == "lut":
-        from mixnas.evaluators.latency.lut import LatencyTable
-
-        try:
-            LatencyTable.load(str(cfg.latency.lut))
-        except (MixnasError, OSError) as exc:
-            raise ConfigError(f"{src}: latency.lut: {exc}") from None
-    if cfg.execution.address == "local":
-        _check_devices(cfg)
-
-
-ARCH_METRICS = ("params", "macs")  # counted for every architecture before it is scored
-LATENCY_METRICS = ("latency_ms", "latency_std_ms")  # with a latency section, for architectures
-
-
-def _table_metrics(cfg: ExperimentConfig, space: Any) -> tuple[str, ...]:
-    """The metric columns of the tabular benchmark, read from the table (which is checked on the way)."""
-    from mixnas.evaluators.tabular import TabularEvaluator
-
-    try:
-        return tuple(TabularEvaluator(str(cfg.evaluator.table), space=space, **cfg.evaluator.table_options).metrics)
-    except TypeError as exc:
-        raise ConfigError(f"{cfg.source}: evaluator.options: {exc}") from None
-    except (MixnasError, OSError) as exc:
-        raise ConfigError(f"{cfg.source}: evaluator.table: {exc}") from None
-
-
-def _metric_uses(cfg: ExperimentConfig) -> list[tuple[str, str]]:
-    """(YAML path, metric) of every metric a trial must report for the reward, scheduler and constraints."""
-    r, c = cfg.reward, cfg.constraints
-    if r.type == "mnasnet":
-        uses = [("reward.accuracy", r.accuracy), ("reward.cost", r.cost)]
-    elif r.type == "metric":
-        uses = [("reward.metric", r.metric)]
-    else:
-        uses = [(f"reward.objectives[{i}].metric", o.metric) for i, o in enumerate(r.objectives)]
-    if cfg.execution.scheduler.type != "none":
-        uses.append(("execution.scheduler.metric", cfg.execution.scheduler.metric))
-    limits = (("max_latency_ms", "latency_ms", c.max_latency_ms), ("max_params", "params", c.max_params),
-              ("max_macs", "macs", c.max_macs))
-    uses += [(f"constraints.{key}", metric) for key, metric, limit in limits if limit is not None]
-    return uses
-
-
-def _check_metrics(cfg: ExperimentConfig, reported: tuple[str, ...], architectures: bool, what: str) -> None:
-    """Every metric the config names must be one the evaluator (or the latency section) reports."""
-    available = set(reported) | (set(LATENCY_METRICS) if architectures and cfg.latency.type != "none" else set())
-    for where, metric in _metric_uses(cfg):
-        if metric not in available:
-            raise ConfigError(f"{cfg.source}: {where}: no trial reports metric {metric!r}; {what} reports "
-                              f"{sorted(available)}")
-
-
-def _check_devices(cfg: ExperimentConfig) -> None:
-    """A CUDA device asked for must exist here (the trials of a local run run here)."""
-    asked = []
-    if cfg.evaluator.type == "proxy" and cfg.evaluator.training.get("device") == "cuda":
-        asked.append("evaluator.training.device")
-    if cfg.latency.type == "measure" and cfg.latency.options.get("device") == "cuda":
-        asked.append("latency.options.device")
-    if not asked:
-        return
-    from mixnas.evaluators.proxy import check_device
-
-    try:
-        check_device("cuda")
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg.source}: {asked[0]}: {str(exc).removeprefix('proxy: device: ')}") from None
+    checks.check_files(cfg, load_search_space(cfg))
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:
@@ -839,15 +608,42 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
     if cfg.evaluator.type == "proxy":  # a table's metrics are known only once it is read (check_files)
         from mixnas.evaluators.proxy import METRICS
 
-        _check_metrics(cfg, METRICS, True, "the proxy evaluator")
+        check_metrics(cfg, METRICS, True, "the proxy evaluator")
+
+
+_SPACES: dict[str, Any] = {}  # loaded search spaces of this process, by spec (and the files it names)
+
+
+def _space_key(spec: Any) -> str:
+    """The cache key of a space spec: the spec itself and the size and time of every YAML file it names."""
+    files = []
+
+    def visit(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, str) and value.endswith((".yaml", ".yml")):
+            with contextlib.suppress(OSError, ValueError):
+                st = Path(value).stat()
+                files.append((value, st.st_size, st.st_mtime_ns))
+
+    visit(spec)
+    return json.dumps([spec, files], sort_keys=True, default=str)
 
 
 def load_search_space(cfg: ExperimentConfig) -> Any:
-    """Load the config's search space, turning any error into a :class:`ConfigError` that names the file."""
-    from mixnas.search_space.space import load_space
+    """The config's search space, loaded once per process (spaces are immutable); any error becomes a
+    :class:`ConfigError` that names the file."""
+    from mixnas.search_space.spaces import load_space
 
+    key = _space_key(cfg.search_space)
+    if key in _SPACES:
+        return _SPACES[key]
     try:
-        return load_space(copy.deepcopy(cfg.search_space))
+        space = _SPACES[key] = load_space(copy.deepcopy(cfg.search_space))
+        if len(_SPACES) > 64:
+            _SPACES.pop(next(iter(_SPACES)))
+        return space
     except ConfigError as exc:
         if cfg.source in str(exc):
             raise
@@ -917,8 +713,3 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
         elif a != b:
             lines.append(f"{where}: {a!r} -> {b!r}")
     return lines
-
-
-def describe_objectives(objectives: tuple[Objective, ...]) -> str:
-    return ", ".join(f"{o.direction} {o.metric}" for o in objectives)
-

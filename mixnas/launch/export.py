@@ -23,7 +23,8 @@ from typing import Any, Sequence
 from mixnas.errors import MixnasError, RunError
 from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ledger import Ledger, TrialRecord
-from mixnas.launch.runner import RunPaths, load_run_config, write_text_atomic
+from mixnas.launch.rundir import RunPaths, load_run_config
+from mixnas.textio import write_text_atomic
 from mixnas.launch.summary import front_objectives, pareto_records, ranked
 from mixnas.search_space.arch import Architecture
 

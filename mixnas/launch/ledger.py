@@ -1,9 +1,12 @@
-"""The trial ledger: one SQLite row per trial, the source of truth of a run.
+"""The trial ledger: one SQLite row per trial and the journal of the controller's calls, the source of truth of a run.
 
-A row is inserted when the controller proposes a trial (status ``running``) and updated once when the trial ends.
-That update is committed before the controller hears the result, so a driver killed at any moment never loses a
-finished trial: ``mixnas resume`` reads finished rows back instead of re-running them, and re-runs rows still marked
-``running`` with the same architecture.
+A row is inserted when the controller proposes a trial (status ``running``), in the same transaction as the
+journal's ``ask`` event, and updated once when the trial ends. That update is committed before the controller
+hears the result, so a driver killed at any moment never loses a finished trial: ``mixnas resume`` reads finished
+rows back instead of re-running them, and re-runs rows still marked ``running`` with the same architecture. Each
+``tell`` is journalled after the controller heard it. The journal (``ask`` / ``tell`` events, in order) is all a
+resume needs: replayed into a fresh controller it rebuilds the controller exactly (``controller.json`` is only a
+snapshot that saves the replay).
 
 The database uses WAL journaling, so ``mixnas status`` can read it while the search writes, and
 ``synchronous=FULL``, so a committed row survives a power cut, not only a killed process.
@@ -24,10 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from mixnas.errors import RunError
+from mixnas.outcome import Status, TrialOutcome
 
-LEDGER_FORMAT_VERSION = 1
-STATUSES = ("running", "ok", "failed", "diverged", "infeasible", "pruned")
-FINISHED = ("ok", "failed", "diverged", "infeasible", "pruned")
+LEDGER_FORMAT_VERSION = 2  # 2: the journal table
+ASK, TELL = "ask", "tell"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +53,11 @@ CREATE TABLE IF NOT EXISTS trials (
     started_at REAL,
     finished_at REAL,
     eval_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL CHECK (event IN ('ask', 'tell')),
+    trial INTEGER NOT NULL
 );
 """
 
@@ -89,7 +97,7 @@ class TrialRecord:
     arch_id: str | None
     block_strings: tuple[str, ...] | None
     candidate: Any
-    status: str
+    status: Status
     reason: str | None
     metrics: dict[str, Any] = field(default_factory=dict)
     reward: float | None = None
@@ -104,7 +112,7 @@ class TrialRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status.finished
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,7 +122,7 @@ class TrialRecord:
             "arch_id": self.arch_id,
             "block_strings": list(self.block_strings) if self.block_strings is not None else None,
             "candidate": self.candidate,
-            "status": self.status,
+            "status": self.status.value,
             "reason": self.reason,
             "metrics": self.metrics,
             "reward": self.reward,
@@ -137,7 +145,7 @@ def _record(row: sqlite3.Row) -> TrialRecord:
         arch_id=row["arch_id"],
         block_strings=tuple(strings) if strings is not None else None,
         candidate=_loads(row["candidate"]),
-        status=row["status"],
+        status=Status(row["status"]),
         reason=row["reason"],
         metrics=_loads(row["metrics"]) or {},
         reward=row["reward"],
@@ -179,6 +187,7 @@ class Ledger:
                 self._conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('format_version', ?)", (str(LEDGER_FORMAT_VERSION),)
                 )
+                self._upgrade()
         self._conn.row_factory = sqlite3.Row
         self._check_version()
 
@@ -195,13 +204,20 @@ class Ledger:
 
         return _Tx()
 
+    def _upgrade(self) -> None:
+        """A format-1 ledger (no journal) becomes format 2; ``journal_from_snapshot`` fills its journal."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        if row and row[0] == "1":
+            self._conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(LEDGER_FORMAT_VERSION),))
+            self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('upgraded_from', '1')")
+
     def _check_version(self) -> None:
         try:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise RunError(f"{self.path}: not a mixnas ledger ({exc})") from None
         version = int(row[0]) if row else None
-        if version != LEDGER_FORMAT_VERSION:
+        if version not in (1, LEDGER_FORMAT_VERSION):  # 1: read-only opening of a run from before the journal
             raise RunError(f"{self.path}: ledger format_version {version!r}; this mixnas reads {LEDGER_FORMAT_VERSION}")
 
     def close(self) -> None:
@@ -233,7 +249,8 @@ class Ledger:
         block_strings: list[str] | None,
         candidate: Any,
     ) -> None:
-        """Insert a proposed trial (status ``running``); a row already there with the same trial is replaced."""
+        """Insert a proposed trial (status ``running``) and journal its ask, in one transaction; a row already there
+        with the same trial (a format-1 ledger's row whose ask was never saved) is replaced."""
         with self._transaction():
             self._conn.execute(
                 "INSERT OR REPLACE INTO trials(trial, suggestion_id, encoding, arch_id, block_strings, candidate, "
@@ -241,6 +258,30 @@ class Ledger:
                 (trial, suggestion_id, _dumps(list(encoding)), arch_id, _dumps(block_strings), _dumps(candidate),
                  time.time()),
             )
+            self._conn.execute("INSERT INTO journal(event, trial) VALUES ('ask', ?)", (trial,))
+
+    def record_tell(self, trial: int) -> None:
+        """Journal that the controller has been told trial ``trial``'s result."""
+        with self._transaction():
+            self._conn.execute("INSERT INTO journal(event, trial) VALUES ('tell', ?)", (trial,))
+
+    def journal(self) -> list[tuple[str, int]]:
+        """Every ``(event, trial)`` in the order the controller saw them."""
+        try:
+            rows = self._conn.execute("SELECT event, trial FROM journal ORDER BY seq").fetchall()
+        except sqlite3.OperationalError:  # a format-1 ledger opened read-only: no journal yet
+            return []
+        return [(e, int(t)) for e, t in rows]
+
+    def journal_from_snapshot(self, asked: int, told: list[int]) -> None:
+        """Fill the empty journal of an upgraded format-1 ledger from its ``controller.json`` (asked count, told
+        order). The true interleaving of asks and tells was not recorded then: a resume goes on from that
+        snapshot, and only later events can be replayed."""
+        with self._transaction():
+            if self._conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]:
+                return
+            self._conn.executemany("INSERT INTO journal(event, trial) VALUES ('ask', ?)", [(t,) for t in range(asked)])
+            self._conn.executemany("INSERT INTO journal(event, trial) VALUES ('tell', ?)", [(t,) for t in told])
 
     def record_failure(self, trial: int, *, attempt: int, reason: str) -> None:
         """Note a failed attempt that will be retried (the row stays ``running``)."""
@@ -251,32 +292,15 @@ class Ledger:
                 "UPDATE trials SET attempt = ?, failures = ? WHERE trial = ?", (attempt, _dumps(failures), trial)
             )
 
-    def finish_trial(
-        self,
-        trial: int,
-        *,
-        status: str,
-        reason: str | None,
-        metrics: Mapping[str, Any],
-        reward: float | None,
-        curve: list[dict[str, Any]] | None,
-        attempt: int,
-        worker: str | None,
-        started_at: float | None,
-        finished_at: float,
-        eval_seconds: float | None,
-    ) -> None:
-        """Store a trial's final outcome (committed when this returns)."""
-        if status not in FINISHED:
-            raise ValueError(f"finish_trial: status must be one of {list(FINISHED)}, got {status!r}")
-        if reward is not None and not math.isfinite(reward):
-            reward = None
+    def finish_trial(self, trial: int, outcome: TrialOutcome, *, finished_at: float | None = None) -> None:
+        """Store a trial's final outcome as it is (committed when this returns)."""
+        o = outcome
         with self._transaction():
             cur = self._conn.execute(
                 "UPDATE trials SET status = ?, reason = ?, metrics = ?, reward = ?, curve = ?, attempt = ?, "
                 "worker = ?, started_at = ?, finished_at = ?, eval_seconds = ? WHERE trial = ?",
-                (status, reason, _dumps(dict(metrics)), reward, _dumps(curve or []), attempt, worker, started_at,
-                 finished_at, eval_seconds, trial),
+                (o.status.value, o.reason, _dumps(dict(o.metrics)), o.reward, _dumps(list(o.curve)), o.attempt,
+                 o.worker, o.started_at, time.time() if finished_at is None else finished_at, o.eval_seconds, trial),
             )
             if cur.rowcount != 1:
                 raise RunError(f"{self.path}: trial {trial} is not in the ledger")
@@ -299,7 +323,7 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         """Number of trials per status (every status present, zero when absent)."""
-        out = dict.fromkeys(STATUSES, 0)
+        out = {s.value: 0 for s in Status}
         for status, n in self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status"):
             out[status] = n
         return out

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from mixnas.launch.config import ExperimentConfig, Objective
-from mixnas.launch.ledger import STATUSES, TrialRecord
+from mixnas.launch.ledger import TrialRecord
+from mixnas.outcome import Status
 
 
 def front_objectives(cfg: ExperimentConfig) -> tuple[Objective, ...]:
@@ -131,9 +132,9 @@ class RunSummary:
 
 def summarize(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, finished: bool = False,
               active: bool = False) -> RunSummary:
-    counts = dict.fromkeys(STATUSES, 0)
+    counts = {s.value: 0 for s in Status}
     for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
     objectives = front_objectives(cfg)
     return RunSummary(
         name=cfg.name,

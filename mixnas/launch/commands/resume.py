@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mixnas.launch.runner import RunPaths, load_run_config, resume_search
+    from mixnas.launch.rundir import RunPaths, load_run_config
+    from mixnas.launch.runner import resume_search
 
     run_dir = Path(args.run_dir)
     paths = RunPaths(run_dir)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mixnas.launch.ledger import Ledger
-    from mixnas.launch.runner import RunPaths, load_run_config, run_is_active
+    from mixnas.launch.rundir import RunPaths, load_run_config, run_is_active
     from mixnas.launch.summary import ranked, summarize
 
     paths = RunPaths(Path(args.run_dir))

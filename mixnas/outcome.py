@@ -1,0 +1,121 @@
+"""What became of a trial: one :class:`Status` for the whole package and one frozen :class:`TrialOutcome`.
+
+Every evaluator's result ends as a ``TrialOutcome``; the ledger stores it as it is (``to_dict`` /
+``from_dict`` are exact inverses), and ``mixnas.launch.runner.controller_result`` turns it into the controller's
+``Result`` in one place. Statuses:
+
+* ``running``: asked, not finished (a ledger row only; an outcome is never ``running``);
+* ``ok``: scored; ``metrics`` holds everything measured and ``reward`` the scalar reward (None for Pareto runs);
+* ``failed``: raised, or its worker was lost; ``reason`` has the exception's type and message;
+* ``diverged``: a NaN / infinite loss or objective;
+* ``infeasible``: broke a hard constraint (params, MACs, latency) and was not trained;
+* ``pruned``: stopped early by the scheduler (metrics are those of its last report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+class Status(str, enum.Enum):
+    """A trial's status; a ``str`` so that it compares equal to, and serialises as, its name."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+    INFEASIBLE = "infeasible"
+    PRUNED = "pruned"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def finished(self) -> bool:
+        return self is not Status.RUNNING
+
+    @property
+    def is_failure(self) -> bool:
+        """Failed, diverged or infeasible: no objective values to learn from."""
+        return self in (Status.FAILED, Status.DIVERGED, Status.INFEASIBLE)
+
+
+FINISHED = tuple(s for s in Status if s.finished)
+
+
+def finite_numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric, finite entries of a metrics mapping (what controllers and TensorBoard can use)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """The result of one attempt at a trial.
+
+    Args:
+        status: see the module docstring (never ``running``).
+        metrics: everything the evaluator measured (params, MACs, latency, accuracy, losses, ...).
+        reward: the scalar reward of an ``ok`` trial (None for Pareto objectives and for failures).
+        curve: per-epoch reports ``{"epoch": e, metric: value, ...}``.
+        reason: why the trial failed, diverged, was infeasible or pruned.
+        retryable: False when another attempt would fail the same way (a key missing from a table).
+        attempt: 0 for the first attempt, 1 for the first retry, ...
+        worker: where it ran (``node/host:pid``).
+        started_at: wall-clock start (seconds since the epoch).
+        eval_seconds: how long the evaluation took.
+    """
+
+    status: Status
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    reward: float | None = None
+    curve: tuple[Mapping[str, Any], ...] = ()
+    reason: str | None = None
+    retryable: bool = True
+    attempt: int = 0
+    worker: str | None = None
+    started_at: float | None = None
+    eval_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        status = Status(self.status)
+        if status is Status.RUNNING:
+            raise ValueError("a trial outcome cannot be 'running'")
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "metrics", dict(self.metrics))
+        object.__setattr__(self, "curve", tuple(dict(p) for p in self.curve))
+        if self.reward is not None and not math.isfinite(self.reward):
+            object.__setattr__(self, "reward", None)
+
+    def replace(self, **changes: Any) -> TrialOutcome:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def failure(cls, reason: str, *, status: Status = Status.FAILED, retryable: bool = True,
+                metrics: Mapping[str, Any] | None = None, **rest: Any) -> TrialOutcome:
+        return cls(status, metrics or {}, reason=reason, retryable=retryable, **rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value, "metrics": dict(self.metrics), "reward": self.reward,
+            "curve": [dict(p) for p in self.curve], "reason": self.reason, "retryable": self.retryable,
+            "attempt": self.attempt, "worker": self.worker, "started_at": self.started_at,
+            "eval_seconds": self.eval_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialOutcome:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
