@@ -172,3 +172,22 @@ class ConfigNode:
 
 
 __all__ = ["MAX_CONFIG_INT", "ConfigNode", "show_value", "show_values"]
+
+
+def dataclass_fields(cls: type, data: Any, where: str, error: type[MixnasError] = ConfigError, *,
+                     what: str = "a mapping") -> dict[str, Any]:
+    """``data`` as keyword arguments of the dataclass ``cls``: a mapping whose keys are all fields of ``cls``.
+
+    Raises:
+        error: ``data`` is not a mapping, or it has keys ``cls`` lacks (the message names ``where`` and the
+            allowed keys).
+    """
+    import dataclasses
+
+    if not isinstance(data, Mapping):
+        raise error(f"{where}: expected {what}, got {show_value(data) if data is None else type(data).__name__}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in set(data) - set(known))
+    if unknown:
+        raise error(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+    return dict(data)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixnas.confignode import dataclass_fields
 from mixnas.errors import DataError
 from mixnas.search_space.arch import MAX_CLASSES
 from mixnas.textio import exclusive_lock, os_reason, path_kind
@@ -154,12 +155,7 @@ class DataSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "data") -> DataSpec:
         """Build from a YAML mapping; unknown keys are errors that name ``where`` (file and YAML path)."""
-        if not isinstance(data, Mapping):
-            raise DataError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+        data = dataclass_fields(cls, data, where, DataError)
         if "source" not in data:
             raise DataError(f"{where}: source: required ('digits', 'synthetic' or a path)")
         try:

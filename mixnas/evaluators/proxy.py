@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixnas.confignode import dataclass_fields
 from mixnas.errors import ConfigError
 from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.data import DataSpec, ProxyData, load_proxy_data
@@ -177,14 +178,9 @@ class ProxyConfig:
 
         A bad value reads ``{where}.{key}: expected ..., got ...``.
         """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
+        data = dataclass_fields(cls, data, where)
         try:
-            return cls(**dict(data))
+            return cls(**data)
         except ConfigError as exc:
             raise ConfigError(f"{where}.{str(exc).removeprefix('proxy: ')}") from None  # where.key: problem
 

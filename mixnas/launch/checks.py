@@ -60,12 +60,11 @@ def check_controller(cfg: Any, space: Any) -> None:
     """Build the controller once (a study in memory, nothing written) so that a bad option value is an error now,
     naming ``controller.options``, rather than when the search starts."""
     from mixnas.controllers import make_controller
-    from mixnas.controllers.base import Objective as ControllerObjective
 
     options = dict(cfg.controller.options)
     if cfg.controller.type == "optuna":
         options["storage"] = None
-    objectives = [ControllerObjective(o.metric, o.direction) for o in cfg.reward.controller_objectives]
+    objectives = list(cfg.reward.controller_objectives)
     try:
         make_controller(cfg.controller.type, space, objectives=objectives, seed=cfg.seed, **options)
     except (MixnasError, TypeError, ValueError) as exc:
@@ -135,7 +134,7 @@ def _metric_uses(cfg: Any) -> list[tuple[str, str]]:
     elif r.type == "metric":
         uses = [("reward.metric", r.metric)]
     else:
-        uses = [(f"reward.objectives[{i}].metric", o.metric) for i, o in enumerate(r.objectives)]
+        uses = [(f"reward.objectives[{i}].metric", o.name) for i, o in enumerate(r.objectives)]
     if cfg.execution.scheduler.type != "none":
         uses.append(("execution.scheduler.metric", cfg.execution.scheduler.metric))
     limits = (("max_latency_ms", "latency_ms", c.max_latency_ms), ("max_params", "params", c.max_params),

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import yaml
 
 from mixnas.confignode import ConfigNode as _Node
+from mixnas.controllers.base import Objective
 from mixnas.errors import ConfigError, MixnasError
 from mixnas.evaluators.reward import REWARD_PRESETS
 from mixnas.launch import checks
@@ -83,14 +84,6 @@ class LatencyConfig:
     threads: int = 1
     batch_size: int = 1
     options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """One metric the search optimises and its direction."""
-
-    metric: str
-    direction: str
 
 
 @dataclass(frozen=True)
@@ -208,7 +201,7 @@ class ExperimentConfig:
         elif r.type == "metric":
             reward.update(metric=r.metric, direction=r.direction)
         else:
-            reward["objectives"] = [{"metric": o.metric, "direction": o.direction} for o in r.objectives]
+            reward["objectives"] = [{"metric": o.name, "direction": o.direction} for o in r.objectives]
             reward["reference_point"] = list(r.reference_point) if r.reference_point is not None else None
         ex = self.execution
         s = ex.scheduler
@@ -418,7 +411,7 @@ def _objectives(r: _Node) -> tuple[Objective, ...]:
         o = _Node(item, f"{r.where('objectives')}[{i}]", r.source)
         out.append(Objective(o.string("metric", required=True), o.string("direction", "max", choices=DIRECTIONS)))
         o.finish()
-    names = [o.metric for o in out]
+    names = [o.name for o in out]
     if len(set(names)) != len(names):
         raise r.error(r.where("objectives"), names, "distinct metrics")
     return tuple(out)

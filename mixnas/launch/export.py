@@ -52,7 +52,7 @@ def select(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, top: int | 
         front = pareto_records(records, front_objectives(cfg))
         first = front_objectives(cfg)[0]
         sign = -1.0 if first.direction == "max" else 1.0
-        return sorted(front, key=lambda r: (sign * float(r.metrics[first.metric]), r.trial))
+        return sorted(front, key=lambda r: (sign * float(r.metrics[first.name]), r.trial))
     chosen = ranked(cfg, records)
     if not chosen and cfg.reward.type == "pareto":
         raise RunError("this run optimises Pareto objectives (no scalar reward): export it with --pareto")

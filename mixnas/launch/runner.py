@@ -125,9 +125,8 @@ class Search:
     # ------------------------------------------------------------------ the controller, from the journal
     def _new_controller(self, options: dict[str, Any]) -> Any:
         from mixnas.controllers import make_controller
-        from mixnas.controllers.base import Objective
 
-        objectives = [Objective(o.metric, o.direction) for o in self.cfg.reward.controller_objectives]
+        objectives = list(self.cfg.reward.controller_objectives)
         try:
             return make_controller(self.cfg.controller.type, self.space, objectives=objectives, seed=self.cfg.seed,
                                    **options)

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from mixnas.launch.config import ExperimentConfig, Objective
+from mixnas.controllers.base import Objective
+from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ledger import TrialRecord
 from mixnas.outcome import Status
 
@@ -38,7 +39,7 @@ def reference_point(cfg: ExperimentConfig) -> tuple[float, ...] | None:
 def _values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float, ...] | None:
     out = []
     for o in objectives:
-        v = record.metrics.get(o.metric)
+        v = record.metrics.get(o.name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return None
         out.append(float(v))
@@ -169,7 +170,7 @@ def metric_columns(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> lis
 
     The metric of a ``metric`` reward is left out: the reward column already is that number.
     """
-    names = [o.metric for o in front_objectives(cfg)] + list(KEY_METRICS)
+    names = [o.name for o in front_objectives(cfg)] + list(KEY_METRICS)
     if cfg.reward.type == "metric":
         names = [n for n in names if n != cfg.reward.metric]
     present = [n for n in dict.fromkeys(names) if any(_is_number(r.metrics.get(n)) for r in records)]

@@ -38,7 +38,7 @@ def pareto_figure(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> Any:
     ax = fig.add_subplot(1, 1, 1)
 
     def xy(rs: Sequence[TrialRecord]) -> tuple[list[float], list[float]]:
-        pts = [(r.metrics.get(x_obj.metric), r.metrics.get(y_obj.metric)) for r in rs]
+        pts = [(r.metrics.get(x_obj.name), r.metrics.get(y_obj.name)) for r in rs]
         pts = [(a, b) for a, b in pts if isinstance(a, (int, float)) and isinstance(b, (int, float))
                and math.isfinite(a) and math.isfinite(b)]
         return [p[1] for p in pts], [p[0] for p in pts]
@@ -46,12 +46,12 @@ def pareto_figure(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> Any:
     ok = [r for r in records if r.status == "ok"]
     xs, ys = xy(ok)
     ax.scatter(xs, ys, s=14, alpha=0.5, label=f"trials ({len(xs)})")
-    front = sorted(pareto_records(records, (x_obj, y_obj)), key=lambda r: r.metrics[y_obj.metric])
+    front = sorted(pareto_records(records, (x_obj, y_obj)), key=lambda r: r.metrics[y_obj.name])
     fx, fy = xy(front)
     ax.plot(fx, fy, "o-", color="tab:red", markersize=5, label=f"Pareto front ({len(fx)})")
-    ax.set_xlabel(f"{y_obj.metric} ({y_obj.direction})")
-    ax.set_ylabel(f"{x_obj.metric} ({x_obj.direction})")
-    ax.set_title(f"{cfg.name}: {x_obj.metric} vs {y_obj.metric}")
+    ax.set_xlabel(f"{y_obj.name} ({y_obj.direction})")
+    ax.set_ylabel(f"{x_obj.name} ({x_obj.direction})")
+    ax.set_title(f"{cfg.name}: {x_obj.name} vs {y_obj.name}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -48,7 +48,7 @@ def compute_reward(reward: RewardConfig, metrics: Mapping[str, Any]) -> float | 
 
     if reward.type == "pareto":
         for o in reward.objectives:
-            value(o.metric)
+            value(o.name)
         return None
     if reward.type == "metric":
         return value(reward.metric)
@@ -59,7 +59,7 @@ def objective_values(reward: RewardConfig, metrics: Mapping[str, Any], reward_va
     """What the controller is told for an ``ok`` trial: its objective values by name."""
     if reward.type == "mnasnet":
         return {"reward": float(reward_value)}
-    return {o.metric: float(metrics[o.metric]) for o in reward.controller_objectives}
+    return {o.name: float(metrics[o.name]) for o in reward.controller_objectives}
 
 
 def make_evaluator(cfg: ExperimentConfig, space: Any) -> Evaluator:

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from mixnas.confignode import dataclass_fields
 from mixnas.errors import ArchitectureError
 from mixnas.textio import parse_json
 
@@ -244,12 +245,7 @@ class BlockArgs:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BlockArgs:
-        if not isinstance(data, Mapping):
-            raise ArchitectureError(f"block: expected an object of block fields, got {_short(data)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - known)
-        if unknown:
-            raise ArchitectureError(f"block: unknown keys {unknown}; allowed: {sorted(known)}")
+        data = dataclass_fields(cls, data, "block", ArchitectureError, what="an object of block fields")
         missing = sorted({"num_repeat", "kernel_sizes"} - set(data))
         if missing:
             raise ArchitectureError(f"block: missing keys {missing}")
@@ -320,13 +316,7 @@ class GlobalParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GlobalParams:
-        if not isinstance(data, Mapping):
-            raise ArchitectureError(f"global params: expected a mapping, got {_short(data)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - known)
-        if unknown:
-            raise ArchitectureError(f"global params: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**dict(data))
+        return cls(**dataclass_fields(cls, data, "global params", ArchitectureError))
 
 
 @dataclass(frozen=True)

@@ -202,22 +202,23 @@ def decode_tf(string: str) -> BlockArgs:
     )
 
 
-def encode_tf(block: BlockArgs) -> str:
-    """Encode a block in the canonical TF MixNet token order ``r k a p s e i o [se] [noskip] [sw] [dilated]``."""
-    tokens = [
-        f"r{block.num_repeat}",
-        "k" + ".".join(str(k) for k in block.kernel_sizes),
-        "a" + ".".join(str(k) for k in block.expand_kernels),
-        "p" + ".".join(str(k) for k in block.project_kernels),
-        f"s{block.strides[0]}{block.strides[1]}",
-        f"e{block.expand_ratio}",
-        f"i{block.input_filters}",
-        f"o{block.output_filters}",
-    ]
+def _shared_tokens(block: BlockArgs, kernels: list[str]) -> list[str]:
+    """The tokens the TF and MnasNet grammars write alike, around their kernel tokens: ``r K s e i o [se] [noskip]``."""
+    tokens = [f"r{block.num_repeat}", *kernels, f"s{block.strides[0]}{block.strides[1]}", f"e{block.expand_ratio}",
+              f"i{block.input_filters}", f"o{block.output_filters}"]
     if block.se_ratio:
         tokens.append(f"se{format_float(block.se_ratio)}")
     if not block.id_skip:
         tokens.append("noskip")
+    return tokens
+
+
+def encode_tf(block: BlockArgs) -> str:
+    """Encode a block in the canonical TF MixNet token order ``r k a p s e i o [se] [noskip] [sw] [dilated]``."""
+    kernels = ["k" + ".".join(str(k) for k in block.kernel_sizes),
+               "a" + ".".join(str(k) for k in block.expand_kernels),
+               "p" + ".".join(str(k) for k in block.project_kernels)]
+    tokens = _shared_tokens(block, kernels)
     if block.swish:
         tokens.append("sw")
     if block.dilated:
@@ -265,19 +266,7 @@ def encode_mnasnet(block: BlockArgs) -> str:
         raise BlockStringError(
             f"cannot encode block {encode_tf(block)!r} in the MnasNet grammar: it uses " + "; ".join(reasons)
         )
-    tokens = [
-        f"r{block.num_repeat}",
-        f"k{block.kernel_sizes[0]}",
-        f"s{block.strides[0]}{block.strides[1]}",
-        f"e{block.expand_ratio}",
-        f"i{block.input_filters}",
-        f"o{block.output_filters}",
-    ]
-    if block.se_ratio:
-        tokens.append(f"se{format_float(block.se_ratio)}")
-    if not block.id_skip:
-        tokens.append("noskip")
-    return "_".join(tokens)
+    return "_".join(_shared_tokens(block, [f"k{block.kernel_sizes[0]}"]))
 
 
 def split_block_strings(text: str) -> list[str]:

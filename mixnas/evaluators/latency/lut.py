@@ -27,18 +27,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.signatures import SIGNATURE_VERSION
-from mixnas.textio import exclusive_lock, os_reason, path_kind, read_json, read_text
+from mixnas.textio import exclusive_lock, os_reason, path_kind, read_json, read_text, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -272,8 +270,8 @@ class LatencyTable:
 
         Tables of different backends, thread counts, batch sizes or devices describe different hardware
         conditions and are refused unless ``force``. A signature in both gets pooled statistics (count-weighted
-        mean and central value, pooled variance). The calibration is kept from ``self`` (else ``other``); refit
-        it after merging tables measured at different times.
+        mean and central value, pooled variance). The calibration is kept from ``self`` (else ``other``);
+        calibrate again (``latency profile --calibrate``) after merging tables measured at different times.
         """
         mine, theirs = self.condition(), other.condition()
         differing = [k for k in mine if mine[k] != theirs[k]]
@@ -360,7 +358,7 @@ class LatencyTable:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the table atomically (temporary file in the same folder, then ``os.replace``)."""
         try:
-            write_json_atomic(Path(path), self.to_dict())
+            write_json_atomic(Path(path), self.to_dict(), indent=1, sort_keys=False)
         except OSError as exc:
             raise LatencyTableError(f"{path}: cannot write the latency table ({os_reason(exc)})") from None
 
@@ -458,23 +456,6 @@ def _pool(a: Entry, b: Entry) -> Entry:
     )
     std = math.sqrt(ss / (n - 1)) if n > 1 else 0.0
     return Entry(ms=ms, mean_ms=mean, std_ms=std, count=n, source="merged")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

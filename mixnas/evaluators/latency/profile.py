@@ -448,16 +448,6 @@ def calibrate(
     return table.calibration
 
 
-def refit(table: LatencyTable) -> Calibration:
-    """Refit the table's calibration from its stored points (e.g. after a change of the fitting rules)."""
-    cal = table.calibration
-    if cal is None or not cal.points:
-        raise LatencyTableError("the latency table has no calibration points to refit")
-    parts = [len(arch_signatures(Architecture.from_dict(a))) for a in cal.archs] if cal.archs else None
-    table.calibration = replace(fit_calibration(cal.points, parts), archs=cal.archs)
-    return table.calibration
-
-
 def load_or_create(path: str | os.PathLike[str], config: MeasureConfig) -> LatencyTable:
     """The table at ``path`` if it exists (it must match ``config``), else a new empty one."""
     if Path(path).exists():
