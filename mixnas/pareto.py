@@ -14,11 +14,33 @@ run summaries (evaluators, launch) use the same definitions.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
-from mixnas.errors import RewardError
+from mixnas.errors import ControllerError, RewardError
 
 DIRECTIONS = ("max", "min")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective of a search: a result value name and whether larger (``max``) or smaller (``min``) is better."""
+
+    name: str
+    direction: str = "max"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ControllerError(f"objective name must be a non-empty string, got {self.name!r}")
+        if self.direction not in DIRECTIONS:
+            raise ControllerError(
+                f"objective {self.name!r}: direction must be one of {list(DIRECTIONS)}, got {self.direction!r}"
+            )
+
+    @property
+    def sign(self) -> float:
+        """+1 for ``max``, -1 for ``min``: multiplying a value by it makes larger always better."""
+        return 1.0 if self.direction == "max" else -1.0
 
 
 def _to_minimise(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[tuple[float, ...]]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from mixnas.errors import ControllerError
 from mixnas.outcome import Status
-from mixnas.pareto import DIRECTIONS
+from mixnas.pareto import Objective
 
 logger = logging.getLogger(__name__)
 
@@ -61,24 +61,18 @@ class SpaceLike(Protocol):
 
 
 @dataclass(frozen=True)
-class Objective:
-    """One objective of a search: a result value name and whether larger (``max``) or smaller (``min``) is better."""
+class Told:
+    """A result as a controller's algorithm hears it (:meth:`Controller._observe`).
 
-    name: str
-    direction: str = "max"
+    ``values`` are the objective values in objective order, raw (not sign-adjusted); None for a failure, a
+    diverged trial, or a pruned trial without usable values.
+    """
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ControllerError(f"objective name must be a non-empty string, got {self.name!r}")
-        if self.direction not in DIRECTIONS:
-            raise ControllerError(
-                f"objective {self.name!r}: direction must be one of {list(DIRECTIONS)}, got {self.direction!r}"
-            )
-
-    @property
-    def sign(self) -> float:
-        """+1 for ``max``, -1 for ``min``: multiplying a value by it makes larger always better."""
-        return 1.0 if self.direction == "max" else -1.0
+    suggestion_id: str
+    encoding: Encoding
+    status: Status
+    values: tuple[float, ...] | None
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -284,7 +278,7 @@ class Controller(abc.ABC):
             values = None
         encoding = self._pending.pop(suggestion_id)
         self._n_told += 1
-        self._observe(suggestion_id, encoding, status, values, result.reason)
+        self._observe(Told(suggestion_id, encoding, status, values, result.reason))
 
     @property
     def pending(self) -> dict[str, Encoding]:
@@ -353,15 +347,8 @@ class Controller(abc.ABC):
         """The algorithm's next encoding (may be a duplicate; the base class filters)."""
 
     @abc.abstractmethod
-    def _observe(
-        self,
-        suggestion_id: str,
-        encoding: Encoding,
-        status: str,
-        values: tuple[float, ...] | None,
-        reason: str | None,
-    ) -> None:
-        """Learn from a told result; ``values`` are in objective order, raw (not sign-adjusted)."""
+    def _observe(self, told: Told) -> None:
+        """Learn from a told result."""
 
     def _discard(self, encoding: Encoding) -> None:
         """Called for a proposal that was rejected as a duplicate or infeasible."""

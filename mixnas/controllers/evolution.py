@@ -23,7 +23,7 @@ estimate and aging removes them in time.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,8 @@ import numpy as np
 from mixnas.controllers.base import (
     Controller,
     Encoding,
-    Objective,
     SpaceLike,
+    Told,
     check_int,
     derive_seeds,
     rng_state,
@@ -82,17 +82,12 @@ class EvolutionController(Controller):
         self,
         space: SpaceLike,
         *,
-        objectives: Iterable[Objective | Sequence[str] | str] | None = None,
-        seed: int = 0,
         population_size: int = 20,
         sample_size: int = 5,
         mutations: int = 1,
-        avoid_duplicates: bool = True,
-        max_retries: int = 32,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            space, objectives=objectives, seed=seed, avoid_duplicates=avoid_duplicates, max_retries=max_retries
-        )
+        super().__init__(space, **base)
         self.population_size = check_int(self.type_name, "population_size", population_size, low=2)
         self.sample_size = check_int(self.type_name, "sample_size", sample_size, low=1)
         if self.sample_size > self.population_size:
@@ -125,17 +120,10 @@ class EvolutionController(Controller):
         crowding = crowding_distances(points, ranks)
         return min(contestants, key=lambda i: (ranks[i], -crowding[i]))
 
-    def _observe(
-        self,
-        suggestion_id: str,
-        encoding: Encoding,
-        status: str,
-        values: tuple[float, ...] | None,
-        reason: str | None,
-    ) -> None:
-        if values is None or status == "failed":
+    def _observe(self, told: Told) -> None:
+        if told.values is None:
             return
-        self._population.append((encoding, self.fitness(values)))  # a full deque drops its oldest member
+        self._population.append((told.encoding, self.fitness(told.values)))  # a full deque drops its oldest member
 
     def _options(self) -> dict[str, Any]:
         return {"population_size": self.population_size, "sample_size": self.sample_size, "mutations": self.mutations}

@@ -44,7 +44,7 @@ import copy
 import datetime
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,7 @@ from optuna.distributions import CategoricalDistribution, distribution_to_json, 
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from mixnas.controllers.base import Controller, Encoding, Objective, SpaceLike, derive_seeds
+from mixnas.controllers.base import Controller, Encoding, SpaceLike, Told, derive_seeds
 from mixnas.errors import ControllerError
 
 SAMPLER_ALIASES = {
@@ -105,18 +105,13 @@ class OptunaController(Controller):
         self,
         space: SpaceLike,
         *,
-        objectives: Iterable[Objective | Sequence[str] | str] | None = None,
-        seed: int = 0,
         sampler: str = "TPESampler",
         sampler_kwargs: Mapping[str, Any] | None = None,
         storage: str | None = None,
         study_name: str = "mixnas",
-        avoid_duplicates: bool = True,
-        max_retries: int = 32,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            space, objectives=objectives, seed=seed, avoid_duplicates=avoid_duplicates, max_retries=max_retries
-        )
+        super().__init__(space, **base)
         if not isinstance(sampler, str):
             raise ControllerError(f"optuna: option sampler must be a sampler name, got {sampler!r}")
         self._sampler_cls = sampler_class(sampler)
@@ -252,23 +247,17 @@ class OptunaController(Controller):
         self._set_attr(number, _ID_ATTR, suggestion_id)
         self._trials[suggestion_id] = number
 
-    def _observe(
-        self,
-        suggestion_id: str,
-        encoding: Encoding,
-        status: str,
-        values: tuple[float, ...] | None,
-        reason: str | None,
-    ) -> None:
-        number = self._trials.pop(suggestion_id)
+    def _observe(self, told: Told) -> None:
+        number = self._trials.pop(told.suggestion_id)
+        values = told.values
         if number in self._finished_in_storage:
             self._finished_in_storage.discard(number)
             return
-        if reason:
-            self._set_attr(number, _REASON_ATTR, reason)
-        if status == "ok" and values is not None:
+        if told.reason:
+            self._set_attr(number, _REASON_ATTR, told.reason)
+        if told.status == "ok" and values is not None:
             self.study.tell(number, list(values))
-        elif status == "pruned":
+        elif told.status == "pruned":
             if values is not None and len(values) == 1:  # Optuna ranks a pruned trial by its last report
                 self.study._storage.set_trial_intermediate_value(self._trial_id(number), 0, values[0])
             self.study.tell(number, state=TrialState.PRUNED)

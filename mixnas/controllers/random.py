@@ -6,12 +6,12 @@ Architecture Search", UAI 2019). Duplicate avoidance comes from the base class.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from mixnas.controllers.base import Controller, Encoding, Objective, SpaceLike, derive_seeds, rng_state, set_rng_state
+from mixnas.controllers.base import Controller, Encoding, SpaceLike, Told, derive_seeds, rng_state, set_rng_state
 
 
 class RandomController(Controller):
@@ -27,31 +27,14 @@ class RandomController(Controller):
 
     type_name = "random"
 
-    def __init__(
-        self,
-        space: SpaceLike,
-        *,
-        objectives: Iterable[Objective | Sequence[str] | str] | None = None,
-        seed: int = 0,
-        avoid_duplicates: bool = True,
-        max_retries: int = 32,
-    ) -> None:
-        super().__init__(
-            space, objectives=objectives, seed=seed, avoid_duplicates=avoid_duplicates, max_retries=max_retries
-        )
+    def __init__(self, space: SpaceLike, **base: Any) -> None:
+        super().__init__(space, **base)
         self._rng = np.random.default_rng(derive_seeds(self.seed, 2)[1])
 
     def _propose(self) -> Encoding:
         return self.space.sample(self._rng)
 
-    def _observe(
-        self,
-        suggestion_id: str,
-        encoding: Encoding,
-        status: str,
-        values: tuple[float, ...] | None,
-        reason: str | None,
-    ) -> None:
+    def _observe(self, told: Told) -> None:
         """Random search learns nothing from results."""
 
     def _state(self) -> dict[str, Any]:

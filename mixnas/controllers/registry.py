@@ -58,8 +58,13 @@ def controller_class(name: str) -> type[Controller]:
 
 def controller_options(name: str) -> list[str]:
     """The option names ``make_controller(name, ...)`` accepts besides ``objectives`` and ``seed``."""
-    params = inspect.signature(controller_class(name).__init__).parameters
-    return [p for p, spec in params.items() if spec.kind is spec.KEYWORD_ONLY and p not in ("objectives", "seed")]
+    names: list[str] = []
+    for cls in (controller_class(name), Controller):  # a subclass passes the base options on as **base
+        params = inspect.signature(cls.__init__).parameters
+        names += [p for p, spec in params.items() if spec.kind is spec.KEYWORD_ONLY and p not in ("objectives", "seed")]
+        if not any(spec.kind is spec.VAR_KEYWORD for spec in params.values()):
+            break
+    return names
 
 
 def make_controller(

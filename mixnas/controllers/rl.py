@@ -29,7 +29,7 @@ For MnasNet's ``ACC * (LAT / T) ** w`` reward, compute it in the evaluator and s
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,8 +38,8 @@ from torch import nn
 from mixnas.controllers.base import (
     Controller,
     Encoding,
-    Objective,
     SpaceLike,
+    Told,
     check_float,
     check_int,
     derive_seeds,
@@ -131,8 +131,6 @@ class RLController(Controller):
         self,
         space: SpaceLike,
         *,
-        objectives: Iterable[Objective | Sequence[str] | str] | None = None,
-        seed: int = 0,
         hidden_size: int = 32,
         lr: float = 0.005,
         batch_size: int = 5,
@@ -141,12 +139,9 @@ class RLController(Controller):
         entropy_weight: float = 0.01,
         baseline_decay: float = 0.9,
         weights: Mapping[str, float] | None = None,
-        avoid_duplicates: bool = True,
-        max_retries: int = 32,
+        **base: Any,
     ) -> None:
-        super().__init__(
-            space, objectives=objectives, seed=seed, avoid_duplicates=avoid_duplicates, max_retries=max_retries
-        )
+        super().__init__(space, **base)
         name = self.type_name
         self.hidden_size = check_int(name, "hidden_size", hidden_size, low=1)
         self.lr = check_float(name, "lr", lr, low=0.0, low_open=True)
@@ -200,18 +195,11 @@ class RLController(Controller):
             log_prob, _ = self.policy.evaluate([encoding])
         self._old_log_probs[suggestion_id] = float(log_prob[0])
 
-    def _observe(
-        self,
-        suggestion_id: str,
-        encoding: Encoding,
-        status: str,
-        values: tuple[float, ...] | None,
-        reason: str | None,
-    ) -> None:
-        old_log_prob = self._old_log_probs.pop(suggestion_id)
-        if values is None or status == "failed":
+    def _observe(self, told: Told) -> None:
+        old_log_prob = self._old_log_probs.pop(told.suggestion_id)
+        if told.values is None:
             return
-        self._buffer.append((encoding, old_log_prob, self.reward(values)))
+        self._buffer.append((told.encoding, old_log_prob, self.reward(told.values)))
         if len(self._buffer) >= self.batch_size:
             self._update()
 

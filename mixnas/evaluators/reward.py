@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
 
 from mixnas.errors import RewardError
 from mixnas.pareto import (
     DIRECTIONS,
+    Objective,
     crowding_distance,
     dominates,
     hypervolume,
@@ -49,9 +51,95 @@ def mnasnet_reward(
     return float(accuracy) * (latency / target) ** w
 
 
+def metric_value(metrics: Mapping[str, Any], name: str) -> float:
+    """A metric a reward needs, as a finite float.
+
+    Raises:
+        KeyError: the trial did not report it (the same on every attempt).
+        ValueError: it is not a finite number (the trial diverged).
+    """
+    if name not in metrics or metrics[name] is None:
+        raise KeyError(f"the reward needs metric {name!r}; the trial reported {sorted(metrics)}")
+    value = float(metrics[name])
+    if not math.isfinite(value):
+        raise ValueError(f"metric {name!r} is {value}")
+    return value
+
+
+# --- the experiment's reward, one dataclass per ``reward.type`` (parsed by mixnas/launch/config.py) ---------------
+@dataclass(frozen=True)
+class MnasnetReward:
+    """MnasNet's ``accuracy * (cost / target) ** w``; the controller maximises one ``reward``."""
+
+    type: ClassVar[str] = "mnasnet"
+    target: float
+    accuracy: str = "top1"
+    cost: str = "latency_ms"
+    alpha: float = -0.07
+    beta: float = -0.07
+
+    @property
+    def controller_objectives(self) -> tuple[Objective, ...]:
+        return (Objective("reward", "max"),)
+
+    def value(self, metrics: Mapping[str, Any]) -> float:
+        return mnasnet_reward(metric_value(metrics, self.accuracy), metric_value(metrics, self.cost), self.target,
+                              self.alpha, self.beta)
+
+    def objective_values(self, metrics: Mapping[str, Any], reward: float | None) -> dict[str, float]:
+        return {"reward": float(reward)}
+
+
+@dataclass(frozen=True)
+class MetricReward:
+    """One metric, maximised or minimised."""
+
+    type: ClassVar[str] = "metric"
+    metric: str = "top1"
+    direction: str = "max"
+
+    @property
+    def controller_objectives(self) -> tuple[Objective, ...]:
+        return (Objective(self.metric, self.direction),)
+
+    def value(self, metrics: Mapping[str, Any]) -> float:
+        return metric_value(metrics, self.metric)
+
+    def objective_values(self, metrics: Mapping[str, Any], reward: float | None) -> dict[str, float]:
+        return {self.metric: float(metrics[self.metric])}
+
+
+@dataclass(frozen=True)
+class ParetoReward:
+    """Several objectives (a multi-objective controller); ``reference_point`` for the hypervolume."""
+
+    type: ClassVar[str] = "pareto"
+    objectives: tuple[Objective, ...]
+    reference_point: tuple[float, ...] | None = None
+
+    @property
+    def controller_objectives(self) -> tuple[Objective, ...]:
+        return self.objectives
+
+    def value(self, metrics: Mapping[str, Any]) -> None:
+        """No scalar reward; checks that every objective is there and finite."""
+        for o in self.objectives:
+            metric_value(metrics, o.name)
+        return None
+
+    def objective_values(self, metrics: Mapping[str, Any], reward: float | None) -> dict[str, float]:
+        return {o.name: float(metrics[o.name]) for o in self.objectives}
+
+
+RewardConfig = MnasnetReward | MetricReward | ParetoReward
+
+
 __all__: list[Any] = [
     "DIRECTIONS",
     "HARD",
+    "MetricReward",
+    "MnasnetReward",
+    "ParetoReward",
     "REWARD_PRESETS",
     "SOFT",
     "RewardError",

@@ -119,7 +119,7 @@ def _table_metrics(cfg: Any, space: Any) -> tuple[str, ...]:
     from mixnas.evaluators.tabular import TabularEvaluator
 
     try:
-        return tuple(TabularEvaluator(str(cfg.evaluator.table), space=space, **cfg.evaluator.table_options).metrics)
+        return tuple(TabularEvaluator(str(cfg.evaluator.table), space=space, **cfg.evaluator.options).metrics)
     except TypeError as exc:
         raise ConfigError(f"{cfg.source}: evaluator.options: {exc}") from None
     except (MixnasError, OSError) as exc:

@@ -23,14 +23,14 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import yaml
 
 from mixnas.confignode import ConfigNode as _Node
-from mixnas.controllers.base import Objective
+from mixnas.pareto import Objective
 from mixnas.errors import ConfigError, MixnasError
-from mixnas.evaluators.reward import REWARD_PRESETS
+from mixnas.evaluators.reward import REWARD_PRESETS, MetricReward, MnasnetReward, ParetoReward, RewardConfig
 from mixnas.launch import checks
 from mixnas.launch.checks import check_controller, check_metrics, describe_type, fits_type
 from mixnas.pareto import DIRECTIONS
@@ -61,54 +61,62 @@ class ControllerConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class EvaluatorConfig:
-    """How a candidate is scored: the proxy trainer (data, subset, budget, training) or a tabular benchmark."""
-
-    type: str
-    data: Any = None
-    subset: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    table: str | None = None
-    table_options: dict[str, Any] = field(default_factory=dict)
+INTERNAL = {"yaml": None}  # field metadata: kept in the object, not written to config.yaml
 
 
 @dataclass(frozen=True)
-class LatencyConfig:
-    """Latency of a candidate: predicted from a lookup table, measured on the worker, or not used."""
+class ProxyEvaluatorConfig:
+    """The proxy trainer: the YAML sections as given, and the trainer's objects parsed from them once."""
 
-    type: str = "none"
-    lut: str | None = None
+    type: ClassVar[str] = "proxy"
+    data: dict[str, Any]
+    subset: dict[str, Any]
+    budget: dict[str, Any]
+    training: dict[str, Any]
+    data_spec: Any = field(default=None, compare=False, metadata=INTERNAL)  # evaluators.data.DataSpec
+    proxy: Any = field(default=None, compare=False, metadata=INTERNAL)  # evaluators.proxy.ProxyConfig
+
+
+@dataclass(frozen=True)
+class TabularEvaluatorConfig:
+    """A tabular benchmark: the table file and ``TabularEvaluator``'s keyword options."""
+
+    type: ClassVar[str] = "tabular"
+    table: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+EvaluatorConfig = ProxyEvaluatorConfig | TabularEvaluatorConfig
+
+
+@dataclass(frozen=True)
+class NoLatency:
+    type: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True)
+class LutLatency:
+    """Latency predicted from a lookup table (``options``: ``calibrated``, ``measure_missing``)."""
+
+    type: ClassVar[str] = "lut"
+    lut: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeasuredLatency:
+    """Latency measured on the worker (``options``: the other ``MeasureConfig`` settings)."""
+
+    type: ClassVar[str] = "measure"
     backend: str = "torch"
     threads: int = 1
     batch_size: int = 1
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RewardConfig:
-    """Scalar MnasNet reward ``acc * (cost / target) ** w``, a single metric, or Pareto objectives."""
+LatencyConfig = NoLatency | LutLatency | MeasuredLatency
 
-    type: str
-    accuracy: str = "top1"
-    cost: str = "latency_ms"
-    target: float | None = None
-    alpha: float = -0.07
-    beta: float = -0.07
-    metric: str = "top1"
-    direction: str = "max"
-    objectives: tuple[Objective, ...] = ()
-    reference_point: tuple[float, ...] | None = None
 
-    @property
-    def controller_objectives(self) -> tuple[Objective, ...]:
-        """What the controller is told: one ``reward`` to maximise, or the Pareto objectives."""
-        if self.type == "pareto":
-            return self.objectives
-        if self.type == "metric":
-            return (Objective(self.metric, self.direction),)
-        return (Objective("reward", "max"),)
 
 
 @dataclass(frozen=True)
@@ -143,8 +151,8 @@ class ExecutionConfig:
 
     trials: int
     max_concurrent: int = 1
-    cpu: float = 1.0
-    gpu: float = 0.0
+    cpu: float = field(default=1.0, metadata={"yaml": "resources_per_trial.cpu"})
+    gpu: float = field(default=0.0, metadata={"yaml": "resources_per_trial.gpu"})
     address: str = "local"
     max_failures_per_trial: int = 1
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -175,71 +183,40 @@ class ExperimentConfig:
     execution: ExecutionConfig
     logging: LoggingConfig
     description: str = ""
-    source: str = "<config>"
+    source: str = field(default="<config>", metadata=INTERNAL)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fully resolved config as plain YAML-able data (what ``config.yaml`` in a run directory holds)."""
-        ev = self.evaluator
-        evaluator: dict[str, Any] = {"type": ev.type}
-        if ev.type == "proxy":
-            evaluator.update(data=copy.deepcopy(ev.data), subset=dict(ev.subset), budget=dict(ev.budget),
-                             training=dict(ev.training))
-        else:
-            evaluator.update(table=ev.table, options=dict(ev.table_options))
-        lat = self.latency
-        latency: dict[str, Any] = {"type": lat.type}
-        if lat.type == "lut":
-            latency["lut"] = lat.lut
-        if lat.type == "measure":
-            latency.update(backend=lat.backend, threads=lat.threads, batch_size=lat.batch_size)
-        if lat.type != "none" and lat.options:
-            latency["options"] = dict(lat.options)
-        r = self.reward
-        reward: dict[str, Any] = {"type": r.type}
-        if r.type == "mnasnet":
-            reward.update(accuracy=r.accuracy, cost=r.cost, target=r.target, alpha=r.alpha, beta=r.beta)
-        elif r.type == "metric":
-            reward.update(metric=r.metric, direction=r.direction)
-        else:
-            reward["objectives"] = [{"metric": o.name, "direction": o.direction} for o in r.objectives]
-            reward["reference_point"] = list(r.reference_point) if r.reference_point is not None else None
-        ex = self.execution
-        s = ex.scheduler
-        scheduler: dict[str, Any] = {"type": s.type}
-        if s.type == "asha":
-            scheduler.update(metric=s.metric, grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-        return {
-            "format_version": CONFIG_FORMAT_VERSION,
-            "name": self.name,
-            "description": self.description,
-            "output_dir": self.output_dir,
-            "seed": self.seed,
-            "search_space": copy.deepcopy(self.search_space),
-            "controller": {"type": self.controller.type, "options": copy.deepcopy(self.controller.options)},
-            "evaluator": evaluator,
-            "latency": latency,
-            "reward": reward,
-            "constraints": {
-                "max_latency_ms": self.constraints.max_latency_ms,
-                "max_params": self.constraints.max_params,
-                "max_macs": self.constraints.max_macs,
-            },
-            "execution": {
-                "trials": ex.trials,
-                "max_concurrent": ex.max_concurrent,
-                "resources_per_trial": {"cpu": ex.cpu, "gpu": ex.gpu},
-                "address": ex.address,
-                "max_failures_per_trial": ex.max_failures_per_trial,
-                "scheduler": scheduler,
-                "deterministic": ex.deterministic,
-                "ordering_window": ex.ordering_window,
-                "max_consecutive_failures": ex.max_consecutive_failures,
-            },
-            "logging": {"tensorboard": self.logging.tensorboard, "level": self.logging.level},
-        }
+        """The fully resolved config as plain YAML-able data (what ``config.yaml`` in a run directory holds),
+        derived from the dataclasses: each field under its name (or its ``yaml`` metadata path), a variant's
+        ``type`` first."""
+        return {"format_version": CONFIG_FORMAT_VERSION, **_plain(self)}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def _plain(value: Any) -> Any:
+    """YAML-able data of a config object (see :meth:`ExperimentConfig.to_dict`)."""
+    if isinstance(value, Objective):
+        return {"metric": value.name, "direction": value.direction}
+    if dataclasses.is_dataclass(value):
+        kind = getattr(type(value), "type", None)
+        out: dict[str, Any] = {"type": kind} if isinstance(kind, str) else {}
+        for f in dataclasses.fields(value):
+            path = f.metadata.get("yaml", f.name)
+            if path is None:
+                continue
+            *parents, leaf = path.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = _plain(getattr(value, f.name))
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -279,9 +256,8 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
     e = node.child("evaluator")
     kind = e.string("type", required=True, choices=EVALUATOR_TYPES)
     if kind == "tabular":
-        cfg = EvaluatorConfig(type=kind, table=e.path_value("table", base, required=True),
-                              table_options=e.mapping("options"))
-        _check_tabular_options(cfg.table_options, e)
+        cfg = TabularEvaluatorConfig(table=e.path_value("table", base, required=True), options=e.mapping("options"))
+        _check_tabular_options(cfg.options, e)
     else:
         data = e.get("data", required=True)
         if isinstance(data, str):
@@ -292,9 +268,7 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
         source = data.get("source")
         if isinstance(source, str) and source not in ("digits", "synthetic"):
             data["source"] = str((base / Path(source).expanduser()).resolve())
-        cfg = EvaluatorConfig(type=kind, data=data, subset=e.mapping("subset"), budget=e.mapping("budget"),
-                              training=e.mapping("training"))
-        _check_proxy(cfg, e)
+        cfg = _proxy_evaluator(data, e.mapping("subset"), e.mapping("budget"), e.mapping("training"), e)
     e.finish()
     return cfg
 
@@ -321,11 +295,12 @@ SUBSET_KEYS = ("classes", "images_per_class", "val_fraction", "seed")
 BUDGET_KEYS = ("epochs", "steps", "seconds")
 
 
-def _check_proxy(cfg: EvaluatorConfig, e: _Node) -> None:
-    """Validate the proxy sections with the trainer's own checks, so the messages name this file's paths."""
+def _proxy_evaluator(data: dict, subset: dict, budget: dict, training: dict, e: _Node) -> ProxyEvaluatorConfig:
+    """The proxy sections, checked and parsed once by the trainer's own classes (messages name this file's paths)."""
     from mixnas.evaluators.data import DataSpec
     from mixnas.evaluators.proxy import ProxyConfig
 
+    cfg = ProxyEvaluatorConfig(data, subset, budget, training)
     for key in cfg.subset:
         if key not in SUBSET_KEYS:
             raise ConfigError(f"{e.source}: {e.where('subset')}.{key}: unknown key; allowed keys here: {list(SUBSET_KEYS)}")
@@ -339,27 +314,20 @@ def _check_proxy(cfg: EvaluatorConfig, e: _Node) -> None:
     if overlap:
         raise ConfigError(f"{e.source}: {e.where('data')}.{overlap[0]}: belongs in evaluator.subset")
     try:
-        DataSpec.from_dict({**cfg.data, **cfg.subset}, where=f"{e.source}: {e.where('data')}")
+        spec = DataSpec.from_dict({**cfg.data, **cfg.subset}, where=f"{e.source}: {e.where('data')}")
         # each part alone first, so that an error names the section the key is in
         ProxyConfig.from_dict(cfg.budget, where=f"{e.source}: {e.where('budget')}")
         ProxyConfig.from_dict(cfg.training, where=f"{e.source}: {e.where('training')}")
-        ProxyConfig.from_dict({**cfg.training, **cfg.budget}, where=f"{e.source}: {e.where('training')}")
+        proxy = ProxyConfig.from_dict({**cfg.training, **cfg.budget}, where=f"{e.source}: {e.where('training')}")
     except MixnasError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def proxy_parts(cfg: EvaluatorConfig) -> tuple[Any, Any]:
-    """The proxy trainer's ``(DataSpec, ProxyConfig)`` of a validated evaluator section."""
-    from mixnas.evaluators.data import DataSpec
-    from mixnas.evaluators.proxy import ProxyConfig
-
-    return DataSpec.from_dict({**cfg.data, **cfg.subset}), ProxyConfig.from_dict({**cfg.training, **cfg.budget})
+    return dataclasses.replace(cfg, data_spec=spec, proxy=proxy)
 
 
 def _latency(node: _Node, base: Path) -> LatencyConfig:
     raw = node.get("latency")
     if raw is None or raw == "none":
-        return LatencyConfig()
+        return NoLatency()
     lat = _Node(raw, "latency", node.source)
     kind = lat.string("type", "none", choices=LATENCY_TYPES)
     if kind == "lut":
@@ -369,10 +337,9 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
         options = {key: opts.boolean(key, False) for key in LUT_OPTIONS if opts.get(key) is not None}
         options["measure_missing"] = opts.boolean("measure_missing", True)
         opts.finish()
-        cfg = LatencyConfig(type=kind, lut=lat.path_value("lut", base, required=True), options=options)
+        cfg = LutLatency(lut=lat.path_value("lut", base, required=True), options=options)
     elif kind == "measure":
-        cfg = LatencyConfig(
-            type=kind,
+        cfg = MeasuredLatency(
             backend=lat.string("backend", "torch", choices=LATENCY_BACKENDS),
             threads=lat.integer("threads", 1, minimum=1),
             batch_size=lat.integer("batch_size", 1, minimum=1),
@@ -380,12 +347,12 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
         )
         _check_measure_options(cfg, lat)
     else:
-        cfg = LatencyConfig()
+        cfg = NoLatency()
     lat.finish()
     return cfg
 
 
-def _check_measure_options(cfg: LatencyConfig, lat: _Node) -> None:
+def _check_measure_options(cfg: MeasuredLatency, lat: _Node) -> None:
     """The measurement settings of a ``measure`` latency section, checked now rather than in every trial."""
     from mixnas.evaluators.latency.measure import MeasureConfig
 
@@ -429,8 +396,7 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
                 f"{r.source}: reward.cost: 'latency_ms' needs a latency section (type lut or measure); "
                 "set latency, or use another cost metric such as 'macs' or 'params'"
             )
-        cfg = RewardConfig(
-            type=kind,
+        cfg = MnasnetReward(
             accuracy=r.string("accuracy", "top1"),
             cost=cost,
             target=r.number("target", required=True, positive=True),
@@ -439,8 +405,7 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
         )
         r.used.add("mode")
     elif kind == "metric":
-        cfg = RewardConfig(type=kind, metric=r.string("metric", "top1"),
-                           direction=r.string("direction", "max", choices=DIRECTIONS))
+        cfg = MetricReward(metric=r.string("metric", "top1"), direction=r.string("direction", "max", choices=DIRECTIONS))
     else:
         objectives = _objectives(r)
         ref = r.get("reference_point")
@@ -449,7 +414,7 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ref)):
                 raise r.error(r.where("reference_point"), ref, f"a list of {len(objectives)} numbers (one per objective)")
             ref = tuple(float(v) for v in ref)
-        cfg = RewardConfig(type=kind, objectives=objectives, reference_point=ref)
+        cfg = ParetoReward(objectives=objectives, reference_point=ref)
     r.finish()
     return cfg
 

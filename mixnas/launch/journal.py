@@ -17,9 +17,8 @@ from typing import Any, Sequence
 
 from mixnas.controllers.base import Result
 from mixnas.errors import RunError
-from mixnas.launch.config import RewardConfig
+from mixnas.evaluators.reward import RewardConfig
 from mixnas.launch.ledger import ASK, TrialRecord
-from mixnas.launch.trial import objective_values
 from mixnas.outcome import Status
 
 SNAPSHOT_VERSION = 2  # 2: {journal_length, controller}; 1 (before the journal): {asked, told, controller}
@@ -28,7 +27,7 @@ SNAPSHOT_VERSION = 2  # 2: {journal_length, controller}; 1 (before the journal):
 def controller_result(record: TrialRecord, reward: RewardConfig) -> Result:
     """What the controller is told about a finished trial: the one conversion from the ledger to a ``Result``."""
     if record.status is Status.OK:
-        return Result(Status.OK, objective_values(reward, record.metrics, record.reward))
+        return Result(Status.OK, reward.objective_values(record.metrics, record.reward))
     if record.status is Status.PRUNED:
         values = {k: v for k, v in record.metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

@@ -11,7 +11,6 @@ every trial that worker runs. It only wires config objects together: the scoring
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import time
@@ -19,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from mixnas.errors import ConfigError
 from mixnas.evaluators.base import Evaluator, TrialContext
-from mixnas.launch.config import ExperimentConfig, RewardConfig, config_from_dict, load_search_space, proxy_parts
+from mixnas.launch.config import ExperimentConfig, config_from_dict, load_search_space
 from mixnas.outcome import Status, TrialOutcome, finite_numbers
 from mixnas.search_space.arch import Architecture
 
@@ -29,49 +28,16 @@ logger = logging.getLogger(__name__)
 StopFn = Callable[[int, int, Mapping[str, Any]], bool]
 
 
-def compute_reward(reward: RewardConfig, metrics: Mapping[str, Any]) -> float | None:
-    """The scalar reward of a trial's metrics (None for Pareto objectives).
-
-    Raises:
-        KeyError: a metric the reward needs is missing.
-        ValueError: a metric is not a finite number (the trial diverged).
-    """
-    from mixnas.evaluators.reward import mnasnet_reward
-
-    def value(name: str) -> float:
-        if name not in metrics or metrics[name] is None:
-            raise KeyError(f"the reward needs metric {name!r}; the trial reported {sorted(metrics)}")
-        v = float(metrics[name])
-        if not math.isfinite(v):
-            raise ValueError(f"metric {name!r} is {v}")
-        return v
-
-    if reward.type == "pareto":
-        for o in reward.objectives:
-            value(o.name)
-        return None
-    if reward.type == "metric":
-        return value(reward.metric)
-    return mnasnet_reward(value(reward.accuracy), value(reward.cost), reward.target, reward.alpha, reward.beta)
-
-
-def objective_values(reward: RewardConfig, metrics: Mapping[str, Any], reward_value: float | None) -> dict[str, float]:
-    """What the controller is told for an ``ok`` trial: its objective values by name."""
-    if reward.type == "mnasnet":
-        return {"reward": float(reward_value)}
-    return {o.name: float(metrics[o.name]) for o in reward.controller_objectives}
-
-
 def make_evaluator(cfg: ExperimentConfig, space: Any) -> Evaluator:
     """The config's evaluator (proxy trainer or table), built once per worker process."""
     if cfg.evaluator.type == "proxy":
         from mixnas.evaluators.proxy import ProxyEvaluator
 
-        return ProxyEvaluator(*proxy_parts(cfg.evaluator))
+        return ProxyEvaluator(cfg.evaluator.data_spec, cfg.evaluator.proxy)
     from mixnas.evaluators.tabular import TabularEvaluator
 
     try:
-        return TabularEvaluator(cfg.evaluator.table, space=space, **cfg.evaluator.table_options)
+        return TabularEvaluator(cfg.evaluator.table, space=space, **cfg.evaluator.options)
     except TypeError as exc:
         raise ConfigError(f"{cfg.source}: evaluator.options: {exc}") from None
 
@@ -156,7 +122,7 @@ class TrialEvaluator:
         if broken:
             return TrialOutcome.failure(broken, status=Status.INFEASIBLE, retryable=False, metrics=metrics)
         try:
-            return scored.replace(reward=compute_reward(self.cfg.reward, metrics))
+            return scored.replace(reward=self.cfg.reward.value(metrics))
         except ValueError as exc:
             return TrialOutcome.failure(str(exc), status=Status.DIVERGED, metrics=metrics)
         except KeyError as exc:  # the evaluator does not report a metric the reward needs: same on every attempt
