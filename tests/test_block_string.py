@@ -632,8 +632,9 @@ def test_build_prints_timm_strings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["build", "mixnet_s", "--grammar", "timm"]) == 0
     out = capsys.readouterr().out
     lines = [line.strip() for line in out.splitlines()]
-    for string in flat(TIMM_MIXNET_S):
-        assert string in lines
+    start = lines.index("block strings (timm):") + 1
+    assert lines[start].startswith("# mixnas: resolution=224 num_classes=1000 stem=16 head=1536 ")
+    assert [line.split() for line in lines[start + 1:]] == TIMM_MIXNET_S  # one timm stage per line
     assert "4,134,606 params" in out
 
 
@@ -691,3 +692,67 @@ def test_huge_values_are_refused_without_converting_them() -> None:
         decode_tf("r" + "9" * 5000 + "_k3_a1_p1_s11_e1_i16_o16")
     with pytest.raises(BlockStringError, match="at most 512"):
         decode_arch(["r1_k3_a1_p1_s11_e1_i16_o16"] * 513)
+
+
+# --- the '# mixnas:' settings header -------------------------------------------------------------------------
+
+from mixnas.search_space.block_string import encode_arch_text, encode_header, parse_header  # noqa: E402
+from mixnas.search_space.counting import breakdown  # noqa: E402
+from mixnas.search_space.presets import resolve_arch  # noqa: E402
+
+
+@pytest.mark.parametrize("preset", ["mixnet_tiny", "mixnet_s", "mixnet_l", "mnasnet_a1"])
+def test_header_text_rebuilds_the_same_record(preset: str) -> None:
+    arch = load_arch_preset(preset).replace(resolution=32, num_classes=10, dropout_rate=0.3)
+    text = encode_arch_text(arch)
+    assert text.splitlines()[0].startswith("# mixnas: resolution=32 num_classes=10 ")
+    assert resolve_arch(text).id == arch.id
+    timm = resolve_arch(encode_arch_text(arch, "timm"))  # width folded in: same layers, same counts
+    assert timm.layers() == arch.layers() and breakdown(timm).total == breakdown(arch).total
+    assert timm.global_params.resolution == 32 and timm.head_channels == arch.head_channels
+
+
+def test_header_carries_every_non_default_setting() -> None:
+    params = GlobalParams(stem_size=24, feature_size=256, width_multiplier=1.25, depth_multiplier=1.5,
+                          depth_divisor=4, min_depth=8, dropout_rate=0.0, bn_momentum=0.9, bn_epsilon=1e-5,
+                          resolution=48, num_classes=7)
+    line = encode_header(params)
+    assert line == ("# mixnas: resolution=48 num_classes=7 stem=24 head=256 width=1.25 depth=1.5 dropout=0 "
+                    "divisor=4 min_depth=8 bn_momentum=0.9 bn_epsilon=1e-05")
+    assert GlobalParams(**parse_header(line)) == params
+    assert parse_header("#mixnas: width=none")["width_multiplier"] is None
+
+
+def test_header_keys_not_given_keep_the_inferred_defaults() -> None:
+    arch = resolve_arch("# mixnas: resolution=64\nr1_k3_a1_p1_s11_e1_i24_o24")
+    assert (arch.resolution, arch.num_classes, arch.global_params.stem_size, arch.head_channels) == (64, 1000, 24, 1536)
+
+
+def test_plain_strings_and_other_comments_work_as_before() -> None:
+    text = "# my net\nr1_k3_a1_p1_s11_e1_i16_o16  # first\nr1_k3_a1_p1_s22_e6_i16_o24"
+    assert resolve_arch(text) == resolve_arch("r1_k3_a1_p1_s11_e1_i16_o16 r1_k3_a1_p1_s22_e6_i16_o24")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("# mixnas: resolution=32 colour=red", "header token 'colour=red'"),
+        ("# mixnas: resolution=32.5", "expected an integer"),
+        ("# mixnas: head=none", "'none' is allowed only"),
+        ("# mixnas: stem=16 stem=24", "given twice"),
+        ("# mixnas: resolution=0", "resolution"),
+        ("# mixnas: grammar=keras", "unknown block-string grammar"),
+    ],
+)
+def test_bad_headers_are_refused_naming_the_token(header: str, message: str) -> None:
+    with pytest.raises(BlockStringError, match=message):
+        resolve_arch(f"{header}\nr1_k3_a1_p1_s11_e1_i16_o16")
+
+
+def test_a_timm_text_with_a_header_reads_one_stage_per_line() -> None:
+    arch = load_arch_preset("mixnet_s")
+    lines = encode_arch_text(arch, "timm").splitlines()
+    assert lines[2] == "ir_r1_k3_a1.1_p1.1_s2_e6_c24 ir_r1_k3_a1.1_p1.1_s1_e3_c24"
+    merged = "\n".join([lines[0], " ".join(lines[1:])])  # every block in one stage: timm would drop the strides
+    with pytest.raises(BlockStringError, match="stride 2 on block"):
+        resolve_arch(merged)

@@ -323,3 +323,19 @@ def test_mixconv_eval_and_no_grad_use_plain_convolutions() -> None:
     x = torch.randn(1, 8, 9, 9, requires_grad=True)
     out = mix(x)
     assert out.grad_fn is not None and "DepthwiseConv" not in type(out.grad_fn).__name__
+
+
+def test_torch_jit_script_matches_eager() -> None:
+    torch.manual_seed(0)
+    arch = load_arch_preset("mixnet_tiny")
+    model = build(arch).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, small_resolution(arch), small_resolution(arch))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), atol=1e-6, rtol=0)
+    # grouped 1x1 convs and a multi-kernel MixConv, also in training mode (batch norm in batch statistics)
+    arch = tiny_arch("r1_k3_a1_p1_s11_e1_i16_o16", "r2_k3.5.7_a1.1_p1.1_s22_e6_i16_o24_se0.25_sw")
+    model = build(arch.replace(dropout_rate=0.0)).train()  # no dropout: its masks would differ
+    scripted = torch.jit.script(model)
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(scripted(x), model(x), atol=1e-6, rtol=0)

@@ -2,10 +2,15 @@
 
 For each selected trial, a folder ``NN_trialTTTTT/`` under the export directory holds, as asked by ``formats``:
 
-* ``tf.txt``: block strings in the official TF MixNet grammar (``mixnas build`` and the TF code read them);
-* ``timm.txt``: the same in timm's grammar, or a line saying why timm cannot express it (e.g. a feature timm's
-  builder lacks); the export goes on;
-* ``arch.json``: the architecture record (``Architecture.from_json`` reads it), with the trial's metrics;
+* ``tf.txt``: a ``# mixnas:`` line of global settings (resolution, classes, stem, head, multipliers, dropout),
+  then the block strings in the official TF MixNet grammar, one per line: ``mixnas build "$(cat tf.txt)"`` (or
+  ``mixnas build tf.txt``) rebuilds exactly the trial's network; the TF code reads the strings (the header is a
+  comment);
+* ``timm.txt``: the same settings for timm (the width multiplier folded into the widths and the stem), then one
+  timm *stage* per line, or a line saying why timm cannot express it (e.g. a feature timm's builder lacks); the
+  export goes on;
+* ``arch.json``: the architecture record with its global settings (``mixnas build arch.json`` reads it), the
+  trial's metrics, and the timm stages when there are any;
 * ``model.onnx``: the built network at its own resolution (batch 1).
 
 ``README.md`` in the export directory is a markdown table of params, MACs, predicted latency, proxy accuracy and
@@ -27,6 +32,7 @@ from mixnas.launch.rundir import RunPaths, load_run_config
 from mixnas.textio import write_text_atomic
 from mixnas.launch.summary import front_objectives, pareto_records, ranked
 from mixnas.search_space.arch import Architecture
+from mixnas.search_space.block_string import encode_header
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class Exported:
     folder: Path
     files: list[str]
     notes: list[str]
-    timm: list[str] | None = None
+    timm: list[str] | None = None  # the lines of timm.txt: the settings header, then one stage per line
 
 
 def select(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, top: int | None = None,
@@ -77,17 +83,22 @@ def markdown_table(cfg: ExperimentConfig, items: Sequence[Exported]) -> str:
     lines = [
         f"# {cfg.name}: exported architectures",
         "",
-        f"| rank | trial | params | MACs | latency (ms) | {accuracy} | reward | block strings (tf) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "Each folder's `tf.txt` starts with a `# mixnas:` line of global settings; `mixnas build \"$(cat "
+        "NN_trialTTTTT/tf.txt)\"` (or `mixnas build NN_trialTTTTT/arch.json`) rebuilds exactly the trial's network.",
+        "",
+        f"| rank | trial | params | MACs | latency (ms) | {accuracy} | reward | global settings | block strings (tf) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for item in items:
         m = item.record.metrics
+        arch = _architecture(item.record)
+        settings = "-" if arch is None else f"`{encode_header(arch.global_params).removeprefix('# mixnas: ')}`"
         strings = " ".join(f"`{s}`" for s in item.record.block_strings) if item.record.block_strings else \
             f"`{json.dumps(item.record.candidate, sort_keys=True)}`"
         lines.append(
             f"| {item.rank} | {item.record.trial} | {_number(m.get('params'), ',.0f')} | "
             f"{_number(m.get('macs'), ',.0f')} | {_number(m.get('latency_ms'), '.3f')} | "
-            f"{_number(m.get(accuracy), '.4f')} | {_number(item.record.reward, '.5f')} | {strings} |"
+            f"{_number(m.get(accuracy), '.4f')} | {_number(item.record.reward, '.5f')} | {settings} | {strings} |"
         )
     notes = [f"- trial {i.record.trial}: {n}" for i in items for n in i.notes]
     if notes:
@@ -102,26 +113,33 @@ def _export_one(rank: int, record: TrialRecord, out: Path, formats: Sequence[str
     arch = _architecture(record)
     if arch is None and any(f in ("tf", "timm", "onnx") for f in formats):
         item.notes.append("a generic-space candidate: no block strings or ONNX, see arch.json")
+    from mixnas.search_space.block_string import encode_arch_text
+
+    timm_text, timm_note = None, None
+    if arch is not None:
+        try:
+            timm_text = encode_arch_text(arch, "timm")
+        except MixnasError as exc:
+            timm_note = f"not expressible in timm's grammar: {exc}"
     if "json" in formats or arch is None:
         doc = {"trial": record.trial, "encoding": list(record.encoding), "metrics": record.metrics,
                "reward": record.reward, "architecture": record.candidate}
+        if timm_text is not None:
+            doc["timm_stages"] = [line.split() for line in timm_text.splitlines()[1:]]
         write_text_atomic(folder / "arch.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
         item.files.append("arch.json")
     if arch is None:
         return item
-    from mixnas.search_space.block_string import encode_arch
-
     if "tf" in formats:
-        write_text_atomic(folder / "tf.txt", "\n".join(encode_arch(arch, "tf")) + "\n")
+        write_text_atomic(folder / "tf.txt", encode_arch_text(arch, "tf"))
         item.files.append("tf.txt")
     if "timm" in formats:
-        try:
-            item.timm = encode_arch(arch, "timm")
-            write_text_atomic(folder / "timm.txt", "\n".join(item.timm) + "\n")
-        except MixnasError as exc:
-            note = f"not expressible in timm's grammar: {exc}"
-            write_text_atomic(folder / "timm.txt", f"# {note}\n")
-            item.notes.append(note)
+        if timm_text is not None:
+            item.timm = timm_text.splitlines()
+            write_text_atomic(folder / "timm.txt", timm_text)
+        else:
+            write_text_atomic(folder / "timm.txt", f"# {timm_note}\n")
+            item.notes.append(timm_note)
         item.files.append("timm.txt")
     if "onnx" in formats:
         try:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mixnas.controllers.base import Objective
 from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ledger import TrialRecord
 from mixnas.outcome import Status
+
+if TYPE_CHECKING:
+    from mixnas.search_space.arch import Architecture
 
 
 def front_objectives(cfg: ExperimentConfig) -> tuple[Objective, ...]:
@@ -150,11 +153,50 @@ def summarize(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, finished
     )
 
 
+def record_arch(record: TrialRecord) -> Architecture | None:
+    """The architecture of a trial (its ``candidate`` is ``Architecture.to_dict()``), or None for a generic space."""
+    from mixnas.search_space.arch import Architecture
+
+    if isinstance(record.candidate, dict) and "blocks" in record.candidate:
+        return Architecture.from_dict(record.candidate)
+    return None
+
+
+def arch_text(record: TrialRecord, grammar: str = "tf") -> str | None:
+    """A trial's self-contained block strings: the ``# mixnas:`` settings line, then one string per line (timm:
+    one stage per line), as ``mixnas build`` / ``resolve_arch`` read them back; None for a generic space.
+
+    Raises:
+        BlockStringError: the grammar cannot express the architecture.
+    """
+    from mixnas.search_space.block_string import encode_arch_text
+
+    arch = record_arch(record)
+    return None if arch is None else encode_arch_text(arch, grammar)
+
+
+def short_globals(arch: Architecture) -> str:
+    """The global settings in a few characters: ``32px 10cls stem16 head256`` (+ ``w1.3`` / ``d1.2`` if set)."""
+    g = arch.global_params
+    text = f"{g.resolution}px {g.num_classes}cls stem{g.stem_size} head{g.feature_size}"
+    if g.width_multiplier is not None:
+        text += f" w{g.width_multiplier:g}"
+    if g.depth_multiplier is not None:
+        text += f" d{g.depth_multiplier:g}"
+    return text
+
+
 def short_arch(record: TrialRecord | None, width: int = 80) -> str:
-    """One line naming a trial's candidate: its block strings, or its decoded choices."""
+    """One line naming a trial's candidate: its global settings and block strings, or its decoded choices.
+
+    The line is cut to ``width``; ``mixnas build RUN_DIR:TRIAL`` rebuilds the trial in full.
+    """
     if record is None:
         return "-"
-    if record.block_strings:
+    arch = record_arch(record) if record.block_strings else None
+    if arch is not None:
+        text = f"[{short_globals(arch)}] " + " ".join(record.block_strings)
+    elif record.block_strings:
         text = " ".join(record.block_strings)
     else:
         text = " ".join(str(v) for v in record.encoding)

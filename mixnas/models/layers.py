@@ -179,6 +179,7 @@ class MixConv(nn.Module):
     def channels(self) -> int:
         return sum(self.splits)
 
+    @torch.jit.unused
     def _fast_backward(self, x: torch.Tensor) -> bool:
         # CPU training of a channels_last model only: the layout is the caller's choice (this never converts), and
         # the 3x3 fast path is a channels_last one. CUDA has its own kernels; never while tracing or exporting.
@@ -191,17 +192,28 @@ class MixConv(nn.Module):
             and not torch.onnx.is_in_onnx_export()
         )
 
+    @torch.jit.unused
     def _conv(self, conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
         if fast:
             return _DepthwiseConv.apply(x, conv.weight, conv.stride[0], conv.dilation[0])
         return conv(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            # TorchScript cannot compile the eager fast path (an autograd.Function, and torch.onnx's flag check
+            # imports at call time), so a scripted model runs the plain convolutions: the same outputs.
+            return self._scripted_forward(x)
         fast = self._fast_backward(x)
         if len(self.convs) == 1:
             return self._conv(self.convs[0], x, fast)
         chunks = torch.split(x, self.splits, dim=1)
         return torch.cat([self._conv(conv, chunk, fast) for conv, chunk in zip(self.convs, chunks)], dim=1)
+
+    def _scripted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.convs) == 1:
+            return self.convs[0](x)
+        chunks = torch.split(x, list(self.splits), dim=1)
+        return torch.cat([conv(chunks[i]) for i, conv in enumerate(self.convs)], dim=1)
 
     def extra_repr(self) -> str:
         return (
@@ -245,8 +257,9 @@ class GroupedConv1x1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
-        chunks = torch.split(x, self.in_splits, dim=1)
-        return torch.cat([conv(chunk) for conv, chunk in zip(self.convs, chunks)], dim=1)
+        chunks = torch.split(x, list(self.in_splits), dim=1)
+        # enumerate, not zip: TorchScript can iterate a ModuleList only alongside an index
+        return torch.cat([conv(chunks[i]) for i, conv in enumerate(self.convs)], dim=1)
 
     def extra_repr(self) -> str:
         return f"in_splits={list(self.in_splits)}, out_splits={list(self.out_splits)}"

@@ -7,9 +7,9 @@ import json
 import sys
 
 from mixnas.search_space.arch import Architecture
-from mixnas.search_space.block_string import encode_arch
+from mixnas.launch.archref import resolve_cli_arch
+from mixnas.search_space.block_string import encode_arch, encode_header, group_timm_stages
 from mixnas.search_space.counting import breakdown
-from mixnas.search_space.presets import resolve_arch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "build",
         help="show an architecture's blocks, params and MACs",
         description="ARCH is a preset name (mixnet_s, mixnet_m, mixnet_l, mnasnet_a1, mnasnet_b1, mixnet_tiny), "
-        "block strings (space- or comma-separated, TF, MnasNet or timm grammar) or a file of them (.txt, .json, .yaml).",
+        "block strings (space- or comma-separated, TF, MnasNet or timm grammar, optionally after a '# mixnas: ...' line "
+        "of global settings, as mixnas search / export print them), a file of them (.txt, .json such as an export's "
+        "arch.json, .yaml), or a trial of a run: RUN_DIR:TRIAL or RUN_DIR:best.",
     )
     p.add_argument("arch", metavar="ARCH")
     p.add_argument("--resolution", type=int, help="input resolution (default: the architecture's)")
@@ -62,6 +64,7 @@ def describe(arch: Architecture, grammar: str = "tf") -> dict:
         "params": total.params,
         "macs": total.macs,
         "block_strings": encode_arch(arch, grammar),
+        "header": _header(arch, grammar),
         "grammar": grammar,
         "stem": {"out": arch.stem_channels, "params": counts.stem.params, "macs": counts.stem.macs},
         "head": {
@@ -74,6 +77,14 @@ def describe(arch: Architecture, grammar: str = "tf") -> dict:
         "blocks": blocks,
         "architecture": arch.to_dict(),
     }
+
+
+def _header(arch: Architecture, grammar: str) -> str:
+    """The ``# mixnas:`` line that makes the printed strings rebuild this network (timm: width folded in)."""
+    if grammar == "timm":
+        params = arch.global_params.to_dict() | {"stem_size": arch.stem_channels, "width_multiplier": None}
+        return encode_header(type(arch.global_params).from_dict(params), "timm")
+    return encode_header(arch.global_params, grammar)
 
 
 def format_table(info: dict) -> str:
@@ -97,12 +108,15 @@ def format_table(info: dict) -> str:
     lines.append("-" * len(head))
     lines.append(f"total: {info['params']:,} params, {info['macs']:,} MACs ({info['macs'] / 1e6:.1f} M)")
     lines.append(f"block strings ({info['grammar']}):")
-    lines.extend(f"  {s}" for s in info["block_strings"])
+    strings = info["block_strings"]
+    if info["grammar"] == "timm":  # one timm stage per line, as timm.txt: the lines read back as those stages
+        strings = [" ".join(stage) for stage in group_timm_stages(strings)]
+    lines.extend(f"  {s}" for s in [info["header"], *strings])
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    arch = resolve_arch(args.arch, grammar=args.input_grammar)
+    arch = resolve_cli_arch(args.arch, grammar=args.input_grammar)
     changes = {}
     if args.resolution is not None:
         changes["resolution"] = args.resolution

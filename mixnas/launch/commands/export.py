@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     print((out / "README.md").read_text(), end="")
     grammar = "timm" if formats == ["timm"] else "tf"
     for item in items:
-        strings = item.timm if grammar == "timm" else item.record.block_strings
+        strings = item.timm if grammar == "timm" else (
+            (item.folder / "tf.txt").read_text().splitlines() if "tf.txt" in item.files else item.record.block_strings)
         if strings:
             print(f"\n# rank {item.rank}, trial {item.record.trial} ({grammar}):")
             for s in strings:

@@ -76,7 +76,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def print_result(summary, run_dir: Path) -> None:
     """What a finished search prints on stdout: the best architecture (block strings) or the Pareto front."""
-    from mixnas.launch.summary import short_arch
+    from mixnas.launch.summary import arch_text, short_arch
 
     best = summary.best
     print(f"run: {run_dir}")
@@ -87,10 +87,12 @@ def print_result(summary, run_dir: Path) -> None:
         shown = {k: best.metrics[k] for k in ("top1", "latency_ms", "params", "macs") if k in best.metrics}
         details = ", ".join(f"{k} {v:,.0f}" if k in ("params", "macs") else f"{k} {v:.4g}" for k, v in shown.items())
         print(f"best: trial {best.trial}, reward {best.reward:.6g}" + (f" ({details})" if details else ""))
-        if best.block_strings:
-            print("block strings (tf):")
-            for s in best.block_strings:
-                print(f"  {s}")
+        text = arch_text(best) if best.block_strings else None
+        if text is not None:
+            print("block strings (tf):")  # the first line: the global settings (a "# mixnas:" comment)
+            for line in text.splitlines():
+                print(f"  {line}")
+            print(f"rebuild: mixnas build {run_dir}:best")
         else:
             print(f"choices: {best.candidate}")
     elif summary.front:

@@ -19,7 +19,7 @@ from mixnas.evaluators.proxy import (
     ProxyEvaluator,
     check_device,
 )
-from mixnas.search_space.presets import resolve_arch
+from mixnas.launch.archref import resolve_cli_arch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folder of class subfolders of JPEG/PNG files (e.g. ImageNet's train/), downsampled-ImageNet npz batches, "
         "CIFAR-10/100 binary files or MNIST-family IDX files. Progress goes to stderr.",
     )
-    p.add_argument("--arch", required=True, help="preset name (e.g. mixnet_tiny, mixnet_s), block strings or a file")
+    p.add_argument("--arch", required=True, help="preset name (e.g. mixnet_tiny, mixnet_s), block strings (with their '# mixnas:' settings line), a file "
+                   "(.txt, .json, .yaml) or a trial of a run (RUN_DIR:TRIAL, RUN_DIR:best)")
     p.add_argument("--data", required=True, help="digits, synthetic or a path")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed from the file names)")
     budget = p.add_argument_group("budget (training stops at the first limit reached)")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         check_device(args.device)
     except ConfigError as exc:
         raise ConfigError(f"--device: {str(exc).removeprefix('proxy: device: ')}") from None
-    arch = resolve_arch(args.arch)
+    arch = resolve_cli_arch(args.arch)
     if args.resolution is not None:
         try:
             arch = arch.replace(resolution=args.resolution)

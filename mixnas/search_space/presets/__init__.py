@@ -12,7 +12,7 @@ from typing import Any
 
 from mixnas.errors import ArchitectureError, BlockStringError
 from mixnas.search_space.arch import Architecture, GlobalParams
-from mixnas.search_space.block_string import GRAMMARS, decode_arch, split_block_strings
+from mixnas.search_space.block_string import GRAMMARS, apply_header, decode_arch, split_block_strings, split_header
 from mixnas.textio import parse_json, parse_yaml, path_kind, read_text
 
 _ARCH_DIR = "archs"
@@ -83,10 +83,31 @@ def _guess_grammar(strings: list[str]) -> str:
 
 
 def arch_from_text(text: str, grammar: str | None = None, name: str = "") -> Architecture:
-    strings = split_block_strings(text)
+    """Decode block strings, with the global settings of a ``# mixnas:`` header line if the text has one.
+
+    Without a header the stem is the first block's input and the head the grammar's default (as the official
+    builders do). With one, every setting it names overrides that, and in the timm grammar each line is one timm
+    stage (as ``timm.txt`` is written), so a stride-2 block inside a line is refused rather than built with stride 1.
+    """
+    header, body = split_header(text)
+    strings = split_block_strings(body)
     if not strings:
         raise BlockStringError("no block strings given: expected at least one block")
-    return decode_arch(strings, grammar=grammar or _guess_grammar(strings), name=name)
+    if header is not None and grammar is not None and header.get("grammar", grammar) != grammar:
+        raise BlockStringError(f"the header says grammar={header['grammar']} but grammar {grammar} was asked for")
+    grammar = grammar or (header or {}).get("grammar") or _guess_grammar(strings)
+    if header is None:
+        return decode_arch(strings, grammar=grammar, name=name)
+    items: list = strings
+    if grammar == "timm":
+        items = [split_block_strings(line) for line in body.splitlines()]
+        items = [stage for stage in items if stage]
+    inferred = decode_arch(items, grammar=grammar)
+    try:
+        params = GlobalParams.from_dict(apply_header(inferred, header))
+    except (TypeError, ValueError) as exc:
+        raise BlockStringError(f"'# mixnas:' header: {exc}") from None
+    return decode_arch(items, grammar=grammar, global_params=params, name=name)
 
 
 def load_arch_file(path: Path, grammar: str | None = None) -> Architecture:
