@@ -17,7 +17,9 @@ ALLOWED = {
     "models": {"search_space"},
     "controllers": {"search_space"},
     "evaluators": {"search_space", "models"},
-    "launch": {"search_space", "models", "controllers", "evaluators"},
+    "training": {"search_space", "models", "evaluators"},
+    "launch": {"search_space", "models", "controllers", "evaluators", "training"},
+    "__init__": {"training"},  # the package root: mixnas.load_model, imported lazily
 }
 
 

@@ -286,7 +286,7 @@ def learning_rate(step: int, total_steps: int, steps_per_epoch: int, config: Pro
 # ----------------------------------------------------------------------------------------------------------------
 # Batches
 # ----------------------------------------------------------------------------------------------------------------
-def _augment(batch: torch.Tensor, spec: DataSpec, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(batch: torch.Tensor, spec: DataSpec, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and padded random crop of a uint8 NHWC batch (one draw per image)."""
     n, h, w, _ = batch.shape
     if spec.crop_padding:
@@ -303,7 +303,7 @@ def _augment(batch: torch.Tensor, spec: DataSpec, generator: torch.Generator) ->
     return batch
 
 
-def _to_input(batch: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def to_input(batch: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW; the permuted view already has channels_last strides."""
     x = torch.addcmul(shift, batch.permute(0, 3, 1, 2).float(), scale)
     return x if channels_last else x.contiguous()
@@ -515,8 +515,8 @@ class _Trial:
             group["lr"] = lr
         batch = self._rows(self.train_x, index)
         if self.data.spec.flip or self.data.spec.crop_padding:
-            batch = _augment(batch, self.data.spec, self.generator)
-        x = _to_input(batch, self.scale, self.shift, self.config.channels_last)
+            batch = augment_batch(batch, self.data.spec, self.generator)
+        x = to_input(batch, self.scale, self.shift, self.config.channels_last)
         y = self._rows(self.train_y, index)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.amp):
@@ -560,7 +560,7 @@ class _Trial:
         chosen = chosen.to(self.train_x.device)
         batch = max(2, min(self.config.eval_batch_size, count))
         for lo in range(0, count - batch + 1, batch):
-            x = _to_input(self._rows(self.train_x, chosen[lo : lo + batch]), self.scale, self.shift, self.config.channels_last)
+            x = to_input(self._rows(self.train_x, chosen[lo : lo + batch]), self.scale, self.shift, self.config.channels_last)
             with torch.autocast(self.device.type, enabled=self.amp):
                 self.model(x)
         for m, momentum in zip(norms, saved):
@@ -578,7 +578,7 @@ class _Trial:
         n = int(self.val_y.numel())
         for lo in range(0, n, self.config.eval_batch_size):
             rows = slice(lo, lo + self.config.eval_batch_size)
-            x = _to_input(self._rows(self.val_x, rows), self.scale, self.shift, self.config.channels_last)
+            x = to_input(self._rows(self.val_x, rows), self.scale, self.shift, self.config.channels_last)
             y = self._rows(self.val_y, rows)
             with torch.autocast(self.device.type, enabled=self.amp):
                 logits = self.model(x)

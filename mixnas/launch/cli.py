@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "build",
     "space",
     "train_proxy",
+    "train",
     "latency",
 )
 

@@ -1,0 +1,166 @@
+"""``mixnas train ARCH --data DATA``: train one architecture fully, checkpointing every epoch (``--resume``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from mixnas.errors import ConfigError, RunError
+from mixnas.evaluators.data import BUILTIN_SOURCES, FORMATS, DataSpec, detect_format
+from mixnas.evaluators.proxy import DEVICES, check_device
+from mixnas.launch.archref import resolve_cli_arch
+from mixnas.textio import read_json
+from mixnas.training import checkpoint as ckpt
+from mixnas.training.data import load_training_data
+from mixnas.training.recipe import RECIPES, get_recipe
+from mixnas.training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
+MAX_EPOCHS = 10_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one architecture fully (MnasNet recipe, EMA, checkpoints, --resume)",
+        description="Train ARCH on DATA with a full recipe, evaluating on the data set's test split where its "
+        "format has one (IDX t10k, CIFAR test_batch, a folder's val/), else on a held-out part of train. Writes "
+        "arch.json, weights.pt, metrics.json, a checkpoint every epoch and TensorBoard curves to --output. "
+        "See docs/training.md.",
+    )
+    p.add_argument("arch", metavar="ARCH",
+                   help="preset name (e.g. mixnet_tiny), block strings, a file or RUN_DIR:TRIAL / RUN_DIR:best")
+    p.add_argument("--data", required=True, help="digits, synthetic or a path")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed)")
+    p.add_argument("--resolution", type=int, help="image size (default: the data's own, or the architecture's for folders)")
+    p.add_argument("--images-per-class", type=int, help="at most this many training images per class (default: all)")
+    p.add_argument("--epochs", type=int, default=350, help="whole epochs (default %(default)s, MnasNet's)")
+    p.add_argument("--recipe", default="mnasnet", choices=sorted(RECIPES), help="default %(default)s")
+    p.add_argument("--batch-size", type=int, default=128, help="default %(default)s; the learning rate scales with it")
+    p.add_argument("--output", help="run folder (default runs/train_ARCH)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA with AMP when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms (with --device cpu --threads 1: bit-identical resumes)")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard curves")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON document on stdout")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not 1 <= args.epochs <= MAX_EPOCHS:
+        raise ConfigError(f"--epochs: expected an integer in 1..{MAX_EPOCHS}, got {args.epochs}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise ConfigError(f"--threads: expected an integer in 1..1024, got {args.threads}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
+    try:
+        check_device(args.device)
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {str(exc).removeprefix('proxy: device: ')}") from None
+
+
+def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:
+    state = ckpt.read_state(output)
+    if not resume:
+        if state is not None:
+            raise RunError(f"{output}: already holds a training run (epoch {state['epoch']}); pass --resume to "
+                           "continue it or choose another --output")
+        return
+    if state is None:
+        raise RunError(f"{output}: no checkpoint to resume from (no {ckpt.STATE_FILE}); run without --resume")
+    asked = trainer.run_record()
+    saved = read_json(output / ckpt.RUN_FILE, RunError)
+    if not isinstance(saved, dict):
+        raise RunError(f"{output / ckpt.RUN_FILE}: not a mixnas training run record")
+    for key in ("arch_id", "recipe", "epochs", "batch_size", "seed", "data"):
+        if saved.get(key) != asked[key]:
+            shown = {"arch_id": "architecture", "recipe": "recipe"}.get(key, key.replace("_", " "))
+            raise RunError(f"{output}: --resume with a different {shown} than the run there "
+                           f"({_short(saved.get(key))} there, {_short(asked[key])} asked)")
+
+
+def _is_image_folder(spec: DataSpec) -> bool:
+    if spec.format != "auto":
+        return spec.format == "folder"
+    return spec.source not in BUILTIN_SOURCES and detect_format(Path(spec.source).expanduser()) == "folder"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+class _Tensorboard:
+    """Per-epoch curves under OUTPUT/tensorboard (tensorboard is imported only here, in launch/)."""
+
+    def __init__(self, folder: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+
+    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
+        for key in ("top1", "top5", "loss", "train_loss", "lr", "images_per_second"):
+            if metrics.get(key) is not None:
+                self.writer.add_scalar(f"train/{key}", metrics[key], epoch)
+        self.writer.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    recipe = get_recipe(args.recipe)
+    arch = resolve_cli_arch(args.arch)
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    spec = DataSpec(source=args.data, format=args.format, images_per_class=args.images_per_class,
+                    resolution=args.resolution)
+    if spec.resolution is None and _is_image_folder(spec):
+        spec = spec.replace(resolution=arch.resolution)  # image folders have no size of their own
+    data = load_training_data(spec)
+    output = Path(args.output) if args.output else Path("runs") / f"train_{arch.name or arch.id[:12]}"
+    tensorboard: _Tensorboard | None = None
+
+    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
+        print(f"epoch {epoch}/{args.epochs}: top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  "
+              f"train loss {metrics['train_loss'] if metrics['train_loss'] is None else round(metrics['train_loss'], 4)}  "
+              f"lr {metrics['lr']:.5f}  {metrics['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
+        if tensorboard is not None:
+            tensorboard(epoch, metrics)
+
+    trainer = Trainer(arch, data, recipe, output, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                      device=args.device, on_epoch=on_epoch)
+    _check_resume(output, trainer, args.resume)
+    if not args.no_tensorboard:
+        try:
+            tensorboard = _Tensorboard(output)
+        except ImportError as exc:
+            logger.warning("no TensorBoard curves: %s", exc)
+    print(f"training {trainer.arch.name or trainer.arch.id} ({recipe.name}) on {args.data}: {data.num_classes} classes "
+          f"at {data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images, evaluating on "
+          f"{data.eval_split} ({int(data.eval_labels.numel())} images), {trainer.device} -> {output}",
+          file=sys.stderr, flush=True)
+    result = trainer.fit(resume=args.resume)
+    if tensorboard is not None:
+        tensorboard.writer.close()
+    if args.json:
+        json.dump({k: v for k, v in result.items() if k != "history"}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"top1 {result['top1']:.4f}  top5 {result['top5']:.4f} on {result['eval_split']} after "
+              f"{result['epochs']} epochs ({result['evaluated_weights']} weights); {result['params']:,} params; "
+              f"saved to {output}")
+    return 0

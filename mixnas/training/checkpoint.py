@@ -1,0 +1,110 @@
+"""A training run's folder: checkpoints every epoch, JSON state, the final weights, and a pickle-free loader.
+
+Layout of a ``mixnas train`` output folder::
+
+    arch.json            the architecture trained (num_classes and resolution set to the data's)
+    run.json             what was asked: recipe, epochs, batch size, seed, data spec (a resume must match it)
+    state.json           epoch, step, the current checkpoint file, per-epoch metrics (written last, atomically)
+    checkpoint-N.pt      after epoch N: model, EMA, optimizer, grad scaler and RNG states (tensors and numbers
+                         only: it loads with ``torch.load(weights_only=True)``)
+    weights.pt           the evaluated weights (the EMA when the recipe keeps one) as a state dict
+    metrics.json         per-epoch and final metrics
+
+A checkpoint file is complete before ``state.json`` names it (temporary file, then ``os.replace``), so a SIGKILL at
+any moment leaves the previous epoch's checkpoint in force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mixnas.errors import RunError
+from mixnas.models import build as build_model
+from mixnas.search_space.arch import Architecture
+from mixnas.textio import read_json, read_text, write_json_atomic, write_text_atomic
+
+STATE_FILE = "state.json"
+RUN_FILE = "run.json"
+ARCH_FILE = "arch.json"
+WEIGHTS_FILE = "weights.pt"
+METRICS_FILE = "metrics.json"
+FORMAT_VERSION = 1
+
+
+def save_tensors(path: Path, data: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, flushed, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_tensors(path: Path) -> dict[str, Any]:
+    """A file written by :func:`save_tensors`, read without unpickling objects (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise RunError(f"{path}: not a readable mixnas weights file ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def write_checkpoint(folder: Path, epoch: int, tensors: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write ``checkpoint-{epoch}.pt``, then ``state.json`` naming it, then delete the older checkpoint files."""
+    name = f"checkpoint-{epoch}.pt"
+    save_tensors(folder / name, tensors)
+    write_json_atomic(folder / STATE_FILE, {**state, "version": FORMAT_VERSION, "epoch": epoch, "checkpoint": name},
+                      indent=1)
+    for old in folder.glob("checkpoint-*.pt"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """The folder's ``state.json`` (None when no epoch has finished there yet)."""
+    file = folder / STATE_FILE
+    if not file.is_file():
+        return None
+    state = read_json(file, RunError)
+    if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION or "checkpoint" not in state:
+        raise RunError(f"{file}: not a mixnas training state (version {FORMAT_VERSION})")
+    return state
+
+
+def write_arch(folder: Path, arch: Architecture) -> None:
+    write_text_atomic(folder / ARCH_FILE, arch.to_json(indent=1) + "\n")
+
+
+def read_arch(folder: Path) -> Architecture:
+    file = folder / ARCH_FILE
+    if not file.is_file():
+        raise RunError(f"{folder}: no {ARCH_FILE}: not a mixnas train output folder")
+    return Architecture.from_json(read_text(file, RunError))
+
+
+def load_model(path: str | os.PathLike[str]) -> nn.Module:
+    """The trained network of a ``mixnas train`` output folder, in eval mode, without unpickling anything.
+
+    ``arch.json`` gives the architecture (built with :func:`mixnas.models.build`) and ``weights.pt`` the state
+    dict (the EMA weights when the recipe keeps an average), read with ``torch.load(weights_only=True)``.
+    """
+    folder = Path(path)
+    arch = read_arch(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise RunError(f"{folder}: no {WEIGHTS_FILE}: no epoch of training has finished there")
+    model = build_model(arch)
+    model.load_state_dict(load_tensors(weights))
+    return model.eval()

@@ -1,0 +1,263 @@
+"""Train one architecture fully, with a checkpoint after every epoch and an exact resume.
+
+The optimizer, learning-rate schedule, device choice and input normalisation are the proxy trainer's
+(:mod:`mixnas.evaluators.proxy`), configured by a :class:`~mixnas.training.recipe.Recipe`. Augmentation fits the
+data: images up to 64 px get a padded random crop (pad = side / 8) and, except for digits and IDX characters, a
+horizontal flip; larger (ImageNet-like) images get a random-resized crop (scale 0.08-1, aspect 3/4-4/3, Szegedy et
+al. 2015) and a flip. With a recipe's ``ema_decay`` the evaluated and saved weights are the exponential moving
+average (TF ``ExponentialMovingAverage`` with ``num_updates``: decay ``min(d, (1 + t) / (10 + t))``).
+
+Every random draw comes from the run's own generators (data order and augmentation from one ``torch.Generator``,
+dropout and drop-connect from torch's CPU generator inside :func:`torch.random.fork_rng`), and their states go into
+each checkpoint, so a resumed run repeats the uninterrupted one bit for bit on a CPU in deterministic mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mixnas.evaluators.proxy import augment_batch, to_input, learning_rate, make_optimizer, pick_device, trial_seed
+from mixnas.models import build as build_model
+from mixnas.search_space.arch import Architecture
+from mixnas.search_space.counting import count
+from mixnas.textio import write_json_atomic
+from mixnas.training import checkpoint as ckpt
+from mixnas.training.data import TrainingData
+from mixnas.training.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, Any]], Any]
+SMALL_IMAGES = 64  # at most this side: pad-crop augmentation; above: random-resized crop
+DEVICE_DATA_BYTES = 2 << 30  # training images up to this size are moved to the GPU once
+NO_FLIP_FORMATS = ("digits", "idx")  # handwritten characters are not mirror-symmetric
+
+
+def random_resized_crop(batch: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random-resized crop (and flip) of a uint8 NHWC batch back to its own size, one draw per image; float NHWC."""
+    n, h, w, _ = batch.shape
+    area = torch.empty(n).uniform_(0.08, 1.0, generator=generator)
+    log_ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator)
+    ratio = log_ratio.exp()
+    sx = (area * ratio).sqrt().clamp(max=1.0)  # crop width / image width
+    sy = (area / ratio).sqrt().clamp(max=1.0)
+    tx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sy)
+    if flip:
+        sx = torch.where(torch.rand(n, generator=generator) < 0.5, -sx, sx)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, tx, sy, ty
+    x = batch.permute(0, 3, 1, 2).float()
+    grid = nn.functional.affine_grid(theta.to(batch.device), list(x.shape), align_corners=False)
+    out = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class Trainer:
+    """Trains ``arch`` on ``data`` with ``recipe`` into ``output`` (see :mod:`mixnas.training.checkpoint`).
+
+    Args:
+        arch: the architecture (its classifier and resolution are set to the data's).
+        data: training and evaluation images.
+        recipe: how to train.
+        output: the run folder.
+        epochs: whole epochs to train.
+        batch_size: training batch size (capped at the training set's size).
+        seed: seeds the initial weights, data order, augmentation, dropout and drop-connect.
+        device: ``auto`` (CUDA when present, with AMP and channels_last), ``cpu`` or ``cuda``.
+        on_epoch: called as ``on_epoch(epoch, metrics)`` after each epoch's checkpoint (progress, TensorBoard).
+    """
+
+    def __init__(self, arch: Architecture, data: TrainingData, recipe: Recipe, output: Path, *, epochs: int,
+                 batch_size: int = 128, seed: int = 0, device: str = "auto", eval_batch_size: int = 500,
+                 on_epoch: EpochCallback | None = None) -> None:
+        self.arch = arch.replace(num_classes=data.num_classes, resolution=data.resolution)
+        self.data, self.recipe, self.output, self.epochs, self.seed = data, recipe, Path(output), epochs, seed
+        self.batch_size = min(batch_size, int(data.train_labels.numel()))
+        self.device = pick_device(device)
+        self.device_name = device
+        self.eval_batch_size = eval_batch_size
+        self.on_epoch = on_epoch
+        self.config = recipe.proxy_config(batch_size=self.batch_size, epochs=epochs, device=device)
+        self.amp = self.device.type == "cuda"
+        self.channels_last = True
+        small = data.resolution <= SMALL_IMAGES
+        self.flip = data.format not in NO_FLIP_FORMATS
+        self.crop_spec = data.spec.replace(flip=self.flip, crop_padding=max(1, data.resolution // 8)) if small else None
+
+    # --- what a resume must match ------------------------------------------------------------------------------
+    def run_record(self) -> dict[str, Any]:
+        return {
+            "arch_id": self.arch.id, "arch": self.arch.name or self.arch.id, "recipe": self.recipe.to_dict(),
+            "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
+            "data": self.data.spec.to_dict(), "eval_split": self.data.eval_split,
+        }
+
+    # --- the run -----------------------------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train (from the last checkpoint when ``resume``) and return the final metrics."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(trial_seed(self.seed, self.arch.id))
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
+        device, recipe = self.device, self.recipe
+        model = build_model(self.arch, dropout_rate=recipe.dropout_rate, drop_connect_rate=recipe.drop_connect_rate)
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if recipe.ema_decay else None
+        optimizer = make_optimizer(model, self.config, device)
+        scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        generator = torch.Generator().manual_seed(trial_seed(self.seed, self.arch.id) ^ 1)
+        epoch, step, history = 0, 0, []
+        if resume:
+            state = ckpt.read_state(self.output)
+            assert state is not None  # the command checks before building anything
+            tensors = ckpt.load_tensors(self.output / state["checkpoint"])
+            model.load_state_dict(tensors["model"])
+            if ema is not None:
+                ema = {k: v.to(device) for k, v in tensors["ema"].items()}
+            optimizer.load_state_dict(tensors["optimizer"])
+            if scaler is not None and tensors.get("scaler"):
+                scaler.load_state_dict(tensors["scaler"])
+            torch.set_rng_state(tensors["rng"]["cpu"])
+            generator.set_state(tensors["rng"]["generator"])
+            if self.device.type == "cuda" and "cuda" in tensors["rng"]:
+                torch.cuda.set_rng_state(tensors["rng"]["cuda"], device)
+            epoch, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
+        else:
+            write_json_atomic(self.output / ckpt.RUN_FILE, self.run_record(), indent=1)
+            ckpt.write_arch(self.output, self.arch)
+
+        # Small data sets live on the device; larger ones stay in host memory and move one batch at a time.
+        data_device = device if self.data.train_images.nbytes <= DEVICE_DATA_BYTES else torch.device("cpu")
+        train_x, train_y = self.data.train_images.to(data_device), self.data.train_labels.to(data_device)
+        scale, shift = self.data.normalizer(device)
+        n = int(train_y.numel())
+        steps_per_epoch = n // self.batch_size
+        total_steps = steps_per_epoch * self.epochs
+        result: dict[str, Any] = history[-1] if history else {}
+        while epoch < self.epochs:
+            start = time.perf_counter()
+            model.train()
+            order = torch.randperm(n, generator=generator).to(data_device)
+            losses = []
+            for i in range(steps_per_epoch):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, total_steps, steps_per_epoch, self.config)
+                index = order[i * self.batch_size : (i + 1) * self.batch_size]
+                x = self._augment(train_x[index].to(device, non_blocking=True), generator, scale, shift)
+                y = train_y[index].to(device, non_blocking=True)
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, enabled=self.amp):
+                    loss = criterion(model(x), y)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                step += 1
+                if ema is not None:
+                    self._update_ema(ema, model, step)
+                losses.append(loss.detach())
+            train_seconds = time.perf_counter() - start
+            epoch += 1
+            train_loss = float(torch.stack(losses).float().mean()) if losses else None
+            evaluated = self._evaluate(model, ema, scale, shift)
+            result = {"epoch": epoch, "step": step, "train_loss": _finite(train_loss),
+                      "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
+                      "images_per_second": round(steps_per_epoch * self.batch_size / train_seconds, 1), **evaluated}
+            history.append(result)
+            self._save(epoch, step, history, model, ema, optimizer, scaler, generator)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, dict(result))
+        return self._final(history)
+
+    def _augment(self, batch: torch.Tensor, generator: torch.Generator, scale: torch.Tensor,
+                 shift: torch.Tensor) -> torch.Tensor:
+        if self.crop_spec is not None:
+            batch = augment_batch(batch, self.crop_spec, generator)
+        else:
+            batch = random_resized_crop(batch, generator, self.flip)
+        return to_input(batch, scale, shift, self.channels_last)
+
+    @torch.no_grad()
+    def _update_ema(self, ema: dict[str, torch.Tensor], model: nn.Module, step: int) -> None:
+        decay = min(self.recipe.ema_decay or 0.0, (1 + step) / (10 + step))
+        for name, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
+            else:
+                ema[name].copy_(value)
+
+    @torch.inference_mode()
+    def _evaluate(self, model: nn.Module, ema: dict[str, torch.Tensor] | None, scale: torch.Tensor,
+                  shift: torch.Tensor) -> dict[str, Any]:
+        start = time.perf_counter()
+        if ema is not None:
+            raw = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema)
+        model.eval()
+        x_all, y_all = self.data.eval_images, self.data.eval_labels
+        k = min(5, self.data.num_classes)
+        correct1 = correct5 = 0
+        loss_sum = 0.0
+        for lo in range(0, int(y_all.numel()), self.eval_batch_size):
+            x = to_input(x_all[lo : lo + self.eval_batch_size].to(self.device), scale, shift, self.channels_last)
+            y = y_all[lo : lo + self.eval_batch_size].to(self.device)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                logits = model(x).float()
+            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            hits = logits.topk(k, dim=1).indices == y[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+        if ema is not None:
+            model.load_state_dict(raw)
+        n = int(y_all.numel())
+        return {"top1": correct1 / n, "top5": correct5 / n, "loss": _finite(loss_sum / n),
+                "eval_seconds": round(time.perf_counter() - start, 3)}
+
+    def _save(self, epoch: int, step: int, history: list[dict[str, Any]], model: nn.Module,
+              ema: dict[str, torch.Tensor] | None, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler | None, generator: torch.Generator) -> None:
+        rng = {"cpu": torch.get_rng_state(), "generator": generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        ema_cpu = {k: v.cpu().contiguous() for k, v in ema.items()} if ema is not None else {}
+        tensors = {"model": weights, "ema": ema_cpu, "optimizer": optimizer.state_dict(),
+                   "scaler": scaler.state_dict() if scaler is not None else {}, "rng": rng}
+        ckpt.save_tensors(self.output / ckpt.WEIGHTS_FILE, ema_cpu or weights)
+        ckpt.write_checkpoint(self.output, epoch, tensors, {"step": step, "history": history})
+        write_json_atomic(self.output / ckpt.METRICS_FILE, self._final(history), indent=1)
+
+    def _final(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        counts = count(self.arch)
+        last = history[-1] if history else {}
+        return {
+            "arch": self.arch.name or self.arch.id, "arch_id": self.arch.id, "recipe": self.recipe.name,
+            "epochs": last.get("epoch", 0), "steps": last.get("step", 0), "top1": last.get("top1"),
+            "top5": last.get("top5"), "loss": last.get("loss"), "eval_split": self.data.eval_split,
+            "evaluated_weights": "ema" if self.recipe.ema_decay else "raw", "device": str(self.device),
+            "params": counts.params, "macs": counts.macs, "num_classes": self.data.num_classes,
+            "resolution": self.data.resolution, "train_images": int(self.data.train_labels.numel()),
+            "eval_images": int(self.data.eval_labels.numel()), "history": history,
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
