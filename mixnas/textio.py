@@ -228,17 +228,19 @@ def exclusive_lock(file: str | os.PathLike[str], doing: str = "writing it") -> I
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a file so that readers (and a crash) see the old content or the new, never a mix: a temporary file
-    in the same folder, flushed to disk, then ``os.replace``."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
+    """A file handle whose content replaces ``path`` only when the block ends without an error: readers (and a
+    crash) see the old content or the new, never a mix (a temporary file in the same folder, flushed to disk,
+    then ``os.replace``). ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``."""
     import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -246,6 +248,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file with :func:`atomic_file`."""
+    with atomic_file(path) as fh:
+        fh.write(text)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int | None = None,

@@ -204,6 +204,14 @@ class ImageSet:
     cache_file: str | None = None
 
 
+def normalizer(mean: Sequence[float], std: Sequence[float],
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of shape (1, 3, 1, 1) such that ``x_uint8 * scale + shift`` is the normalised input."""
+    mean_t = torch.tensor(tuple(mean), dtype=torch.float32)
+    std_t = torch.tensor(tuple(std), dtype=torch.float32)
+    return (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device), (-mean_t / std_t).view(1, 3, 1, 1).to(device)
+
+
 @dataclass(frozen=True, eq=False)
 class ProxyData:
     """A proxy task: uint8 NHWC tensors of a training and a held-out split, plus normalisation.
@@ -235,12 +243,7 @@ class ProxyData:
         return int(self.train_images.shape[1])
 
     def normalizer(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) of shape (1, 3, 1, 1) such that ``x_uint8 * scale + shift`` is the normalised input."""
-        mean = torch.tensor(self.mean, dtype=torch.float32)
-        std = torch.tensor(self.std, dtype=torch.float32)
-        scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-        shift = (-mean / std).view(1, 3, 1, 1)
-        return scale.to(device), shift.to(device)
+        return normalizer(self.mean, self.std, device)
 
     def summary(self) -> dict[str, Any]:
         return {

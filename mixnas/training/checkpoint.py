@@ -16,9 +16,7 @@ any moment leaves the previous epoch's checkpoint in force.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from torch import nn
 from mixnas.errors import RunError
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
-from mixnas.textio import read_json, read_text, write_json_atomic, write_text_atomic
+from mixnas.textio import atomic_file, read_json, read_text, write_json_atomic, write_text_atomic
 
 STATE_FILE = "state.json"
 RUN_FILE = "run.json"
@@ -39,18 +37,9 @@ FORMAT_VERSION = 1
 
 
 def save_tensors(path: Path, data: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, flushed, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`mixnas.textio.atomic_file` (the old file or the new, never a torn one)."""
+    with atomic_file(path, "wb") as fh:
+        torch.save(data, fh)
 
 
 def load_tensors(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mixnas.errors import DataError
-from mixnas.evaluators.data import BUILTIN_SOURCES, DataSpec, detect_format, load_images, load_proxy_data
+from mixnas.evaluators.data import BUILTIN_SOURCES, DataSpec, detect_format, load_images, load_proxy_data, normalizer
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,9 +44,7 @@ class TrainingData:
         return int(self.train_images.shape[1])
 
     def normalizer(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tensor(self.mean, dtype=torch.float32)
-        std = torch.tensor(self.std, dtype=torch.float32)
-        return (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(device), (-mean / std).view(1, 3, 1, 1).to(device)
+        return normalizer(self.mean, self.std, device)
 
 
 def test_source(spec: DataSpec) -> tuple[str, str] | None:

@@ -18,13 +18,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mixnas.evaluators.proxy import augment_batch, to_input, learning_rate, make_optimizer, pick_device, trial_seed
+from mixnas.errors import RunError
+from mixnas.evaluators.proxy import augment_batch, learning_rate, make_optimizer, pick_device, to_input, trial_seed
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
@@ -59,6 +61,24 @@ def random_resized_crop(batch: torch.Tensor, generator: torch.Generator, flip: b
     grid = nn.functional.affine_grid(theta.to(batch.device), list(x.shape), align_corners=False)
     out = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@dataclass
+class _Run:
+    """What one training run carries from step to step (and a checkpoint saves)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: dict[str, torch.Tensor] | None
+    scaler: Any
+    generator: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_x: Any = None
+    train_y: Any = None
+    scale: Any = None
+    shift: Any = None
 
 
 class Trainer:
@@ -111,81 +131,90 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> dict[str, Any]:
+        run = self._start(resume)
+        # Small data sets live on the device; larger ones stay in host memory and move one batch at a time.
+        data_device = self.device if self.data.train_images.nbytes <= DEVICE_DATA_BYTES else torch.device("cpu")
+        run.train_x, run.train_y = self.data.train_images.to(data_device), self.data.train_labels.to(data_device)
+        run.scale, run.shift = self.data.normalizer(self.device)
+        while run.epoch < self.epochs:
+            start = time.perf_counter()
+            train_loss = self._train_epoch(run, data_device)
+            train_seconds = time.perf_counter() - start
+            run.epoch += 1
+            evaluated = self._evaluate(run.model, run.ema, run.scale, run.shift)
+            steps_per_epoch = int(run.train_y.numel()) // self.batch_size
+            result = {"epoch": run.epoch, "step": run.step, "train_loss": _finite(train_loss),
+                      "lr": run.optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
+                      "images_per_second": round(steps_per_epoch * self.batch_size / train_seconds, 1), **evaluated}
+            run.history.append(result)
+            self._save(run.epoch, run.step, run.history, run.model, run.ema, run.optimizer, run.scaler, run.generator)
+            if self.on_epoch is not None:
+                self.on_epoch(run.epoch, dict(result))
+        return self._final(run.history)
+
+    def _start(self, resume: bool) -> _Run:
+        """Model, EMA, optimizer, scaler and data-order generator: new, or as the last checkpoint left them."""
         device, recipe = self.device, self.recipe
         model = build_model(self.arch, dropout_rate=recipe.dropout_rate, drop_connect_rate=recipe.drop_connect_rate)
         model = model.to(device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if recipe.ema_decay else None
-        optimizer = make_optimizer(model, self.config, device)
-        scaler = torch.amp.GradScaler("cuda") if self.amp else None
-        criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        generator = torch.Generator().manual_seed(trial_seed(self.seed, self.arch.id) ^ 1)
-        epoch, step, history = 0, 0, []
-        if resume:
-            state = ckpt.read_state(self.output)
-            assert state is not None  # the command checks before building anything
-            tensors = ckpt.load_tensors(self.output / state["checkpoint"])
-            model.load_state_dict(tensors["model"])
-            if ema is not None:
-                ema = {k: v.to(device) for k, v in tensors["ema"].items()}
-            optimizer.load_state_dict(tensors["optimizer"])
-            if scaler is not None and tensors.get("scaler"):
-                scaler.load_state_dict(tensors["scaler"])
-            torch.set_rng_state(tensors["rng"]["cpu"])
-            generator.set_state(tensors["rng"]["generator"])
-            if self.device.type == "cuda" and "cuda" in tensors["rng"]:
-                torch.cuda.set_rng_state(tensors["rng"]["cuda"], device)
-            epoch, step, history = int(state["epoch"]), int(state["step"]), list(state["history"])
-        else:
+        run = _Run(model=model, optimizer=make_optimizer(model, self.config, device),
+                   ema={k: v.detach().clone() for k, v in model.state_dict().items()} if recipe.ema_decay else None,
+                   scaler=torch.amp.GradScaler("cuda") if self.amp else None,
+                   generator=torch.Generator().manual_seed(trial_seed(self.seed, self.arch.id) ^ 1))
+        if not resume:
             write_json_atomic(self.output / ckpt.RUN_FILE, self.run_record(), indent=1)
             ckpt.write_arch(self.output, self.arch)
+            return run
+        state = ckpt.read_state(self.output)
+        if state is None:
+            raise RunError(f"{self.output}: no checkpoint to resume from")
+        tensors = ckpt.load_tensors(self.output / state["checkpoint"])
+        model.load_state_dict(tensors["model"])
+        if run.ema is not None:
+            run.ema = {k: v.to(device) for k, v in tensors["ema"].items()}
+        run.optimizer.load_state_dict(tensors["optimizer"])
+        if run.scaler is not None and tensors.get("scaler"):
+            run.scaler.load_state_dict(tensors["scaler"])
+        torch.set_rng_state(tensors["rng"]["cpu"])
+        run.generator.set_state(tensors["rng"]["generator"])
+        if device.type == "cuda" and "cuda" in tensors["rng"]:
+            torch.cuda.set_rng_state(tensors["rng"]["cuda"], device)
+        run.epoch, run.step, run.history = int(state["epoch"]), int(state["step"]), list(state["history"])
+        return run
 
-        # Small data sets live on the device; larger ones stay in host memory and move one batch at a time.
-        data_device = device if self.data.train_images.nbytes <= DEVICE_DATA_BYTES else torch.device("cpu")
-        train_x, train_y = self.data.train_images.to(data_device), self.data.train_labels.to(data_device)
-        scale, shift = self.data.normalizer(device)
-        n = int(train_y.numel())
+    def _train_epoch(self, run: _Run, data_device: torch.device) -> float | None:
+        """One pass over the training set in a seeded order; the mean training loss."""
+        device, model, optimizer = self.device, run.model, run.optimizer
+        criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
+        n = int(run.train_y.numel())
         steps_per_epoch = n // self.batch_size
         total_steps = steps_per_epoch * self.epochs
-        result: dict[str, Any] = history[-1] if history else {}
-        while epoch < self.epochs:
-            start = time.perf_counter()
-            model.train()
-            order = torch.randperm(n, generator=generator).to(data_device)
-            losses = []
-            for i in range(steps_per_epoch):
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(step, total_steps, steps_per_epoch, self.config)
-                index = order[i * self.batch_size : (i + 1) * self.batch_size]
-                x = self._augment(train_x[index].to(device, non_blocking=True), generator, scale, shift)
-                y = train_y[index].to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, enabled=self.amp):
-                    loss = criterion(model(x), y)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                step += 1
-                if ema is not None:
-                    self._update_ema(ema, model, step)
-                losses.append(loss.detach())
-            train_seconds = time.perf_counter() - start
-            epoch += 1
-            train_loss = float(torch.stack(losses).float().mean()) if losses else None
-            evaluated = self._evaluate(model, ema, scale, shift)
-            result = {"epoch": epoch, "step": step, "train_loss": _finite(train_loss),
-                      "lr": optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
-                      "images_per_second": round(steps_per_epoch * self.batch_size / train_seconds, 1), **evaluated}
-            history.append(result)
-            self._save(epoch, step, history, model, ema, optimizer, scaler, generator)
-            if self.on_epoch is not None:
-                self.on_epoch(epoch, dict(result))
-        return self._final(history)
+        model.train()
+        order = torch.randperm(n, generator=run.generator).to(data_device)
+        losses = []
+        for i in range(steps_per_epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(run.step, total_steps, steps_per_epoch, self.config)
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self._augment(run.train_x[index].to(device, non_blocking=True), run.generator, run.scale, run.shift)
+            y = run.train_y[index].to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=self.amp):
+                loss = criterion(model(x), y)
+            if run.scaler is not None:
+                run.scaler.scale(loss).backward()
+                run.scaler.step(optimizer)
+                run.scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            run.step += 1
+            if run.ema is not None:
+                self._update_ema(run.ema, model, run.step)
+            losses.append(loss.detach())
+        return float(torch.stack(losses).float().mean()) if losses else None
 
     def _augment(self, batch: torch.Tensor, generator: torch.Generator, scale: torch.Tensor,
                  shift: torch.Tensor) -> torch.Tensor:
