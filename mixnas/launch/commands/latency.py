@@ -238,9 +238,9 @@ def _with_resolution(arch: Architecture, resolution: int | None) -> Architecture
 
 
 def _resolve(specs: Sequence[str], resolution: int | None) -> list[Architecture]:
-    from mixnas.search_space.presets import resolve_arch
+    from mixnas.launch.archref import resolve_cli_arch
 
-    return [_with_resolution(resolve_arch(s), resolution) for s in specs]
+    return [_with_resolution(resolve_cli_arch(s), resolution) for s in specs]
 
 
 def sample_archs(
