@@ -98,7 +98,7 @@ def test_exported_files_rebuild_the_trial(tmp_path: Path, capsys: pytest.Capture
 
 @pytest.mark.parametrize(
     ("suffix", "message"),
-    [(":7", "no trial 7"), (":best", None)],
+    [(":7", "no trial 7"), (":best", None), (":nope", "needs a trial number or 'best'")],
 )
 def test_bad_references_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str,
                                             message: str | None) -> None:

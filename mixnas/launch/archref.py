@@ -81,4 +81,8 @@ def resolve_cli_arch(spec: str, grammar: str | None = None) -> Architecture:
             f"no run directory {str(ref[0])!r} for the trial reference {spec.strip()!r} "
             "(RUN_DIR:TRIAL needs an existing run directory and a trial number or 'best')"
         )
+    head, sep, tail = spec.strip().rpartition(":")
+    if sep and head and path_kind(head) == "dir":
+        raise ArchitectureError(f"{spec.strip()!r}: RUN_DIR:TRIAL needs a trial number or 'best' after the colon, "
+                                f"got {tail!r}")
     return resolve_arch(spec, grammar=grammar)
