@@ -212,8 +212,30 @@ def normalizer(mean: Sequence[float], std: Sequence[float],
     return (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device), (-mean_t / std_t).view(1, 3, 1, 1).to(device)
 
 
+class LabelledImages:
+    """What a set of uint8 NHWC images with class names and per-channel ``mean`` / ``std`` offers (the proxy
+    task here, the full-training data in ``mixnas/training/data.py``)."""
+
+    train_images: torch.Tensor
+    class_names: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.train_images.shape[1])
+
+    def normalizer(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) of shape (1, 3, 1, 1) such that ``x_uint8 * scale + shift`` is the normalised input."""
+        return normalizer(self.mean, self.std, device)
+
+
 @dataclass(frozen=True, eq=False)
-class ProxyData:
+class ProxyData(LabelledImages):
     """A proxy task: uint8 NHWC tensors of a training and a held-out split, plus normalisation.
 
     ``in_memory`` is False when the images exceed :func:`memory_budget`: the tensors are then read-only views of a
@@ -234,16 +256,6 @@ class ProxyData:
     decoded: int = 0
     in_memory: bool = True
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def resolution(self) -> int:
-        return int(self.train_images.shape[1])
-
-    def normalizer(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        return normalizer(self.mean, self.std, device)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from mixnas.errors import DataError
-from mixnas.evaluators.data import BUILTIN_SOURCES, DataSpec, detect_format, load_images, load_proxy_data, normalizer
+from mixnas.evaluators.data import BUILTIN_SOURCES, DataSpec, LabelledImages, detect_format, load_images, load_proxy_data
 
 
 @dataclass(frozen=True, eq=False)
-class TrainingData:
+class TrainingData(LabelledImages):
     """uint8 NHWC tensors to train and evaluate on; ``eval_split`` says what the evaluation images are."""
 
     train_images: torch.Tensor
@@ -35,16 +35,6 @@ class TrainingData:
     format: str
     eval_split: str  # "test (PATH)" or "held-out 20% of train"
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def resolution(self) -> int:
-        return int(self.train_images.shape[1])
-
-    def normalizer(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        return normalizer(self.mean, self.std, device)
 
 
 def test_source(spec: DataSpec) -> tuple[str, str] | None:
