@@ -20,6 +20,7 @@ ALLOWED = {
     "training": {"search_space", "models", "evaluators"},
     "launch": {"search_space", "models", "controllers", "evaluators", "training"},
     "__init__": {"training"},  # the package root: mixnas.load_model, imported lazily
+    "__main__": {"launch"},  # python -m mixnas: the command line
 }
 
 
