@@ -222,6 +222,25 @@ def test_a_raising_and_a_nan_trial_are_recorded_and_the_search_completes(tmp_pat
     assert sorted(_tells(tmp_path / "run")) == list(range(9)) and state["controller"]["pending"] == []
 
 
+def test_a_search_where_every_trial_failed_exits_1_with_one_line(tmp_path, ray_address):
+    table = {str(a): {"acc": math.nan} for a in range(3)}  # every trial diverges
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    data = {
+        "name": "all_failed",
+        "search_space": {"kind": "choices", "name": "one", "dimensions": {"a": [0, 1, 2]}},
+        "controller": {"type": "random"},
+        "evaluator": {"type": "tabular", "table": "table.json"},
+        "reward": {"type": "metric", "metric": "acc"},
+        "execution": {"trials": 3, "address": ray_address},
+        "logging": {"tensorboard": False},
+    }
+    (tmp_path / "all_failed.yaml").write_text(yaml.safe_dump(data))
+    proc = _cli("search", str(tmp_path / "all_failed.yaml"), "--output", str(tmp_path / "run"), "-q", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "trials: 3 done (0 ok, 0 failed, 3 diverged" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("no trial succeeded")
+
+
 # ------------------------------------------------------------------------------------------------------ proxy
 def test_tiny_proxy_search_and_timm_onnx_export(tmp_path, ray_address):
     overrides = [
@@ -326,6 +345,24 @@ def test_absurd_execution_settings_are_refused_at_load(tmp_path):
             config_from_dict(data, source="x.yaml", base_dir=tmp_path)
 
 
+def _workers_of(psutil, address: str) -> list:
+    """The processes running a trial (``ray::_Worker.run``) under this test's Ray only: children of a raylet
+    started with ``--gcs-address=ADDRESS`` (never another search's workers on the same machine)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if not (cmd and cmd[0].startswith("ray::_Worker.run")):
+            continue
+        try:
+            parent = p.parent()
+            raylet = parent.cmdline() if parent is not None else []
+        except psutil.Error:
+            continue
+        if f"--gcs-address={address}" in raylet:
+            found.append(p)
+    return found
+
+
 def test_a_lost_worker_is_a_failed_attempt_and_the_search_goes_on(tmp_path, ray_address):
     psutil = pytest.importorskip("psutil")
     overrides = [
@@ -341,12 +378,10 @@ def test_a_lost_worker_is_a_failed_attempt_and_the_search_goes_on(tmp_path, ray_
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        for p in psutil.process_iter(["cmdline"]):
-            cmd = p.info["cmdline"] or []
-            if cmd and cmd[0].startswith("ray::_Worker.run"):
-                p.kill()  # as the kernel's OOM killer or Ray's memory monitor would
-                killed = p.pid
-                break
+        for p in _workers_of(psutil, ray_address):
+            p.kill()  # as the kernel's OOM killer or Ray's memory monitor would
+            killed = p.pid
+            break
         time.sleep(0.05)
     out, err = proc.communicate(timeout=240)
     assert killed is not None, "no worker was seen running a trial"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from mixnas.errors import ArchitectureError, MixnasError
 from mixnas.search_space.arch import Architecture
@@ -29,22 +30,23 @@ def split_trial_ref(spec: str) -> tuple[Path, int | str] | None:
     return Path(match["run"]), (trial if trial == "best" else int(trial))
 
 
-def arch_of_trial(run_dir: Path, trial: int | str) -> Architecture:
-    """The architecture of one trial of a run (``trial="best"``: the run's best by reward).
+def trial_record(run_dir: Path, trial: int | str) -> tuple[Any, Any]:
+    """``(config, record)`` of one trial of a run (``trial="best"``: the run's best, by the mean over seeds for
+    trials that ``mixnas rerank`` re-evaluated, as ``mixnas status`` ranks them).
 
     Raises:
-        ArchitectureError: not a run directory, no such trial, no best trial yet, or a trial of a generic space.
+        ArchitectureError: not a run directory, no such trial, or no best trial yet.
     """
     from mixnas.launch.ledger import Ledger
     from mixnas.launch.rundir import RunPaths, load_run_config
-    from mixnas.launch.summary import best_record
+    from mixnas.launch.summary import best_record, with_repeats
 
     paths = RunPaths(run_dir)
     try:
         cfg = load_run_config(paths)
         with Ledger(paths.ledger, readonly=True) as ledger:
             if trial == "best":
-                record = best_record(cfg, ledger.trials())
+                record = best_record(cfg, with_repeats(ledger.trials(), ledger.repeats()))
                 if record is None:
                     raise ArchitectureError(f"{run_dir}:best: the run has no successful trial with a reward yet")
             else:
@@ -57,6 +59,16 @@ def arch_of_trial(run_dir: Path, trial: int | str) -> Architecture:
         raise
     except MixnasError as exc:
         raise ArchitectureError(f"{run_dir}:{trial}: {exc}") from None
+    return cfg, record
+
+
+def arch_of_trial(run_dir: Path, trial: int | str) -> Architecture:
+    """The architecture of one trial of a run (``trial="best"``: the run's best; see :func:`trial_record`).
+
+    Raises:
+        ArchitectureError: not a run directory, no such trial, no best trial yet, or a trial of a generic space.
+    """
+    _, record = trial_record(run_dir, trial)
     candidate = record.candidate
     if not (isinstance(candidate, dict) and "blocks" in candidate):
         raise ArchitectureError(

@@ -8,6 +8,9 @@ rows back instead of re-running them, and re-runs rows still marked ``running`` 
 resume needs: replayed into a fresh controller it rebuilds the controller exactly (``controller.json`` is only a
 snapshot that saves the replay).
 
+``mixnas rerank`` adds one row per extra evaluation of a finished trial with another seed to the ``repeats`` table
+(trial, repeat number, seed, outcome); the trial's own row is never changed by it.
+
 The database uses WAL journaling, so ``mixnas status`` can read it while the search writes, and
 ``synchronous=FULL``, so a committed row survives a power cut, not only a killed process.
 
@@ -29,7 +32,7 @@ from typing import Any, Iterator, Mapping
 from mixnas.errors import RunError
 from mixnas.outcome import Status, TrialOutcome
 
-LEDGER_FORMAT_VERSION = 2  # 2: the journal table
+LEDGER_FORMAT_VERSION = 3  # 2: the journal table; 3: the repeats table (mixnas rerank)
 ASK, TELL = "ask", "tell"
 
 _SCHEMA = """
@@ -58,6 +61,21 @@ CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event TEXT NOT NULL CHECK (event IN ('ask', 'tell')),
     trial INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS repeats (
+    trial INTEGER NOT NULL,
+    repeat INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    metrics TEXT,
+    reward REAL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    started_at REAL,
+    finished_at REAL,
+    eval_seconds REAL,
+    PRIMARY KEY (trial, repeat)
 );
 """
 
@@ -136,6 +154,30 @@ class TrialRecord:
         }
 
 
+@dataclass(frozen=True)
+class RepeatRecord:
+    """One extra evaluation of a finished trial with another experiment seed (``mixnas rerank``)."""
+
+    trial: int
+    repeat: int  # 1, 2, ...: the trial's own evaluation is repeat 0
+    seed: int  # the experiment seed it ran with
+    status: Status
+    reason: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reward: float | None = None
+    attempt: int = 0
+    worker: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    eval_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trial": self.trial, "repeat": self.repeat, "seed": self.seed, "status": self.status.value,
+                "reason": self.reason, "metrics": self.metrics, "reward": self.reward, "attempt": self.attempt,
+                "worker": self.worker, "started_at": self.started_at, "finished_at": self.finished_at,
+                "eval_seconds": self.eval_seconds}
+
+
 def _record(row: sqlite3.Row) -> TrialRecord:
     strings = _loads(row["block_strings"])
     return TrialRecord(
@@ -205,10 +247,15 @@ class Ledger:
         return _Tx()
 
     def _upgrade(self) -> None:
-        """A format-1 ledger (no journal) becomes format 2; ``journal_from_snapshot`` fills its journal."""
+        """Bring an older ledger to the current format (the schema above has just added the missing tables).
+
+        Format 1 (no journal): ``journal_from_snapshot`` fills its journal later. Format 2 (no repeats table):
+        nothing else to do.
+        """
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        if row and row[0] == "1":
+        if row and row[0] in ("1", "2"):
             self._conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(LEDGER_FORMAT_VERSION),))
+        if row and row[0] == "1":
             self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('upgraded_from', '1')")
 
     def _check_version(self) -> None:
@@ -217,7 +264,7 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise RunError(f"{self.path}: not a mixnas ledger ({exc})") from None
         version = int(row[0]) if row else None
-        if version not in (1, LEDGER_FORMAT_VERSION):  # 1: read-only opening of a run from before the journal
+        if version not in (1, 2, LEDGER_FORMAT_VERSION):  # 1, 2: read-only opening of a run of an older format
             raise RunError(f"{self.path}: ledger format_version {version!r}; this mixnas reads {LEDGER_FORMAT_VERSION}")
 
     def close(self) -> None:
@@ -304,6 +351,32 @@ class Ledger:
             )
             if cur.rowcount != 1:
                 raise RunError(f"{self.path}: trial {trial} is not in the ledger")
+
+    def add_repeat(self, trial: int, repeat: int, seed: int, outcome: TrialOutcome) -> None:
+        """Store one extra evaluation of ``trial`` (repeat ``repeat`` >= 1, run with experiment seed ``seed``)."""
+        if repeat < 1:
+            raise RunError(f"{self.path}: repeat numbers start at 1 (0 is the trial itself), got {repeat}")
+        o = outcome
+        with self._transaction():
+            if self._conn.execute("SELECT 1 FROM trials WHERE trial = ?", (trial,)).fetchone() is None:
+                raise RunError(f"{self.path}: trial {trial} is not in the ledger")
+            self._conn.execute(
+                "INSERT OR REPLACE INTO repeats(trial, repeat, seed, status, reason, metrics, reward, attempt, worker, "
+                "started_at, finished_at, eval_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (trial, repeat, seed, o.status.value, o.reason, _dumps(dict(o.metrics)), o.reward, o.attempt,
+                 o.worker, o.started_at, time.time(), o.eval_seconds),
+            )
+
+    def repeats(self) -> list[RepeatRecord]:
+        """Every extra evaluation, by trial and repeat number (none in a ledger of an older format)."""
+        try:
+            rows = self._conn.execute("SELECT * FROM repeats ORDER BY trial, repeat").fetchall()
+        except sqlite3.OperationalError:  # an older ledger opened read-only: no repeats table
+            return []
+        return [RepeatRecord(trial=r["trial"], repeat=r["repeat"], seed=r["seed"], status=Status(r["status"]),
+                             reason=r["reason"], metrics=_loads(r["metrics"]) or {}, reward=r["reward"],
+                             attempt=r["attempt"], worker=r["worker"], started_at=r["started_at"],
+                             finished_at=r["finished_at"], eval_seconds=r["eval_seconds"]) for r in rows]
 
     # ------------------------------------------------------------------ reading
     def trials(self, status: str | None = None) -> list[TrialRecord]:

@@ -112,8 +112,9 @@ class _Worker:
         self.evaluator = TrialEvaluator(config, should_stop=should_stop)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
-    def run(self, encoding: Sequence[int], trial: int) -> TrialOutcome:
-        outcome = self.evaluator.run(encoding, trial)
+    def run(self, encoding: Sequence[int], trial: int, seed: int | None = None,
+            known: Mapping[str, Any] | None = None) -> TrialOutcome:
+        outcome = self.evaluator.run(encoding, trial, seed=seed, known=known)
         return outcome.replace(worker=f"{self.node}/{outcome.worker}")  # Ray node / host:pid
 
 
@@ -124,6 +125,7 @@ class Finished:
     trial: int
     attempt: int
     outcome: TrialOutcome
+    seed: int | None = None  # the seed of a repeat (mixnas rerank); None: the experiment's
 
 
 @dataclass
@@ -132,6 +134,7 @@ class _Flight:
     attempt: int
     actor: int
     started: float
+    seed: int | None = None
 
 
 class ActorPool:
@@ -189,11 +192,13 @@ class ActorPool:
     def running(self) -> int:
         return len(self._flights)
 
-    def submit(self, trial: int, attempt: int, encoding: Sequence[int]) -> None:
-        """Start an attempt on an idle actor (the caller checks :attr:`idle`)."""
+    def submit(self, trial: int, attempt: int, encoding: Sequence[int], seed: int | None = None,
+               known: Mapping[str, Any] | None = None) -> None:
+        """Start an attempt on an idle actor (the caller checks :attr:`idle`). A repeat of ``mixnas rerank`` passes
+        ``seed`` (instead of the experiment's) and ``known`` (the trial's latency, not measured again)."""
         index = self._idle.pop()
-        ref = self._actors[index].run.remote(list(encoding), trial)
-        self._flights[ref] = _Flight(trial, attempt, index, time.time())
+        ref = self._actors[index].run.remote(list(encoding), trial, seed, dict(known) if known else None)
+        self._flights[ref] = _Flight(trial, attempt, index, time.time(), seed)
 
     def wait(self, timeout: float = 1.0) -> list[Finished]:
         """The attempts that finished within ``timeout`` seconds (at most one per call)."""
@@ -216,7 +221,7 @@ class ActorPool:
             logger.warning("trial %d: %s", flight.trial, reason)
             outcome = TrialOutcome.failure(reason, started_at=flight.started)
             self._replace(flight.actor)
-        return Finished(flight.trial, flight.attempt, outcome.replace(attempt=flight.attempt))
+        return Finished(flight.trial, flight.attempt, outcome.replace(attempt=flight.attempt), flight.seed)
 
     def _replace(self, index: int) -> None:
         import ray

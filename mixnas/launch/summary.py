@@ -1,18 +1,22 @@
 """What a run has found so far, computed from ledger records: counts, the best trial, the Pareto front, hypervolume.
 
 Everything that reports on a run (the terminal progress line, ``mixnas status``, TensorBoard, ``mixnas export``)
-reads it from here, so they always agree.
+reads it from here, so they always agree. After ``mixnas rerank``, :func:`with_repeats` turns the records of
+re-evaluated trials into their means over seeds (with standard errors), so ``status`` and ``export`` rank by those.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mixnas.controllers.base import Objective
 from mixnas.launch.config import ExperimentConfig
-from mixnas.launch.ledger import TrialRecord
+from mixnas.launch.ledger import RepeatRecord, TrialRecord
 from mixnas.outcome import Status
 
 if TYPE_CHECKING:
@@ -230,3 +234,77 @@ def format_metric(name: str, value: Any) -> str:
 
 def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# repeats (mixnas rerank): means over seeds
+# --------------------------------------------------------------------------------------------------------------
+SEM_METRICS = ("top1", "top5", "loss", "latency_ms")  # besides the reward, the metrics given a standard error
+_NOT_AVERAGED = ("seed",)
+
+
+def _evaluations(record: TrialRecord, repeats: Sequence[RepeatRecord]) -> list[tuple[dict[str, Any], float]]:
+    """(metrics, reward) of a trial's own evaluation and of its ``ok`` repeats."""
+    if record.status is not Status.OK or record.reward is None:
+        return []
+    return [(record.metrics, record.reward)] + [(r.metrics, r.reward) for r in repeats
+                                                 if r.status is Status.OK and r.reward is not None]
+
+
+def sem(values: Sequence[float]) -> float | None:
+    """The standard error of the mean (None for fewer than two values)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else None
+
+
+def _mean_record(record: TrialRecord, evals: list[tuple[dict[str, Any], float]]) -> TrialRecord:
+    metrics = dict(record.metrics)
+    for key, first in record.metrics.items():
+        values = [m.get(key) for m, _ in evals]
+        if key not in _NOT_AVERAGED and all(_is_number(v) for v in values) and len(set(values)) > 1:
+            metrics[key] = statistics.fmean(values)
+    rewards = [w for _, w in evals]
+    metrics.update(n_seeds=len(evals), first_reward=record.reward, reward_sem=sem(rewards))
+    for key in SEM_METRICS:
+        values = [m.get(key) for m, _ in evals]
+        if all(_is_number(v) for v in values):
+            metrics[f"{key}_sem"] = sem(values)
+    return dataclasses.replace(record, metrics=metrics, reward=statistics.fmean(rewards))
+
+
+def with_repeats(records: Sequence[TrialRecord], repeats: Sequence[RepeatRecord]) -> list[TrialRecord]:
+    """The records, where a trial that ``mixnas rerank`` evaluated again carries its mean over every ``ok``
+    evaluation: numeric metrics and the reward are means; ``n_seeds``, ``first_reward`` (the search's own
+    evaluation) and ``<name>_sem`` (standard error of the mean: ``reward_sem``, ``top1_sem``, ...) are added. Trials
+    without repeats are returned as they are."""
+    by_trial: dict[int, list[RepeatRecord]] = defaultdict(list)
+    for r in repeats:
+        by_trial[r.trial].append(r)
+    out = []
+    for record in records:
+        evals = _evaluations(record, by_trial.get(record.trial, ()))
+        out.append(_mean_record(record, evals) if len(evals) > 1 else record)
+    return out
+
+
+def seed_noise(records: Sequence[TrialRecord], repeats: Sequence[RepeatRecord]) -> dict[str, Any] | None:
+    """The proxy's seed noise: the pooled standard deviation, over the trials evaluated with several seeds, of one
+    evaluation's reward and accuracy (``top1``), with how many trials and evaluations it pools; None before any
+    rerank."""
+    by_trial: dict[int, list[RepeatRecord]] = defaultdict(list)
+    for r in repeats:
+        by_trial[r.trial].append(r)
+    groups = [e for e in (_evaluations(rec, by_trial[rec.trial]) for rec in records if rec.trial in by_trial)
+              if len(e) > 1]
+    if not groups:
+        return None
+
+    def pooled(values_of: Any) -> float | None:
+        sets = [[values_of(m, w) for m, w in g] for g in groups]
+        sets = [v for v in sets if all(_is_number(x) for x in v)]
+        dof = sum(len(v) - 1 for v in sets)
+        if not dof:
+            return None
+        return math.sqrt(sum(statistics.variance(v) * (len(v) - 1) for v in sets) / dof)
+
+    return {"trials": len(groups), "evaluations": sum(len(g) for g in groups),
+            "reward_sd": pooled(lambda m, w: w), "top1_sd": pooled(lambda m, w: m.get("top1"))}

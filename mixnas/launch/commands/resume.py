@@ -51,5 +51,4 @@ def run(args: argparse.Namespace) -> int:
     if already:
         print(f"run {run_dir} is already finished ({summary.done}/{summary.trials} trials); nothing to resume")
         return 0
-    print_result(summary, run_dir)
-    return 0
+    return print_result(summary, run_dir)

@@ -74,8 +74,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def print_result(summary, run_dir: Path) -> None:
-    """What a finished search prints on stdout: the best architecture (block strings) or the Pareto front."""
+def print_result(summary, run_dir: Path) -> int:
+    """What a finished search prints on stdout: the best architecture (block strings) or the Pareto front; returns
+    the exit code (1 when no trial succeeded: the search ran, but found nothing)."""
     from mixnas.launch.summary import arch_text, short_arch
 
     best = summary.best
@@ -101,7 +102,12 @@ def print_result(summary, run_dir: Path) -> None:
             print(f"  trial {r.trial}: {short_arch(r, 100)}")
     if summary.hypervolume is not None:
         print(f"hypervolume: {summary.hypervolume:.6g}")
+    if not summary.counts.get("ok"):
+        print(f"no trial succeeded: every failure's reason is in `mixnas status {run_dir} --json` and the ledger",
+              file=sys.stderr)
+        return 1
     print(f"next: mixnas export {run_dir} --top 3")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,5 +118,4 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.output) if args.output else Path(cfg.output_dir) / cfg.name
     with sigterm_as_interrupt():
         summary = run_search(cfg, run_dir, observers=observers(cfg, args.quiet))
-    print_result(summary, run_dir)
-    return 0
+    return print_result(summary, run_dir)

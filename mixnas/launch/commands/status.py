@@ -25,13 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mixnas.launch.ledger import Ledger
     from mixnas.launch.rundir import RunPaths, load_run_config, run_is_active
-    from mixnas.launch.summary import ranked, summarize
+    from mixnas.launch.summary import ranked, seed_noise, summarize, with_repeats
 
     paths = RunPaths(Path(args.run_dir))
     cfg = load_run_config(paths)
     with Ledger(paths.ledger, readonly=True) as ledger:
-        records = ledger.trials()
+        raw, repeats = ledger.trials(), ledger.repeats()
         finished_at = ledger.get_meta("finished_at")
+    records = with_repeats(raw, repeats)  # trials re-ranked with more seeds: their means
+    noise = seed_noise(raw, repeats)
     active = run_is_active(paths)
     done = sum(1 for r in records if r.finished)
     finished = not active and finished_at is not None and done >= cfg.execution.trials
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         doc["run_dir"] = str(paths.root)
         doc["top"] = [r.to_dict() for r in top]
         doc["running_trials"] = [r.trial for r in records if r.status == "running"]
+        doc["seed_noise"] = noise
         json.dump(doc, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return 0
@@ -54,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"hypervolume: {summary.hypervolume:.6g} (Pareto front: {len(summary.front)} trials)")
     if top:
         _print_table(cfg, top, ranks=True)
+        if noise:
+            print(noise_line(noise))
     elif summary.front:
         print("Pareto front:")
         _print_table(cfg, summary.front, ranks=False)
@@ -63,15 +68,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(cfg: Any, records: Sequence[Any], *, ranks: bool) -> None:
-    """One line per trial: rank, trial, reward, the objectives and key metrics measured, the architecture."""
+    """One line per trial: rank, trial, reward (mean ± s.e. and seeds after a rerank), the objectives and key
+    metrics measured, the architecture."""
     from mixnas.launch.summary import format_metric, metric_columns, short_arch
 
     columns = metric_columns(cfg, records)
     widths = [max(10, len(n)) for n in columns]
     reward = cfg.reward.metric if cfg.reward.type == "metric" else "reward"  # the metric itself, if it is one
-    head = (f"{'rank':>4} " if ranks else "") + f"{'trial':>5}" + (f" {reward:>10}" if ranks else "")
+    reranked = ranks and any("n_seeds" in r.metrics for r in records)
+    rw = 20 if reranked else 10
+    head = (f"{'rank':>4} " if ranks else "") + f"{'trial':>5}" + (f" {reward:>{rw}}" if ranks else "")
+    head += f" {'seeds':>5}" if reranked else ""
     print(head + "".join(f" {n:>{w}}" for n, w in zip(columns, widths)) + "  architecture")
     for i, r in enumerate(records, 1):
-        line = (f"{i:>4} " if ranks else "") + f"{r.trial:>5}" + (f" {r.reward:>10.5g}" if ranks else "")
+        value = f"{r.reward:.5g}" if ranks else ""
+        if reranked and r.metrics.get("reward_sem") is not None:
+            value += f" ± {r.metrics['reward_sem']:.2g}"
+        line = (f"{i:>4} " if ranks else "") + f"{r.trial:>5}" + (f" {value:>{rw}}" if ranks else "")
+        line += f" {r.metrics.get('n_seeds', 1):>5}" if reranked else ""
         line += "".join(f" {format_metric(n, r.metrics.get(n)):>{w}}" for n, w in zip(columns, widths))
         print(f"{line}  {short_arch(r, 100)}")
+
+
+def noise_line(noise: dict[str, Any]) -> str:
+    """The proxy's seed noise in one line (``mixnas status`` and ``rerank``)."""
+    top1 = f"top1 {noise['top1_sd']:.4f}, " if noise.get("top1_sd") is not None else ""
+    reward = f"reward {noise['reward_sd']:.5f}" if noise.get("reward_sd") is not None else ""
+    return (f"proxy seed noise (s.d. of one evaluation, pooled over {noise['trials']} re-ranked trials, "
+            f"{noise['evaluations']} evaluations): {top1}{reward}; means ± standard error (mixnas rerank)")

@@ -19,7 +19,8 @@ from mixnas.evaluators.proxy import (
     ProxyEvaluator,
     check_device,
 )
-from mixnas.launch.archref import resolve_cli_arch
+from mixnas.launch.archref import resolve_cli_arch, split_trial_ref, trial_record
+from mixnas.textio import path_kind
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", required=True, help="preset name (e.g. mixnet_tiny, mixnet_s), block strings (with their '# mixnas:' settings line), a file "
                    "(.txt, .json, .yaml) or a trial of a run (RUN_DIR:TRIAL, RUN_DIR:best)")
-    p.add_argument("--data", required=True, help="digits, synthetic or a path")
+    p.add_argument("--data", help="digits, synthetic or a path; leave it out with --arch RUN_DIR:TRIAL to train "
+                   "with the run's own data, budget and settings (this reproduces the trial's recorded score)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed from the file names)")
     budget = p.add_argument_group("budget (training stops at the first limit reached)")
     budget.add_argument("--epochs", type=float, help=f"epochs (default {DEFAULT_EPOCHS:g} unless --steps / --seconds is given)")
@@ -52,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     subset.add_argument("--cache-dir", help="cache of decoded image folders (default $MIXNAS_CACHE_DIR or ~/.cache/mixnas/datasets)")
     subset.add_argument("--workers", type=int, help="image decoding threads (default: one per core)")
     train = p.add_argument_group("training")
-    train.add_argument("--seed", type=int, default=0, help="experiment seed; the trial seed mixes it with the architecture id")
+    train.add_argument("--seed", type=int, help="experiment seed; the trial seed mixes it with the architecture id "
+                       "(default 0, or the run's seed with --arch RUN_DIR:TRIAL; seed+K reproduces rerank repeat K)")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default %(default)s")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="default %(default)s")
     train.add_argument("--lr", type=float, help="peak learning rate (default: scaled with the batch size)")
@@ -64,6 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA when available)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     p.set_defaults(func=run)
+    p.set_defaults(recipe_defaults={k: p.get_default(k) for k in RECIPE_OPTIONS})
+
+
+# Options that set the recipe: with --arch RUN_DIR:TRIAL and no --data the run's recipe is used, so they are refused.
+RECIPE_OPTIONS = ("format", "epochs", "steps", "seconds", "resolution", "classes", "images_per_class", "val_fraction",
+                  "data_seed", "normalize", "flip", "crop_padding", "batch_size", "optimizer", "lr", "schedule",
+                  "weight_decay", "label_smoothing", "threads", "device")
 
 
 def _classes(text: str | None) -> int | tuple[str, ...] | None:
@@ -86,7 +96,29 @@ def _progress(epoch: int, metrics: dict[str, Any]) -> None:
     )
 
 
+def _recipe(args: argparse.Namespace) -> tuple[DataSpec, ProxyConfig]:
+    """The data subset and the training settings the options ask for."""
+    spec = DataSpec(
+        source=args.data, format=args.format, resolution=args.resolution, classes=_classes(args.classes),
+        images_per_class=args.images_per_class, val_fraction=args.val_fraction, seed=args.data_seed,
+        normalize=args.normalize, flip=args.flip, crop_padding=args.crop_padding, cache_dir=args.cache_dir,
+        workers=args.workers,
+    )
+    config = ProxyConfig(
+        epochs=args.epochs, steps=args.steps, seconds=args.seconds, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, threads=args.threads, device=args.device,
+    )
+    return spec, config
+
+
 def run(args: argparse.Namespace) -> int:
+    ref = split_trial_ref(args.arch)
+    if args.data is None and ref is not None and path_kind(ref[0]) == "dir":
+        return _reproduce(args, ref)
+    if args.data is None:
+        raise ConfigError("--data: required unless --arch names a trial of a run (RUN_DIR:TRIAL or RUN_DIR:best), "
+                          "which brings the run's own data and recipe")
     try:
         check_device(args.device)
     except ConfigError as exc:
@@ -97,33 +129,7 @@ def run(args: argparse.Namespace) -> int:
             arch = arch.replace(resolution=args.resolution)
         except ValueError as exc:
             raise ArchitectureError(f"--resolution: {exc}") from None
-    spec = DataSpec(
-        source=args.data,
-        format=args.format,
-        resolution=args.resolution,
-        classes=_classes(args.classes),
-        images_per_class=args.images_per_class,
-        val_fraction=args.val_fraction,
-        seed=args.data_seed,
-        normalize=args.normalize,
-        flip=args.flip,
-        crop_padding=args.crop_padding,
-        cache_dir=args.cache_dir,
-        workers=args.workers,
-    )
-    config = ProxyConfig(
-        epochs=args.epochs,
-        steps=args.steps,
-        seconds=args.seconds,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        schedule=args.schedule,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        threads=args.threads,
-        device=args.device,
-    )
+    spec, config = _recipe(args)
     evaluator = ProxyEvaluator(spec, config)
     data = evaluator.proxy_data(arch)
     summary = data.summary()
@@ -133,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    result = evaluator.evaluate(arch, seed=args.seed, report=_progress)
+    result = evaluator.evaluate(arch, seed=0 if args.seed is None else args.seed, report=_progress)
     result["arch"] = arch.name or arch.id
     result["data"] = summary
     if args.json:
@@ -142,6 +148,52 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(result)
     return 0 if result["status"] == "ok" else 1
+
+
+def _reproduce(args: argparse.Namespace, ref: tuple[Any, Any]) -> int:
+    """Train a trial of a run exactly as the search did (its data, budget, settings and seed) and compare."""
+    changed = [k for k in RECIPE_OPTIONS if getattr(args, k) != args.recipe_defaults[k]]
+    if changed:
+        names = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise ConfigError(f"{names}: --arch {args.arch} without --data trains with the run's own recipe; drop "
+                          f"{names}, or pass --data to train with settings of your own")
+    cfg, record = trial_record(*ref)
+    if cfg.evaluator.type != "proxy":
+        raise ConfigError(f"--arch {args.arch}: the run scores trials with a {cfg.evaluator.type} evaluator, not the "
+                          "proxy trainer; pass --data to proxy-train the architecture")
+    arch = resolve_cli_arch(f"{ref[0]}:{record.trial}")
+    seed = cfg.seed if args.seed is None else args.seed
+    recorded = _recorded(cfg, record, seed, ref[0])
+    print(f"reproducing trial {record.trial} of {ref[0]} with the run's recipe and experiment seed {seed} "
+          f"(no per-epoch evaluation, as in the search)", file=sys.stderr, flush=True)
+    result = ProxyEvaluator(cfg.evaluator.data_spec, cfg.evaluator.proxy).evaluate(arch, seed=seed)
+    result["arch"] = arch.name
+    names = ("top1", "top5", "loss")
+    result["recorded"] = {k: recorded.get(k) for k in names} if recorded is not None else None
+    result["reproduced"] = recorded is not None and all(result.get(k) == recorded.get(k) for k in names)
+    if args.json:
+        json.dump(_json_safe(result), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(result)
+        if recorded is None:
+            print(f"seed {seed}: no evaluation of trial {record.trial} with this seed is recorded in the run")
+        else:
+            same = "identical" if result["reproduced"] else "DIFFERENT (another machine, library or thread count?)"
+            print(f"recorded top1 {recorded.get('top1')}, now {result.get('top1')}: {same}")
+    return 0 if result["status"] == "ok" else 1
+
+
+def _recorded(cfg: Any, record: Any, seed: int, run_dir: Any) -> dict[str, Any] | None:
+    """The metrics recorded for ``record`` with experiment seed ``seed`` (the trial's own or a rerank repeat)."""
+    if seed == cfg.seed:
+        return record.metrics if record.status == "ok" else None
+    from mixnas.launch.ledger import Ledger
+    from mixnas.launch.rundir import RunPaths
+
+    with Ledger(RunPaths(run_dir).ledger, readonly=True) as ledger:
+        found = [r for r in ledger.repeats() if r.trial == record.trial and r.seed == seed and r.status == "ok"]
+    return found[0].metrics if found else None
 
 
 def _json_safe(value: Any) -> Any:
