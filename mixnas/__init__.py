@@ -1,6 +1,7 @@
 """mixnas: hardware-aware neural architecture search with MixConv.
 
-``mixnas.load_model(path)`` is imported on first use, so ``import mixnas`` stays free of torch.
+``mixnas.load_model(path)`` (a ``mixnas train`` folder or its ``mixnas export``, no pickle) is imported on first
+use, so ``import mixnas`` stays free of torch.
 """
 
 from __future__ import annotations

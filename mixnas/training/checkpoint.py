@@ -10,6 +10,10 @@ Layout of a ``mixnas train`` output folder::
     weights.pt           the evaluated weights (the EMA when the recipe keeps one) as a state dict
     metrics.json         per-epoch and final metrics
 
+``run.json`` also records the input the network was trained on (``preprocessing``: resolution, per-channel mean
+and std, class names), which ``mixnas export`` writes into the ONNX file's metadata. :func:`load_model` reads this
+folder or an export of it (same ``arch.json`` and ``weights.pt`` names).
+
 A checkpoint file is complete before ``state.json`` names it (temporary file, then ``os.replace``), so a SIGKILL at
 any moment leaves the previous epoch's checkpoint in force.
 """
@@ -23,10 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixnas.errors import RunError
+from mixnas.errors import ArchitectureError, RunError
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
-from mixnas.textio import atomic_file, read_json, read_text, write_json_atomic, write_text_atomic
+from mixnas.textio import (atomic_file, parse_json, path_kind, read_json, read_text, write_json_atomic,
+                           write_text_atomic)
 
 STATE_FILE = "state.json"
 RUN_FILE = "run.json"
@@ -77,23 +82,45 @@ def write_arch(folder: Path, arch: Architecture) -> None:
 
 
 def read_arch(folder: Path) -> Architecture:
+    """The architecture in ``folder/arch.json``: an architecture record, or an export's document holding one under
+    ``"architecture"``."""
     file = folder / ARCH_FILE
-    if not file.is_file():
-        raise RunError(f"{folder}: no {ARCH_FILE}: not a mixnas train output folder")
-    return Architecture.from_json(read_text(file, RunError))
+    if path_kind(file) != "file":
+        raise RunError(f"{folder}: no {ARCH_FILE}: not a mixnas train output folder or a trained export")
+    data = parse_json(read_text(file, RunError), str(file), RunError)
+    if isinstance(data, dict) and "architecture" in data:
+        data = data["architecture"]
+    try:
+        return Architecture.from_dict(data)
+    except ArchitectureError as exc:
+        raise RunError(f"{file}: {exc}") from None
 
 
 def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """The trained network of a ``mixnas train`` output folder, in eval mode, without unpickling anything.
+    """The trained network of a ``mixnas train`` output folder or of its export (``mixnas export TRAIN_DIR``), in
+    eval mode, without unpickling anything.
 
     ``arch.json`` gives the architecture (built with :func:`mixnas.models.build`) and ``weights.pt`` the state
     dict (the EMA weights when the recipe keeps an average), read with ``torch.load(weights_only=True)``.
+
+    Raises:
+        RunError: the folder holds no ``arch.json`` or no ``weights.pt`` (one line saying which, and why).
     """
     folder = Path(path)
-    arch = read_arch(folder)
+    if path_kind(folder) != "dir":
+        raise RunError(f"{folder}: no such folder (load_model takes a mixnas train output folder or its export)")
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise RunError(f"{folder}: no {WEIGHTS_FILE}: no epoch of training has finished there")
-    model = build_model(arch)
+    if path_kind(weights) != "file":
+        raise RunError(f"{folder}: no {WEIGHTS_FILE}: {_why_no_weights(folder)}")
+    model = build_model(read_arch(folder))
     model.load_state_dict(load_tensors(weights))
     return model.eval()
+
+
+def _why_no_weights(folder: Path) -> str:
+    if path_kind(folder / RUN_FILE) == "file":
+        return "no epoch of training has finished there"
+    if any(path_kind(folder / name) == "file" for name in (ARCH_FILE, "model.onnx", "tf.txt", "timm.txt")):
+        return ("an untrained architecture (a search run's export); train it with `mixnas train RUN_DIR:TRIAL "
+                "--data DATA --output DIR`, then load DIR")
+    return f"not a mixnas train output folder or a trained export (they hold {ARCH_FILE} and {WEIGHTS_FILE})"

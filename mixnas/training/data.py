@@ -12,6 +12,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,14 @@ class TrainingData(LabelledImages):
     format: str
     eval_split: str  # "test (PATH)" or "held-out 20% of train"
 
+    def preprocessing(self) -> dict[str, Any]:
+        """What a trained network's input is, as JSON (``run.json``'s ``preprocessing``, an export's metadata)."""
+        return {
+            "input": "float32 NCHW: RGB pixels / 255, then (x - mean) / std per channel (grayscale: the value "
+                     "repeated in all 3 channels)",
+            "resolution": self.resolution, "mean": list(self.mean), "std": list(self.std),
+            "class_names": list(self.class_names),
+        }
 
 
 def test_source(spec: DataSpec) -> tuple[str, str] | None:

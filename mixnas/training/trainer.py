@@ -119,6 +119,7 @@ class Trainer:
             "arch_id": self.arch.id, "arch": self.arch.name or self.arch.id, "recipe": self.recipe.to_dict(),
             "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
             "data": self.data.spec.to_dict(), "eval_split": self.data.eval_split,
+            "preprocessing": self.data.preprocessing(),
         }
 
     # --- the run -----------------------------------------------------------------------------------------------
