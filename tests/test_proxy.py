@@ -181,3 +181,58 @@ def test_cli_cuda_without_cuda_is_one_line_error(capsys: pytest.CaptureFixture[s
     assert code == 2 and out == ""
     assert err.strip() == ("mixnas: error: --device: 'cuda' was asked for but torch sees no CUDA device on this "
                            "machine; use 'auto' (CUDA when available) or 'cpu'")
+
+
+# ------------------------------------------------------------------------------------------ evaluations a trial does
+def _count_evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from mixnas.evaluators import proxy
+
+    calls: list[int] = []
+    original = proxy._Trial._evaluate
+
+    def counted(self: Any) -> None:
+        calls.append(1)
+        original(self)
+
+    monkeypatch.setattr(proxy._Trial, "_evaluate", counted)
+    return calls
+
+
+def test_without_a_report_consumer_only_the_final_evaluation_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ProxyConfig(epochs=3, batch_size=32, threads=1)
+    evaluator = ProxyEvaluator(SMOKE_DATA, config)
+    calls = _count_evaluations(monkeypatch)
+    quiet = evaluator.evaluate(TINY, seed=2)
+    assert len(calls) == 1
+    curve: list[dict[str, Any]] = []
+    full = evaluator.evaluate(TINY, seed=2, report=lambda epoch, m: curve.append({"epoch": epoch, **m}))
+    assert len(calls) == 1 + 3 and [p["epoch"] for p in curve] == [1, 2, 3]
+    final = {k: full[k] for k in ("top1", "top5", "loss", "train_loss", "steps", "epochs")}
+    assert final == {k: quiet[k] for k in final}  # bit-identical final metrics with or without the reports
+    assert {k: curve[-1][k] for k in final} == final
+
+
+def test_a_search_trial_evaluates_per_epoch_only_for_a_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mixnas.launch.config import config_from_dict
+    from mixnas.launch.trial import TrialEvaluator
+
+    cfg = config_from_dict({
+        "name": "t", "search_space": "tiny", "seed": 0, "controller": {"type": "random"},
+        "evaluator": {"type": "proxy", "data": "synthetic", "subset": {"images_per_class": 24, "classes": 3},
+                      "budget": {"epochs": 3}, "training": {"batch_size": 16, "threads": 1}},
+        "reward": {"type": "metric", "metric": "top1", "direction": "max"},
+        "execution": {"trials": 1}, "logging": {"tensorboard": False},
+    }, source="t.yaml")
+    encoding = (0,) * len(TrialEvaluator(cfg.to_dict()).space.dimensions)
+    calls = _count_evaluations(monkeypatch)
+    plain = TrialEvaluator(cfg.to_dict()).run(encoding, 0)
+    assert len(calls) == 1  # no scheduler: nothing consumes per-epoch reports
+    assert [p["epoch"] for p in plain.curve] == [3]
+    seen: list[int] = []
+    asha = TrialEvaluator(cfg.to_dict(), should_stop=lambda trial, epoch, m: bool(seen.append(epoch))).run(encoding, 0)
+    assert len(calls) == 1 + 3 and seen == [1, 2, 3]  # epochs 1 and 2, and the final one
+    assert [p["epoch"] for p in asha.curve] == [1, 2, 3]  # two epochs, then the final evaluation, as before
+    for key in ("top1", "top5", "loss", "train_loss", "steps"):
+        assert plain.metrics[key] == asha.metrics[key], key
+        assert plain.curve[-1][key] == asha.curve[-1][key], key
+    assert plain.reward == asha.reward

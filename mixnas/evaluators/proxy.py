@@ -380,7 +380,10 @@ class ProxyEvaluator:
             arch: the candidate; its classifier and resolution are set to the data set's.
             seed: the experiment seed; the trial seed also depends on ``arch.id``.
             report: called as ``report(epoch, metrics)`` after each finished epoch with held-out metrics; a
-                return value of True stops the trial (``status`` stays ``ok``, ``stopped_early`` is True).
+                return value of True stops the trial (``status`` stays ``ok``, ``stopped_early`` is True). Each
+                report costs an evaluation (with BN recalibration); without ``report`` only the final evaluation
+                runs, and the final metrics are bit-identical either way (a search passes one only when an
+                early-stopping scheduler consumes it).
 
         Returns:
             A JSON-able dict: status, top1, top5, loss (held-out cross-entropy), train_loss, epochs (done),
