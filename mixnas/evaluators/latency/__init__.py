@@ -10,9 +10,13 @@
 * :mod:`.measure_missing`: ``MeasuringPredictor(predictor)`` measures the signatures a table lacks, then sums;
   ``load_predictor(path, measure_missing=...)`` builds either from a file.
 * :mod:`.validate`: error and rank metrics against end-to-end measurements, scatter plot.
+* :mod:`.agent`: the measurement rules (timing loop, clocks, statistics) and the standalone latency agent for a
+  device without torch (``mixnas latency agent-script``): HTTP server and offline ``--measure-dir`` runner.
+* :mod:`.remote`: ``RemoteTimer``, measuring on an agent over HTTP (``--remote``, ``latency: {type: remote}``).
+* :mod:`.offline`: ``export-layers`` / ``import-results``, the agent's offline path.
 
-Imports flow one way: signatures <- lut <- predictor <- profile <- measure_missing (measure, below
-profile, imports none of them). See ``docs/latency.md``. torch is imported only by the functions that measure; onnxruntime / onnx only by the
+Imports flow one way: agent <- measure; signatures <- lut <- predictor <- profile <- measure_missing, offline
+(measure, below profile, imports none of them; remote imports measure and agent only). See ``docs/latency.md``. torch is imported only by the functions that measure; onnxruntime / onnx only by the
 ONNX Runtime backend.
 """
 

@@ -1,8 +1,9 @@
 """The latency lookup table (LUT): per-signature latencies of one device, backend, thread count and batch size.
 
-On disk it is one JSON document (``format_version`` 2; version 1 files, whose calibration has no per-part term,
-are still read), written atomically (temporary file, then
-``os.replace``) so an interrupted profiling run leaves either the old or the new table, never a torn one::
+On disk it is one JSON document (``format_version`` 2, or 3 for a table whose entries come from several devices:
+it adds ``devices``; version 1 files, whose calibration has no per-part term, are still read), written
+atomically (temporary file, then ``os.replace``) so an interrupted profiling run leaves either the old or the
+new table, never a torn one::
 
     {
       "format": "mixnas-latency-lut",
@@ -15,6 +16,10 @@ are still read), written atomically (temporary file, then
       "calibration": {"model": "scale+offset+parts", "scale": 1.0, "offset_ms": 0.01, "per_part_ms": -0.004,
                       "loo_rmspe_pct": 2.1, "n": 30, "points": [...]} or null
     }
+
+``device`` is the device that measured the table (this machine, or the agent's ``/info`` with ``measured_by``
+naming it); ``devices`` (version 3) lists every device whose measurements a merged table holds, ``device``
+first.
 
 ``ms`` is the value the predictor adds up: the table's statistic (``settings.statistic``, by default the 10th
 percentile of the runs) for measured entries, the mean for imported ones.
@@ -42,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 LUT_FORMAT = "mixnas-latency-lut"
 LUT_FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
+MULTI_DEVICE_FORMAT_VERSION = 3  # written only when ``devices`` names more than the measuring device
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -54,6 +60,7 @@ _TOP_KEYS = {
     "threads",
     "batch_size",
     "device",
+    "devices",
     "settings",
     "entries",
     "calibration",
@@ -237,6 +244,16 @@ class LatencyTable:
     settings: dict[str, Any] = field(default_factory=dict)
     entries: dict[str, Entry] = field(default_factory=dict)
     calibration: Calibration | None = None
+    devices: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.devices or self.devices[0] != self.device:
+            self.devices = [self.device, *(d for d in self.devices if d != self.device)]
+
+    def describe_device(self) -> str:
+        """``"AMD EPYC (this machine)"`` / ``"Cortex-A76 (agent http://pi:8765)"``: who measured the table."""
+        by = self.device.get("measured_by", "this machine")
+        return f"{self.device.get('cpu', 'unknown cpu')} ({by})"
 
     # --- lookup ---------------------------------------------------------------------------------------------
     def __contains__(self, signature: object) -> bool:
@@ -292,18 +309,26 @@ class LatencyTable:
             settings=dict(self.settings),
             entries=entries,
             calibration=self.calibration or other.calibration,
+            devices=[*self.devices, *(d for d in other.devices if d not in self.devices)],
         )
 
     # --- JSON -----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        self.__post_init__()  # ``device`` may have been replaced since
+        several = len(self.devices) > 1
+        data: dict[str, Any] = {
             "format": LUT_FORMAT,
-            "format_version": LUT_FORMAT_VERSION,
+            "format_version": MULTI_DEVICE_FORMAT_VERSION if several else LUT_FORMAT_VERSION,
             "signature_version": SIGNATURE_VERSION,
             "backend": self.backend,
             "threads": self.threads,
             "batch_size": self.batch_size,
             "device": self.device,
+        }
+        if several:  # version 2 readers would refuse the key; one device is what version 2 already says
+            data["devices"] = self.devices
+        return {
+            **data,
             "settings": self.settings,
             "entries": {sig: self.entries[sig].to_dict() for sig in sorted(self.entries)},
             "calibration": self.calibration.to_dict() if self.calibration else None,
@@ -337,6 +362,11 @@ class LatencyTable:
         for key in ("device", "settings"):
             if not isinstance(data.get(key, {}), Mapping):
                 raise LatencyTableError(f"{source}: {key}: expected an object")
+        devices = data.get("devices", [])
+        if "devices" in data and version < MULTI_DEVICE_FORMAT_VERSION:
+            raise LatencyTableError(f"{source}: devices: only in format_version {MULTI_DEVICE_FORMAT_VERSION}")
+        if not isinstance(devices, list) or not all(isinstance(d, Mapping) for d in devices):
+            raise LatencyTableError(f"{source}: devices: expected a list of objects")
         entries_raw = data.get("entries")
         if not isinstance(entries_raw, Mapping):
             raise LatencyTableError(f"{source}: entries: expected an object mapping signatures to latencies")
@@ -353,6 +383,7 @@ class LatencyTable:
             settings=dict(data.get("settings", {})),
             entries=entries,
             calibration=calibration,
+            devices=[dict(d) for d in devices],
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

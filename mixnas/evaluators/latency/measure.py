@@ -22,6 +22,14 @@ phases of the machine are spread evenly over all of them instead of biasing whic
 measurements (:func:`measure_runners`) and the lookup table's parts timed in context
 (:func:`~mixnas.evaluators.latency.profile.profile_archs`) both run in it.
 
+The measurement rules themselves (the loop, the clocks, the summary statistics, the ONNX Runtime session
+settings) live in :mod:`~mixnas.evaluators.latency.agent`, which imports nothing but the standard library
+(numpy and onnxruntime inside functions), so that the latency agent on a device without torch times models the
+same way; this module adds the torch side (building, exporting, ``torch_threads`` and ``inference_mode``).
+*Where* pipelines of stages are timed is a :class:`Timer`: :class:`LocalTimer` (this process) or
+:class:`~mixnas.evaluators.latency.remote.RemoteTimer` (an agent); :func:`measure_archs`,
+:func:`measure_reference` and the profiling and validation built on them take either.
+
 As in MnasNet (Tan et al., CVPR 2019, §5: single-thread big core of a Pixel 1, batch 1), the defaults are one
 thread and batch size 1.
 
@@ -35,6 +43,7 @@ the steady state of a deployed model (inference runtimes keep an arena), and it 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import io
@@ -42,12 +51,28 @@ import logging
 import math
 import os
 import platform
-import time
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
 
 from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.agent import (
+    AgentError,
+    Timing,
+    TimedRuns,
+    clock_ns,
+    cpu_model,
+    import_onnxruntime,
+    onnx_stage,
+    quantile,
+    random_input,
+    summarize,
+    time_pipelines,
+    time_runs,
+)
+from mixnas.evaluators.latency.agent import interleave as agent_interleave
+from mixnas.evaluators.latency.agent import rounds_until as agent_rounds_until
 from mixnas.torch_runtime import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -163,22 +188,25 @@ class Measurement:
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> Measurement:
-        """Summarise raw per-run times (at least one)."""
+        """Summarise raw per-run times (at least one); :func:`~mixnas.evaluators.latency.agent.summarize`."""
         if not samples_ms:
             raise LatencyTableError("cannot summarise an empty list of timings")
-        ordered = sorted(float(s) for s in samples_ms)
-        n = len(ordered)
-        mean = sum(ordered) / n
-        var = sum((s - mean) ** 2 for s in ordered) / (n - 1) if n > 1 else 0.0
-        return cls(
-            median_ms=_quantile(ordered, 0.5),
-            mean_ms=mean,
-            std_ms=math.sqrt(var),
-            iqr_ms=_quantile(ordered, 0.75) - _quantile(ordered, 0.25),
-            min_ms=ordered[0],
-            p10_ms=_quantile(ordered, 0.1),
-            count=n,
-        )
+        return cls(**summarize(samples_ms))
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], where: str = "measurement") -> Measurement:
+        """The measurement an agent reported (:func:`~mixnas.evaluators.latency.agent.summarize_halves`)."""
+        names = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "min_ms", "p10_ms")
+        try:
+            values = {n: float(summary[n]) for n in names}
+            count = int(summary["count"])
+            halves = summary.get("halves")
+            pair = None if halves is None else (float(halves[0]), float(halves[1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise LatencyTableError(f"{where}: expected {', '.join(names)}, count and halves") from None
+        if count < 1 or not all(math.isfinite(v) and v >= 0 for v in values.values()):
+            raise LatencyTableError(f"{where}: expected finite non-negative times and a positive count")
+        return cls(**values, count=count, halves=pair)
 
     def value(self, statistic: str, *, corrected: bool = True) -> float:
         """The summary value named ``statistic`` (one of :data:`STATISTICS`), times :attr:`drift` if ``corrected``.
@@ -206,28 +234,10 @@ class Measurement:
         return asdict(self)
 
 
-def _quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile of sorted values (numpy's default method)."""
-    pos = q * (len(ordered) - 1)
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+_quantile = quantile
 
 
 # --- device metadata ------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`, else ``unknown``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def device_metadata(config: MeasureConfig) -> dict[str, Any]:
     """Where and with what a measurement was taken: CPU / GPU model, thread and library versions, platform."""
     import torch
@@ -253,16 +263,16 @@ def device_metadata(config: MeasureConfig) -> dict[str, Any]:
 # --- backends -------------------------------------------------------------------------------------------------
 def _import_onnxruntime() -> Any:
     try:
-        import onnxruntime
-    except ImportError:
+        return import_onnxruntime()
+    except AgentError:
         raise LatencyTableError(
             "the onnxruntime backend needs onnxruntime and onnx: pip install 'mixnas[onnx]'"
         ) from None
-    return onnxruntime
 
 
-def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
-    """Serialise ``module`` (in eval mode) to an ONNX model for one input of ``input_shape``."""
+def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = False) -> bytes:
+    """Serialise ``module`` (in eval mode) to an ONNX model for one input of ``input_shape`` (with
+    ``dynamic_batch``: any batch size, the first axis of ``input`` and ``output`` named ``batch``)."""
     import torch
 
     try:
@@ -283,6 +293,7 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
             input_names=["input"],
             output_names=["output"],
             do_constant_folding=True,
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
         )
     return buffer.getvalue()
 
@@ -331,22 +342,11 @@ def _torch_stage(module: torch.nn.Module, config: MeasureConfig) -> Stage:
 
 
 def _onnxruntime_stage(module: torch.nn.Module, input_shape: tuple[int, ...], config: MeasureConfig) -> Stage:
-    ort = _import_onnxruntime()
-    model_bytes = export_onnx(module, input_shape)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    run_session = session.run
-
-    def run(x: Any) -> Any:
-        return run_session(None, {name: x})[0]
-
-    return run
+    _import_onnxruntime()
+    try:
+        return onnx_stage(export_onnx(module, input_shape), config.threads)  # the agent's session settings
+    except AgentError as exc:
+        raise LatencyTableError(str(exc)) from None
 
 
 def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -370,10 +370,8 @@ def make_stage(module: torch.nn.Module, input_shape: Sequence[int], config: Meas
 
 def make_input(input_shape: Sequence[int], config: MeasureConfig) -> Any:
     """A random (seeded) input of ``input_shape`` in the form ``config``'s backend takes."""
-    import numpy as np
-
     shape = _check_shape(input_shape)
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    x = random_input(shape)
     if config.backend != "torch":
         return x
     import torch
@@ -395,84 +393,131 @@ def make_runner(module: torch.nn.Module, input_shape: Sequence[int], config: Mea
     return run
 
 
-def time_runs(run: Runner, n: int, clock: Callable[[], int]) -> list[float]:
-    samples = []
-    for _ in range(n):
-        start = clock()
-        run()
-        samples.append((clock() - start) / 1e6)
-    return samples
-
-
 def clock_for(config: MeasureConfig) -> Callable[[], int]:
     """The nanosecond clock ``config`` asks for."""
-    return time.thread_time_ns if config.resolved_clock == "thread" else time.perf_counter_ns
+    return clock_ns(config.resolved_clock)
 
 
-def time_pipeline(
-    stages: Sequence[Stage], x: Any, n: int, clock: Callable[[], int], samples: list[list[float]] | None = None
-) -> list[list[float]]:
-    """Run ``stages`` in sequence (each on the previous one's output) ``n`` times, timing every stage.
-
-    This is how the lookup table measures parts *in context*: when a part runs, the parts before it have just
-    run, so the caches hold what they hold in the whole network (the input hot, the part's weights evicted by
-    the layers before it). Returns (or extends) one list of per-run times in ms per stage.
-    """
-    samples = samples if samples is not None else [[] for _ in stages]
-    for _ in range(n):
-        h = x
-        for i, stage in enumerate(stages):
-            start = clock()
-            h = stage(h)
-            samples[i].append((clock() - start) / 1e6)
-    return samples
+def _check_rounds(rounds: Any) -> None:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
 
 
 def rounds_until(rounds: int, min_seconds: float) -> Iterator[int]:
-    """Round numbers 0, 1, ...: at least ``rounds`` of them, and more until ``min_seconds`` of wall time passed.
-
-    The clock starts at the first round. Spanning a minimum time (rather than a number of runs) is what makes
-    a low statistic robust on a machine whose speed changes in phases: the minimum of a measurement is only
-    undisturbed if some of its rounds fell into an undisturbed phase.
-    """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
-    start = time.perf_counter()
-    k = 0
-    while k < rounds or time.perf_counter() - start < min_seconds:
-        yield k
-        k += 1
+    """:func:`mixnas.evaluators.latency.agent.rounds_until`, refusing a bad ``rounds`` as a LatencyTableError."""
+    _check_rounds(rounds)
+    return agent_rounds_until(rounds, min_seconds)
 
 
-TimedRuns = Callable[[int, "int | None"], None]
-"""``timed(n, k)``: run a network ``n`` times, keeping the timings as round ``k``'s (``k`` None: untimed, dropped)."""
+def _torch_context(config: MeasureConfig) -> Callable[[], ContextManager[Any]]:
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        import torch
+
+        with torch_threads(config.threads), torch.inference_mode():
+            yield
+
+    return context
 
 
 def interleave(items: Sequence[TimedRuns], config: MeasureConfig, *, rounds: int) -> float:
-    """The timing loop of every latency measurement; returns the mean wall time of one round in seconds.
+    """The timing loop of every latency measurement (:func:`mixnas.evaluators.latency.agent.interleave`).
 
-    Every item is warmed up with ``config.warmup`` runs; then, for at least ``rounds`` rounds and at least
-    ``config.min_seconds`` (:func:`rounds_until`), each item in turn gets one untimed run (its caches were just
-    used by the previous item; not in the first round of a one-round measurement) and ``ceil(repeats / rounds)``
-    timed runs. ``repeats`` is therefore a minimum: small networks get more runs, spread over the time span.
-    Runs inside ``torch_threads(config.threads)`` and ``torch.inference_mode``; what an item keeps of its
-    timings (one list per network, one per part of a network run part by part) is up to the item.
+    Returns the mean wall time of one round in seconds. Runs inside ``torch_threads(config.threads)`` and
+    ``torch.inference_mode``; what an item keeps of its timings is up to the item.
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
-    per_round = max(1, math.ceil(config.repeats / rounds))
-    import torch
+    _check_rounds(rounds)
+    return agent_interleave(
+        items,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        rounds=rounds,
+        min_seconds=config.min_seconds,
+        context=_torch_context(config),
+    )
 
-    with torch_threads(config.threads), torch.inference_mode():
-        for timed in items:
-            timed(config.warmup, None)
-        began = time.perf_counter()
-        for k in rounds_until(rounds, config.min_seconds):
-            for timed in items:
-                if rounds > 1 or k > 0:  # a one-round measurement's first round follows the warm-up directly
-                    timed(1, None)
-                timed(per_round, k)
-        return (time.perf_counter() - began) / (k + 1)
+
+def timing_settings(config: MeasureConfig, rounds: int) -> Timing:
+    """The agent's form of ``config``'s timing settings (what a measure request carries)."""
+    _check_rounds(rounds)
+    return Timing(
+        warmup=config.warmup,
+        repeats=config.repeats,
+        rounds=rounds,
+        min_seconds=float(config.min_seconds),
+        clock=config.resolved_clock,
+        statistic=config.statistic,
+        threads=config.threads,
+    )
+
+
+# --- timers: where pipelines of stages are timed -------------------------------------------------------------
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a pipeline to time: a key (runs of equal keys are pooled), how to build it, its input shape.
+
+    ``key`` names what is timed (a layer signature, ``net:<arch id>``); one timer must only ever see one
+    module (and input shape) under one key, since timers keep prepared stages by key.
+    """
+
+    key: str
+    build: Callable[[], Any]
+    input_shape: tuple[int, ...]
+
+
+Pipeline = Sequence[StageSpec]
+
+
+class Timer(Protocol):
+    """Times pipelines of stages on some device: this process (:class:`LocalTimer`) or an agent (``remote.py``)."""
+
+    def device(self, config: MeasureConfig) -> dict[str, Any]:
+        """The metadata of the device that measures (stored in a latency table)."""
+        ...
+
+    def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
+        """Time ``pipelines`` in interleaved rounds; a pooled :class:`Measurement` per key, and round seconds."""
+        ...
+
+
+Timed = tuple[dict[str, Measurement], float]
+
+
+class LocalTimer:
+    """Times pipelines in this process with ``config``'s backend, keeping the ``limit`` latest prepared stages."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = limit
+        self.stages: OrderedDict[str, Stage] = OrderedDict()
+
+    def device(self, config: MeasureConfig) -> dict[str, Any]:
+        return device_metadata(config)
+
+    def _stage(self, spec: StageSpec, config: MeasureConfig) -> Stage:
+        stage = self.stages.pop(spec.key, None)
+        if stage is None:
+            stage = make_stage(spec.build(), spec.input_shape, config)
+        self.stages[spec.key] = stage  # most recently used last
+        while len(self.stages) > self.limit:
+            self.stages.popitem(last=False)
+        return stage
+
+    def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
+        with torch_threads(config.threads):
+            runs = [
+                ([s.key for s in p], [self._stage(s, config) for s in p], make_input(p[0].input_shape, config))
+                for p in pipelines
+            ]
+        pooled, seconds = time_pipelines(runs, timing_settings(config, rounds), _torch_context(config))
+        return {k: _pooled_measurement(even, odd, config.statistic) for k, (even, odd) in pooled.items()}, seconds
+
+
+def _pooled_measurement(even: Sequence[float], odd: Sequence[float], statistic: str) -> Measurement:
+    m = Measurement.from_samples([*even, *odd])
+    if not odd:
+        return m
+    halves = tuple(Measurement.from_samples(h).value(statistic) for h in (even, odd))
+    return replace(m, halves=halves)
 
 
 # --- public measurement API ----------------------------------------------------------------------------------
@@ -495,14 +540,7 @@ def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds:
         return run
 
     interleave([timed(i) for i in range(len(runners))], config, rounds=rounds)
-    results = []
-    for even, odd in samples:
-        m = Measurement.from_samples(even + odd)
-        if odd:
-            halves = tuple(Measurement.from_samples(h).value(config.statistic) for h in (even, odd))
-            m = replace(m, halves=halves)
-        results.append(m)
-    return results
+    return [_pooled_measurement(even, odd, config.statistic) for even, odd in samples]
 
 
 def measure_module(
@@ -549,19 +587,31 @@ def measure_arch(arch: Any, config: MeasureConfig | None = None) -> Measurement:
 REFERENCE_ARCH = "mixnet_tiny"
 
 
-def reference_runner(config: MeasureConfig) -> Runner:
-    """The fixed reference network (the ``mixnet_tiny`` preset) prepared for ``config``, for drift correction."""
+def network_spec(arch: Any, batch_size: int, key: str | None = None) -> StageSpec:
+    """A whole network as a one-stage pipeline (key ``net:<arch id>`` unless given)."""
+    return StageSpec(key or f"net:{arch.id}", lambda: build_network(arch), arch_input_shape(arch, batch_size))
+
+
+def reference_spec(config: MeasureConfig) -> StageSpec:
+    """The fixed reference network (the ``mixnet_tiny`` preset), for drift correction."""
     from mixnas.search_space.presets import resolve_arch
 
-    arch = resolve_arch(REFERENCE_ARCH)
+    return network_spec(resolve_arch(REFERENCE_ARCH), config.batch_size, key=f"reference:{REFERENCE_ARCH}")
+
+
+def reference_runner(config: MeasureConfig) -> Runner:
+    """The fixed reference network prepared for ``config`` in this process, for drift correction."""
+    spec = reference_spec(config)
     with torch_threads(config.threads):
-        return make_runner(build_network(arch), arch_input_shape(arch, config.batch_size), config)
+        return make_runner(spec.build(), spec.input_shape, config)
 
 
-def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS) -> float:
+def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS, timer: Timer | None = None) -> float:
     """``config.statistic`` of the reference network over ``3 * repeats`` runs (the drift baseline)."""
     longer = replace(config, repeats=3 * config.repeats)
-    return measure_runners([reference_runner(config)], longer, rounds=rounds)[0].value(config.statistic)
+    spec = reference_spec(config)
+    measured, _ = (timer or LocalTimer()).time([[spec]], longer, rounds=rounds)
+    return measured[spec.key].value(config.statistic)
 
 
 def measure_archs(
@@ -573,12 +623,13 @@ def measure_archs(
     progress: Callable[[int, int], None] | None = None,
     reference_ms: float | None = None,
     references: Sequence[tuple[Any, float]] = (),
+    timer: Timer | None = None,
 ) -> list[Measurement]:
     """End-to-end latency of many architectures, interleaved in equal chunks of at most ``chunk`` networks.
 
     Interleaving inside a chunk spreads the machine's slow phases over all of its networks (and gives them one
     drift factor); chunking bounds the memory held by built networks and ONNX Runtime sessions.
-    ``progress(done, total)`` is called per chunk.
+    ``progress(done, total)`` is called per chunk. ``timer`` says where they run (default: this process).
 
     Drift correction: with ``reference_ms`` (the reference network's latency when the lookup table was started),
     the reference network is timed in every chunk too, and each measurement of the chunk gets ``drift =
@@ -588,29 +639,25 @@ def measure_archs(
     this keeps measurements taken minutes apart comparable; on a dedicated device drift stays near 1.
     """
     config = config or MeasureConfig()
-    with torch_threads(config.threads):
-        if references:
-            ref_runners = [
-                make_runner(build_network(a), arch_input_shape(a, config.batch_size), config) for a, _ in references
-            ]
-            baselines = [float(ms) for _, ms in references]
-        elif reference_ms is not None:
-            ref_runners, baselines = [reference_runner(config)], [float(reference_ms)]
-        else:
-            ref_runners, baselines = [], []
-    results: list[Measurement] = []
+    if references:
+        ref_specs = [network_spec(a, config.batch_size, key=f"drift{i}:{a.id}") for i, (a, _) in enumerate(references)]
+        baselines = [float(ms) for _, ms in references]
+    elif reference_ms is not None:
+        ref_specs, baselines = [reference_spec(config)], [float(reference_ms)]
+    else:
+        ref_specs, baselines = [], []
     size = math.ceil(len(archs) / math.ceil(len(archs) / chunk)) if archs else 1  # balanced chunks
+    timer = timer or LocalTimer(limit=size + len(ref_specs))  # keeps the references prepared, not old chunks
+    results: list[Measurement] = []
     for start in range(0, len(archs), size):
-        part = archs[start : start + size]
-        with torch_threads(config.threads):
-            runners = [make_runner(build_network(a), arch_input_shape(a, config.batch_size), config) for a in part]
-        measured = measure_runners([*runners, *ref_runners], config, rounds=rounds)
-        if ref_runners:
-            ratios = sorted(b / m.value(config.statistic) for b, m in zip(baselines, measured[len(runners) :]))
+        part = enumerate(archs[start : start + size], start)
+        specs = [network_spec(a, config.batch_size, key=f"net{i}:{a.id}") for i, a in part]
+        measured, _ = timer.time([[s] for s in [*specs, *ref_specs]], config, rounds=rounds)
+        drift = 1.0
+        if ref_specs:
+            ratios = sorted(b / measured[s.key].value(config.statistic) for b, s in zip(baselines, ref_specs))
             drift = _quantile(ratios, 0.5)
-            results.extend(replace(m, drift=drift) for m in measured[: len(runners)])
-        else:
-            results.extend(measured)
+        results.extend(replace(measured[s.key], drift=drift) for s in specs)
         if progress is not None:
             progress(len(results), len(archs))
     return results

@@ -25,22 +25,15 @@ from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
     REFERENCE_ARCH,
+    LocalTimer,
     MeasureConfig,
     Measurement,
-    Runner,
-    Stage,
-    TimedRuns,
-    clock_for,
-    device_metadata,
-    interleave,
-    make_input,
-    make_stage,
+    Pipeline,
+    StageSpec,
+    Timer,
     measure_archs,
     measure_reference,
-    reference_runner,
-    time_pipeline,
-    time_runs,
-    torch_threads,
+    reference_spec,
 )
 from mixnas.evaluators.latency.predictor import lut_sum
 from mixnas.evaluators.latency.signatures import Part, arch_parts, arch_signatures, part_module
@@ -54,22 +47,25 @@ MAX_CHUNK_FACTOR = 4
 MIN_POINTS_FOR_OFFSET = 5
 
 
-def new_table(config: MeasureConfig) -> LatencyTable:
-    """An empty table for ``config`` on this machine, with its device metadata.
+def new_table(config: MeasureConfig, timer: Timer | None = None) -> LatencyTable:
+    """An empty table for ``config`` on the measuring device (``timer``; default this machine), with its metadata.
 
     With drift correction, the reference network is measured now and its latency stored as
     ``settings.reference_ms``: every later measurement for this table is rescaled to this machine speed.
     """
+    timer = timer or LocalTimer()
     settings: dict[str, Any] = config.to_dict()
     if config.drift_correction:
         settings["reference_arch"] = REFERENCE_ARCH
-        settings["reference_ms"] = measure_reference(config)
+        settings["reference_ms"] = measure_reference(config, timer=timer)
+    device = timer.device(config)
     return LatencyTable(
         backend=config.backend,
         threads=config.threads,
         batch_size=config.batch_size,
-        device=device_metadata(config),
+        device=device,
         settings=settings,
+        devices=[device],
     )
 
 
@@ -99,13 +95,14 @@ def reference_ms(table: LatencyTable, config: MeasureConfig) -> float | None:
     return float(value)
 
 
-def check_compatible(table: LatencyTable, config: MeasureConfig) -> None:
-    """Refuse to add measurements taken under ``config`` on this machine to a table of other conditions."""
+def check_compatible(table: LatencyTable, config: MeasureConfig, timer: Timer | None = None) -> None:
+    """Refuse to add measurements taken under ``config`` on ``timer``'s device (default this machine) to a table
+    of other conditions."""
     here = LatencyTable(
         backend=config.backend,
         threads=config.threads,
         batch_size=config.batch_size,
-        device=device_metadata(config),
+        device=(timer or LocalTimer()).device(config),
         settings=config.to_dict(),
     ).condition()
     theirs = table.condition()
@@ -136,40 +133,13 @@ def select_contexts(
     return chosen
 
 
-class _StageCache:
-    """Prepared stages by signature, so a part shared by several context networks is built (exported) once."""
+def context_pipeline(arch: Architecture, batch_size: int) -> Pipeline:
+    """``arch`` as a pipeline of its parts, each keyed by its signature (so a signature's runs pool)."""
 
-    def __init__(self, config: MeasureConfig, limit: int = 512) -> None:
-        self.config = config
-        self.limit = limit
-        self.stages: dict[str, Stage] = {}
+    def builder(part: Part) -> Callable[[], Any]:
+        return lambda: part_module(part, arch)
 
-    def get(self, part: Part, arch: Architecture) -> Stage:
-        sig = part.signature
-        stage = self.stages.pop(sig, None)
-        if stage is None:
-            stage = make_stage(part_module(part, arch), part.input_shape(self.config.batch_size), self.config)
-        self.stages[sig] = stage  # most recently used last
-        while len(self.stages) > self.limit:
-            del self.stages[next(iter(self.stages))]
-        return stage
-
-
-class _Pipeline:
-    """A context network prepared to run part by part, with the per-part timings of its timed rounds."""
-
-    def __init__(self, arch: Architecture, cache: _StageCache, config: MeasureConfig) -> None:
-        parts = arch_parts(arch)
-        self.signatures = [p.signature for p in parts]
-        self.stages = [cache.get(p, arch) for p in parts]
-        self.x = make_input(parts[0].input_shape(config.batch_size), config)
-        self.samples: list[list[float]] = [[] for _ in parts]
-
-    def timed(self, clock: Callable[[], int]) -> TimedRuns:
-        def run(n: int, k: int | None) -> None:
-            time_pipeline(self.stages, self.x, n, clock, self.samples if k is not None else None)
-
-        return run
+    return [StageSpec(p.signature, builder(p), p.input_shape(batch_size)) for p in arch_parts(arch)]
 
 
 def _positive(name: str, value: Any) -> int:
@@ -188,13 +158,14 @@ def profile_archs(
     rounds: int = DEFAULT_ROUNDS,
     progress: Progress | None = None,
     only: Collection[str] | None = None,
+    timer: Timer | None = None,
 ) -> int:
     """Measure, in context, every signature of ``archs`` missing from ``table``; return how many were added.
 
     The networks that contain a missing signature (:func:`select_contexts`) are run part by part
-    (:func:`~mixnas.evaluators.latency.measure.time_pipeline`), each part timed where it sits in the network.
+    (:func:`~mixnas.evaluators.latency.agent.time_pipeline`), each part timed where it sits in the network.
     Networks are processed in chunks, each chunk in the one timing loop of end-to-end measurements
-    (:func:`~mixnas.evaluators.latency.measure.interleave`: warm-up, at least ``rounds`` interleaved rounds of
+    (:func:`~mixnas.evaluators.latency.agent.interleave`: warm-up, at least ``rounds`` interleaved rounds of
     ``ceil(repeats / rounds)`` runs each and at least ``config.min_seconds`` of wall time); a signature met in
     several networks of a chunk pools their runs. The entry is ``config.statistic`` (and mean, standard
     deviation, count) of the pooled runs, rescaled by the chunk's drift factor when ``config`` asks for drift
@@ -205,24 +176,23 @@ def profile_archs(
     a chunk take less than ``config.min_seconds``: small networks then share the time span instead of each
     chunk of them paying for it.
     With ``only``, just those signatures are measured (and only networks that have one of them are run).
+    ``timer`` says where the networks run (default: this process; ``remote.RemoteTimer``: an agent).
     """
-    check_compatible(table, config)
+    timer = timer or LocalTimer()
+    check_compatible(table, config, timer)
     _positive("rounds", rounds)
     _positive("chunk", chunk)
     baseline = reference_ms(table, config)
-    reference = reference_runner(config) if baseline is not None else None
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
     contexts = select_contexts(table, archs, wanted)
-    cache = _StageCache(config)
     done = start = 0
     size = chunk
     while start < len(contexts):
         batch = contexts[start : start + size]
-        with torch_threads(config.threads):
-            pipelines = [_Pipeline(arch, cache, config) for arch in batch]
-        drift, round_seconds = _time_chunk(pipelines, reference, baseline, config, rounds)
-        done += _store(table, pipelines, drift, wanted, config.statistic)
+        pipelines = [context_pipeline(arch, config.batch_size) for arch in batch]
+        measured, drift, round_seconds = time_chunk(timer, pipelines, baseline, config, rounds)
+        done += store_measured(table, measured, drift, wanted, config.statistic)
         if path is not None:
             table.save(path)
         if progress is not None:
@@ -234,48 +204,38 @@ def profile_archs(
     return done
 
 
-def _time_chunk(
-    pipelines: Sequence[_Pipeline],
-    reference: Runner | None,
-    baseline: float | None,
-    config: MeasureConfig,
-    rounds: int,
-) -> tuple[float, float]:
-    """Time a chunk's networks part by part, and the reference network beside them; ``(drift, round seconds)``.
+def time_chunk(
+    timer: Timer, pipelines: Sequence[Pipeline], baseline: float | None, config: MeasureConfig, rounds: int
+) -> tuple[dict[str, Measurement], float, float]:
+    """Time a chunk's networks part by part, and the reference network beside them.
 
-    ``drift`` is ``baseline / reference now`` (1 without a reference), the factor that maps the chunk's
-    timings to the machine speed at which the table was started.
+    Returns the pooled measurement of every signature, ``drift`` (``baseline / reference now``, 1 without a
+    baseline: the factor that maps the chunk's timings to the machine speed at which the table was started)
+    and the mean seconds of one round.
     """
-    clock = clock_for(config)
-    items = [p.timed(clock) for p in pipelines]
-    reference_runs: list[float] = []
-    if reference is not None:
-
-        def time_reference(n: int, k: int | None) -> None:
-            runs = time_runs(reference, n, clock)
-            if k is not None:
-                reference_runs.extend(runs)
-
-        items.append(time_reference)
-    round_seconds = interleave(items, config, rounds=rounds)
+    reference = reference_spec(config)
+    items = [*pipelines, [reference]] if baseline is not None else list(pipelines)
+    measured, round_seconds = timer.time(items, config, rounds=rounds)
     if baseline is None:
-        return 1.0, round_seconds
-    return baseline / Measurement.from_samples(reference_runs).value(config.statistic), round_seconds
+        return measured, 1.0, round_seconds
+    return measured, baseline / measured.pop(reference.key).value(config.statistic), round_seconds
 
 
-def _store(
-    table: LatencyTable, pipelines: Sequence[_Pipeline], drift: float, wanted: set[str] | None, statistic: str
+def store_measured(
+    table: LatencyTable, measured: dict[str, Measurement], drift: float, wanted: set[str] | None, statistic: str
 ) -> int:
-    """Add the chunk's missing (and wanted) signatures to ``table``, pooling their runs; return how many."""
-    pooled: dict[str, list[float]] = {}
-    for pipeline in pipelines:
-        for sig, runs in zip(pipeline.signatures, pipeline.samples):
-            if sig not in table and (wanted is None or sig in wanted):
-                pooled.setdefault(sig, []).extend(runs)
-    for sig, runs in pooled.items():
-        m = Measurement.from_samples([r * drift for r in runs])
-        table.entries[sig] = Entry(ms=m.value(statistic), mean_ms=m.mean_ms, std_ms=m.std_ms, count=m.count)
-    return len(pooled)
+    """Add the measured signatures missing from ``table`` (and wanted), rescaled by ``drift``; return how many."""
+    added = 0
+    for sig, m in measured.items():
+        if sig not in table and (wanted is None or sig in wanted):
+            table.entries[sig] = Entry(
+                ms=m.value(statistic, corrected=False) * drift,
+                mean_ms=m.mean_ms * drift,
+                std_ms=m.std_ms * drift,
+                count=m.count,
+            )
+            added += 1
+    return added
 
 
 def mutant_contexts(
@@ -430,28 +390,36 @@ def calibrate(
     *,
     rounds: int = DEFAULT_ROUNDS,
     progress: Callable[[int, int], None] | None = None,
+    timer: Timer | None = None,
 ) -> Calibration:
     """Measure ``archs`` end to end, fit :class:`Calibration` against their LUT sums and store it in ``table``.
 
     Every signature of ``archs`` must be in the table (profile them first).
     """
-    check_compatible(table, config)
-    summed = [lut_sum(table, arch_signatures(a), calibrated=False)[0] for a in archs]
+    check_compatible(table, config, timer)
+    for a in archs:  # every signature must be in the table: fail before measuring
+        lut_sum(table, arch_signatures(a), calibrated=False)
     start = time.perf_counter()
     measured = measure_archs(
-        archs, config, rounds=rounds, progress=progress, reference_ms=reference_ms(table, config)
+        archs, config, rounds=rounds, progress=progress, reference_ms=reference_ms(table, config), timer=timer
     )
     logger.info("measured %d calibration networks in %.1f s", len(archs), time.perf_counter() - start)
-    points = tuple((a.id, s, m.value(config.statistic)) for a, s, m in zip(archs, summed, measured))
+    return store_calibration(table, archs, [m.value(config.statistic) for m in measured])
+
+
+def store_calibration(table: LatencyTable, archs: Sequence[Architecture], measured_ms: Sequence[float]) -> Calibration:
+    """Fit the calibration of ``archs`` (end-to-end latencies ``measured_ms``, at the table's speed) into ``table``."""
+    summed = [lut_sum(table, arch_signatures(a), calibrated=False)[0] for a in archs]
+    points = tuple((a.id, s, float(m)) for a, s, m in zip(archs, summed, measured_ms))
     fit = fit_calibration(points, [len(arch_signatures(a)) for a in archs])
     table.calibration = replace(fit, archs=tuple(a.to_dict() for a in archs))
     return table.calibration
 
 
-def load_or_create(path: str | os.PathLike[str], config: MeasureConfig) -> LatencyTable:
-    """The table at ``path`` if it exists (it must match ``config``), else a new empty one."""
+def load_or_create(path: str | os.PathLike[str], config: MeasureConfig, timer: Timer | None = None) -> LatencyTable:
+    """The table at ``path`` if it exists (it must match ``config`` and ``timer``'s device), else a new one."""
     if Path(path).exists():
         table = LatencyTable.load(path)
-        check_compatible(table, config)
+        check_compatible(table, config, timer)
         return table
-    return new_table(config)
+    return new_table(config, timer)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, MeasureConfig, Measurement, measure_archs
+from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, MeasureConfig, Measurement, Timer, measure_archs
 from mixnas.evaluators.latency.predictor import LatencyPredictor
 from mixnas.evaluators.latency.profile import reference_ms
 from mixnas.search_space.arch import Architecture
@@ -127,8 +127,10 @@ def validate(
     *,
     rounds: int = DEFAULT_ROUNDS,
     progress: Callable[[int, int], None] | None = None,
+    timer: Timer | None = None,
 ) -> ValidationReport:
-    """Measure ``archs`` end to end with ``config`` and compare with ``predictor`` and with MACs."""
+    """Measure ``archs`` end to end with ``config`` (on ``timer``'s device; default this process) and compare with
+    ``predictor`` and with MACs."""
     if len(archs) < 2:
         raise LatencyTableError(f"validation needs at least 2 architectures, got {len(archs)}")
     predictions = [predictor.predict(a) for a in archs]
@@ -140,6 +142,7 @@ def validate(
         progress=progress,
         reference_ms=None if references else reference_ms(predictor.table, config),
         references=references,
+        timer=timer,
     )
     meas_ms = [m.value(config.statistic) for m in measured]
     macs = [count(a).macs for a in archs]

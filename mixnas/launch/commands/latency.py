@@ -10,6 +10,12 @@
     mixnas latency coverage --space SPACE --lut LUT.json [--json]
     mixnas latency import-csv CSV --out LUT.json --backend B [--threads T] [--cpu NAME]
     mixnas latency merge LUT.json ... --out LUT.json [--force]
+    mixnas latency agent-script -o agent.py
+    mixnas latency export-layers --space SPACE -n N -o DIR [--calibrate K]
+    mixnas latency import-results DIR results.csv --out LUT.json
+
+``measure``, ``profile`` and ``validate`` take ``--remote URL --token-file F`` to measure on a latency agent
+(``agent.py`` on the target device) instead of this machine.
 
 Progress goes to stderr; results to stdout (with ``--json``, exactly one JSON document).
 """
@@ -43,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     cmds = p.add_subparsers(dest="latency_command", metavar="ACTION")
     cmds.required = True
-    for add in (_add_measure, _add_profile, _add_predict, _add_validate, _add_coverage, _add_import_csv, _add_merge):
+    for add in (_add_measure, _add_profile, _add_predict, _add_validate, _add_coverage, _add_import_csv, _add_merge,
+                _add_agent_script, _add_export_layers, _add_import_results):
         add(cmds)
 
 
@@ -53,6 +60,7 @@ def _add_measure(cmds: argparse._SubParsersAction) -> None:
     _measure_options(m)
     m.add_argument("--resolution", type=int, help="input resolution (default: the architecture's)")
     m.add_argument("--json", action="store_true", help="print one JSON document")
+    _remote_options(m)
     m.set_defaults(func=run_measure)
 
 
@@ -94,6 +102,7 @@ def _add_profile(cmds: argparse._SubParsersAction) -> None:
         default=8,
         help="networks measured (interleaved) between saves (default 8; grows for small networks, see --min-seconds)",
     )
+    _remote_options(pr)
     pr.set_defaults(func=run_profile)
 
 
@@ -137,6 +146,7 @@ def _add_validate(cmds: argparse._SubParsersAction) -> None:
     v.add_argument(
         "--min-seconds", type=float, default=None, help="least wall time one measurement spans (default: the LUT's)"
     )
+    _remote_options(v)
     v.set_defaults(func=run_validate)
 
 
@@ -168,9 +178,59 @@ def _add_merge(cmds: argparse._SubParsersAction) -> None:
     mg.set_defaults(func=run_merge)
 
 
+def _add_agent_script(cmds: argparse._SubParsersAction) -> None:
+    a = cmds.add_parser("agent-script", help="write the latency agent (numpy + onnxruntime only) for a device")
+    a.add_argument("-o", "--out", required=True, help="file to write (e.g. agent.py)")
+    a.set_defaults(func=run_agent_script)
+
+
+def _add_export_layers(cmds: argparse._SubParsersAction) -> None:
+    e = cmds.add_parser("export-layers", help="write the ONNX models a profile needs, for agent.py --measure-dir")
+    e.add_argument("--space", required=True, help="search space: preset name or YAML file")
+    e.add_argument("-n", type=int, default=DEFAULT_PROFILE_SAMPLES,
+                   help=f"architectures sampled (default {DEFAULT_PROFILE_SAMPLES})")
+    e.add_argument("--seed", type=int, default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
+    e.add_argument("--calibrate", type=int, default=DEFAULT_CALIBRATION, metavar="K",
+                   help=f"calibration networks measured end to end (default {DEFAULT_CALIBRATION}; 0: none)")
+    e.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    e.add_argument("-o", "--out", required=True, help="folder to write (models/ and manifest.json)")
+    e.add_argument("--chunk", type=int, default=8, help="networks timed together in one request (default 8)")
+    _measure_options(e)
+    e.set_defaults(func=run_export_layers)
+
+
+def _add_import_results(cmds: argparse._SubParsersAction) -> None:
+    i = cmds.add_parser("import-results", help="build a LUT from an export folder and the agent's results CSV")
+    i.add_argument("folder", help="the folder export-layers wrote")
+    i.add_argument("results", help="the CSV agent.py --measure-dir wrote")
+    i.add_argument("--out", required=True, help="LUT JSON file to write")
+    i.set_defaults(func=run_import_results)
+
+
+def _remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", metavar="URL", help="measure on the latency agent at URL (http://HOST:PORT; "
+                   "implies --backend onnxruntime)")
+    p.add_argument("--token-file", metavar="F", help="file holding the agent's token (with --remote)")
+
+
+def _timer(args: argparse.Namespace) -> Any:
+    """The remote timer of ``--remote`` / ``--token-file``, or None (this machine)."""
+    if args.remote is None:
+        if args.token_file is not None:
+            raise LatencyTableError("--token-file goes with --remote URL")
+        return None
+    if args.token_file is None:
+        raise LatencyTableError("--remote needs --token-file F (the file holding the agent's token)")
+    from mixnas.evaluators.latency.remote import remote_timer
+
+    return remote_timer(args.remote, args.token_file)
+
+
 def _measure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="torch (default) or onnxruntime (the default with --remote and for export-layers)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default 1; with --remote, the agent's --threads)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch backend device")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
@@ -204,12 +264,16 @@ def _measure_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace, timer: Any = None) -> Any:
     from mixnas.evaluators.latency.measure import MeasureConfig
 
+    threads = args.threads
+    if threads is None:
+        threads = timer.client.info().get("threads", 1) if timer is not None else 1
+    onnx_only = getattr(args, "remote", None) is not None or args.func is run_export_layers
     return MeasureConfig(
-        backend=args.backend,
-        threads=args.threads,
+        backend=args.backend or ("onnxruntime" if onnx_only else "torch"),
+        threads=threads,
         batch_size=args.batch_size,
         device=args.device,
         warmup=args.warmup,
@@ -315,15 +379,17 @@ class _Progress:
 def run_measure(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.measure import device_metadata, measure_archs
 
-    config = _config(args)
+    timer = _timer(args)
+    config = _config(args, timer)
     archs = _resolve(args.archs, args.resolution)
-    results = measure_archs(archs, config, rounds=args.rounds)
+    results = measure_archs(archs, config, rounds=args.rounds, timer=timer)
     rows = [
         {"arch": spec, "id": a.id, "resolution": a.resolution, **m.to_dict()}
         for spec, a, m in zip(args.archs, archs, results)
     ]
     if args.json:
-        json.dump({"config": config.to_dict(), "device": device_metadata(config), "results": rows}, sys.stdout)
+        device = timer.device(config) if timer else device_metadata(config)
+        json.dump({"config": config.to_dict(), "device": device, "results": rows}, sys.stdout)
         sys.stdout.write("\n")
         return 0
     for r in rows:
@@ -339,11 +405,14 @@ def run_profile(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.profile import calibrate, load_or_create, profile_archs, select_contexts
     from mixnas.evaluators.latency.signatures import arch_signatures
 
-    config = _config(args)
+    timer = _timer(args)
+    config = _config(args, timer)
     if args.arch and (args.n is not None or args.exhaustive):
         raise LatencyTableError("-n and --exhaustive choose architectures of --space; with --arch, leave them out")
     coverage = space_coverage(args.space, args.resolution) if args.exhaustive else None
-    table = load_or_create(args.out, config)
+    table = load_or_create(args.out, config, timer)
+    if timer is not None:
+        _say(f"profile: measuring on {table.describe_device()}")
     if coverage is not None:
         archs = list(coverage.contexts)
         _say(f"profile: the space {args.space!r} can produce {len(coverage)} signatures "
@@ -366,13 +435,16 @@ def run_profile(args: argparse.Namespace) -> int:
          f"in {len(contexts)} networks ({config.backend}, {config.threads} thread(s), batch {config.batch_size}, "
          f"{config.resolved_clock} clock) -> {args.out}")
     profile_archs(
-        table, archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds, progress=_Progress("profile")
+        table, archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds, progress=_Progress("profile"),
+        timer=timer,
     )
     table.save(args.out)
     if calibration_archs:
-        profile_archs(table, calibration_archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds)
+        profile_archs(table, calibration_archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds,
+                      timer=timer)
         _say(f"calibrate: measuring {len(calibration_archs)} architectures end to end")
-        cal = calibrate(table, calibration_archs, config, rounds=args.rounds, progress=_Progress("calibrate"))
+        cal = calibrate(table, calibration_archs, config, rounds=args.rounds, progress=_Progress("calibrate"),
+                        timer=timer)
         table.save(args.out)
         _say(f"calibrate: {cal.describe()}")
     print(
@@ -420,16 +492,19 @@ def run_validate(args: argparse.Namespace) -> int:
         if v is not None
     }
     config = config_from_table(table, **overrides)
-    check_compatible(table, config)  # end-to-end measurements here mean nothing for another device's table
+    timer = _timer(args)
+    check_compatible(table, config, timer)  # end-to-end measurements here mean nothing for another device's table
     exclude = {p[0] for p in table.calibration.points} if table.calibration else set()
     space, encodings, archs = sample_archs(args.space, args.n, args.seed, args.resolution, exclude=frozenset(exclude))
-    missing, own_context = _measure_missing_elsewhere(args, table, config, space, encodings, archs, exclude)
+    missing, own_context = _measure_missing_elsewhere(args, table, config, space, encodings, archs, exclude, timer)
     coverage = _coverage_line(args.space, table, args.lut, args.resolution)
     _say(f"validate: {coverage}")
     if table.calibration is None:
         _say("validate: warning: the LUT has no calibration; predictions are plain sums")
     _say(f"validate: measuring {len(archs)} architectures end to end ({config.backend}, {config.threads} thread(s))")
-    report = validate(LatencyPredictor(table), archs, config, rounds=args.rounds, progress=_Progress("validate"))
+    report = validate(
+        LatencyPredictor(table), archs, config, rounds=args.rounds, progress=_Progress("validate"), timer=timer
+    )
     report.metrics.update(
         space=args.space,
         seed=args.seed,
@@ -437,6 +512,7 @@ def run_validate(args: argparse.Namespace) -> int:
         missing_signatures=len(missing),
         own_context_signatures=len(own_context),
         coverage=coverage,
+        measured_on=table.describe_device() if timer is None else timer.device(config).get("measured_by"),
     )
     warning = repeatability_warning(report.metrics)
     report.metrics["warnings"] = [warning] if warning else []
@@ -461,6 +537,7 @@ def _measure_missing_elsewhere(
     encodings: list[tuple[int, ...]],
     archs: list[Architecture],
     exclude: set[str],
+    timer: Any = None,
 ) -> tuple[list[str], list[str]]:
     """Measure the signatures of the validation ``archs`` that ``table`` lacks, inside *other* networks.
 
@@ -486,9 +563,11 @@ def _measure_missing_elsewhere(
     _say(f"validate: {len(missing)} signatures missing from {args.lut}; measuring them in {len(contexts)} other "
          f"networks of the space ({len(own_context)} only found in their own network)")
     progress = _Progress("profile")
-    profile_archs(table, contexts, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(missing))
+    profile_archs(table, contexts, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(missing),
+                  timer=timer)
     if own_context:
-        profile_archs(table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context))
+        profile_archs(table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context),
+                      timer=timer)
     return missing, own_context
 
 
@@ -553,4 +632,57 @@ def run_merge(args: argparse.Namespace) -> int:
         merged = merged.merge(other, force=args.force)
     merged.save(args.out)
     print(f"{args.out}: {len(merged)} signatures from {len(tables)} tables")
+    return 0
+
+
+def run_agent_script(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mixnas.evaluators.latency import agent
+    from mixnas.textio import os_reason, write_text_atomic
+
+    source = Path(agent.__file__).read_text(encoding="utf-8")
+    try:
+        mixnas_version = version("mixnas")
+    except PackageNotFoundError:
+        mixnas_version = "(unknown version)"
+    header = (
+        f"#!/usr/bin/env python3\n# mixnas latency agent {agent.AGENT_VERSION}, written by mixnas "
+        f"{mixnas_version} (mixnas latency agent-script). Needs Python 3.9+, numpy and "
+        "onnxruntime only.\n# Serve: python agent.py --token-file token.txt [--host 0.0.0.0 --port 8765]; offline: "
+        "python agent.py --measure-dir DIR --out results.csv\n"
+    )
+    try:
+        write_text_atomic(args.out, header + source)
+        Path(args.out).chmod(0o755)
+    except OSError as exc:
+        raise LatencyTableError(f"{args.out}: cannot write the agent ({os_reason(exc)})") from None
+    print(f"{args.out}: latency agent {agent.AGENT_VERSION} (copy it to the device; python {args.out} --help)")
+    return 0
+
+
+def run_export_layers(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.offline import export_layers
+
+    config = _config(args)
+    _, _, archs = sample_archs(args.space, args.n, args.seed, args.resolution)
+    _say(f"export-layers: {len(archs)} architectures of {args.space!r} -> {args.out}")
+    manifest = export_layers(args.out, archs, archs[: args.calibrate], config, rounds=args.rounds, chunk=args.chunk)
+    meta = manifest["mixnas"]
+    print(f"{args.out}: {meta['signatures']} signatures in {meta['networks']} networks, "
+          f"{len(manifest['requests'])} requests; on the device: python agent.py --measure-dir {args.out} "
+          f"--out results.csv")
+    return 0
+
+
+def run_import_results(args: argparse.Namespace) -> int:
+    from mixnas.evaluators.latency.offline import import_results
+
+    table = import_results(args.folder, args.results)
+    table.save(args.out)
+    if table.calibration is not None:
+        _say(f"import-results: calibration {table.calibration.describe()}")
+    print(f"{args.out}: {len(table)} signatures measured on {table.describe_device()}")
     return 0
