@@ -123,11 +123,16 @@ def stage_search(out: Path, target: float, minutes: float) -> None:
 
 def stage_rerank(out: Path, seeds: int) -> dict:
     """Re-evaluate each run's top 3 with more seeds; the winner of a run is its best mean reward."""
+    def rerank(key: str) -> dict:
+        return json.loads(mixnas("rerank", str(out / key), "--top", "3", "--seeds", str(seeds), "--json"))
+
+    with ThreadPoolExecutor(len(SEARCHES)) as pool:  # side by side, one core each, as the searches ran
+        docs = dict(zip(SEARCHES, pool.map(rerank, SEARCHES)))
     winners = {}
-    for key in SEARCHES:
-        doc = json.loads(mixnas("rerank", str(out / key), "--top", "3", "--seeds", str(seeds), "--json"))
+    for key, doc in docs.items():
         best = doc["ranking"][0]
-        winners[key] = {"trial": best["trial"], "arch": f"{out / key}:{best['trial']}", "rerank": doc["ranking"]}
+        winners[key] = {"trial": best["trial"], "arch": f"{out / key}:{best['trial']}", "rerank": doc["ranking"],
+                        "noise": doc["noise"]}
     write_json(out / "winners.json", winners)
     return winners
 

@@ -4,8 +4,8 @@
   once, its study in memory), the metric names a reward / scheduler / constraint uses against what the proxy
   trainer reports, the types of a tabular evaluator's options;
 * before a search starts or resumes (:func:`check_files`, on the machine of the driver): the data path, the
-  tabular benchmark (its keys against the space, its columns against the metrics named), the LUT, and a CUDA
-  device asked for on a local run.
+  tabular benchmark (its keys against the space, its columns against the metrics named), the supernet folder
+  (trained weights of the search space), the LUT, and a CUDA device asked for on a local run.
 
 The functions take the experiment config by duck typing (this module sits below ``config.py``).
 """
@@ -72,7 +72,8 @@ def check_controller(cfg: Any, space: Any) -> None:
 
 
 def check_files(cfg: Any, space: Any) -> None:
-    """Check, on this machine, what every trial needs: files (data set, tabular benchmark, LUT), metrics, device.
+    """Check, on this machine, what every trial needs: files (data set, tabular benchmark, supernet, LUT), metrics,
+    device.
 
     Called before a search starts or resumes: a missing or malformed file, a reward / scheduler / constraint
     metric the table does not have, or a CUDA device this machine lacks is one error then, not a failure
@@ -99,6 +100,8 @@ def check_files(cfg: Any, space: Any) -> None:
             raise ConfigError(f"{src}: evaluator.table: no such file {cfg.evaluator.table!r}")
         check_metrics(cfg, (*_table_metrics(cfg, space), *(ARCH_METRICS if architectures else ())), architectures,
                        f"the table {Path(str(cfg.evaluator.table)).name}")
+    if cfg.evaluator.type == "supernet":
+        _check_supernet(cfg, space)
     if cfg.latency.type == "lut":
         from mixnas.evaluators.latency.lut import LatencyTable
 
@@ -108,6 +111,18 @@ def check_files(cfg: Any, space: Any) -> None:
             raise ConfigError(f"{src}: latency.lut: {exc}") from None
     if cfg.execution.address == "local":
         _check_devices(cfg)
+
+
+def _check_supernet(cfg: Any, space: Any) -> None:
+    """The supernet folder holds trained weights of this very space (else every trial would fail the same way)."""
+    from mixnas.evaluators.supernet.evaluator import load_supernet, check_same_space
+
+    where = f"{cfg.source}: evaluator.checkpoint"
+    try:
+        net, _, _ = load_supernet(cfg.evaluator.checkpoint)
+    except MixnasError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    check_same_space(space, net.space, where)
 
 
 ARCH_METRICS = ("params", "macs")  # counted for every architecture before it is scored
@@ -157,6 +172,8 @@ def _check_devices(cfg: Any) -> None:
     asked = []
     if cfg.evaluator.type == "proxy" and cfg.evaluator.training.get("device") == "cuda":
         asked.append("evaluator.training.device")
+    if cfg.evaluator.type == "supernet" and cfg.evaluator.device == "cuda":
+        asked.append("evaluator.device")
     if cfg.latency.type == "measure" and cfg.latency.options.get("device") == "cuda":
         asked.append("latency.options.device")
     if not asked:

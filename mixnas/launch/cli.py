@@ -22,12 +22,14 @@ COMMAND_MODULES = (
     "search",
     "resume",
     "status",
+    "rerank",
     "export",
     "build",
     "space",
     "train_proxy",
     "train",
     "latency",
+    "supernet",
 )
 
 

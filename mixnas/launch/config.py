@@ -19,8 +19,10 @@ import copy
 import dataclasses
 import inspect
 import json
+import os
 import re
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -40,8 +42,8 @@ from mixnas.textio import read_yaml as textio_read_yaml
 CONFIG_FORMAT_VERSION = 1
 
 CONTROLLER_TYPES = ("random", "evolution", "rl", "optuna")
-EVALUATOR_TYPES = ("proxy", "tabular")
-LATENCY_TYPES = ("none", "lut", "measure")
+EVALUATOR_TYPES = ("proxy", "tabular", "supernet")
+LATENCY_TYPES = ("none", "lut", "measure", "remote")
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 LUT_OPTIONS = ("calibrated", "measure_missing")  # LatencyPredictor keyword options
 REWARD_TYPES = ("mnasnet", "pareto", "metric")
@@ -86,7 +88,21 @@ class TabularEvaluatorConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-EvaluatorConfig = ProxyEvaluatorConfig | TabularEvaluatorConfig
+@dataclass(frozen=True)
+class SupernetEvaluatorConfig:
+    """A trained weight-sharing supernet (``mixnas supernet train``): its folder and ``SupernetEvaluator``'s
+    options (docs/supernet.md)."""
+
+    type: ClassVar[str] = "supernet"
+    checkpoint: str
+    bn_batches: int = 8
+    batch_size: int = 64
+    eval_batch_size: int = 500
+    device: str = "cpu"
+    threads: int | None = None
+
+
+EvaluatorConfig = ProxyEvaluatorConfig | TabularEvaluatorConfig | SupernetEvaluatorConfig
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,22 @@ class MeasuredLatency:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-LatencyConfig = NoLatency | LutLatency | MeasuredLatency
+@dataclass(frozen=True)
+class RemoteLatency:
+    """Latency measured end to end on a latency agent (``agent.py`` on the target device; ONNX Runtime there).
+
+    ``options``: the other ``MeasureConfig`` settings (``warmup``, ``repeats``, ``min_seconds``, ...).
+    """
+
+    type: ClassVar[str] = "remote"
+    url: str
+    token_file: str
+    threads: int = 1
+    batch_size: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+LatencyConfig = NoLatency | LutLatency | MeasuredLatency | RemoteLatency
 
 
 
@@ -258,6 +289,8 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
     if kind == "tabular":
         cfg = TabularEvaluatorConfig(table=e.path_value("table", base, required=True), options=e.mapping("options"))
         _check_tabular_options(cfg.options, e)
+    elif kind == "supernet":
+        cfg = _supernet_evaluator(e, base)
     else:
         data = e.get("data", required=True)
         if isinstance(data, str):
@@ -271,6 +304,17 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
         cfg = _proxy_evaluator(data, e.mapping("subset"), e.mapping("budget"), e.mapping("training"), e)
     e.finish()
     return cfg
+
+
+def _supernet_evaluator(e: _Node, base: Path) -> SupernetEvaluatorConfig:
+    from mixnas.evaluators.proxy import DEVICES
+
+    return SupernetEvaluatorConfig(
+        checkpoint=e.path_value("checkpoint", base, required=True),
+        bn_batches=_bounded(e, "bn_batches", 8, 0, 100_000), batch_size=_bounded(e, "batch_size", 64, 1, 1 << 20),
+        eval_batch_size=_bounded(e, "eval_batch_size", 500, 1, 1 << 20),
+        device=e.string("device", default="cpu", choices=DEVICES),
+        threads=None if e.get("threads") is None else _bounded(e, "threads", None, 1, 1024))
 
 
 TABULAR_GIVEN = ("space",)  # TabularEvaluator arguments the trial passes itself, not options
@@ -346,14 +390,41 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
             options=lat.mapping("options"),
         )
         _check_measure_options(cfg, lat)
+    elif kind == "remote":
+        cfg = _remote_latency(lat, base)
     else:
         cfg = NoLatency()
     lat.finish()
     return cfg
 
 
-def _check_measure_options(cfg: MeasuredLatency, lat: _Node) -> None:
-    """The measurement settings of a ``measure`` latency section, checked now rather than in every trial."""
+def _remote_latency(lat: _Node, base: Path) -> RemoteLatency:
+    """A ``remote`` latency section: the agent's URL, an existing non-empty token file, measurement settings."""
+    url = lat.string("url", required=True)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise lat.error(lat.where("url"), url, "an agent address like http://HOST:PORT")
+    token_file = lat.path_value("token_file", base, required=True)
+    try:
+        size = os.stat(token_file).st_size
+    except OSError:
+        size = None
+    if not size:
+        raise lat.fail(lat.where("token_file"), f"{token_file}: expected an existing, non-empty file holding the "
+                       "agent's token")
+    cfg = RemoteLatency(
+        url=url,
+        token_file=token_file,
+        threads=lat.integer("threads", 1, minimum=1),
+        batch_size=lat.integer("batch_size", 1, minimum=1),
+        options=lat.mapping("options"),
+    )
+    _check_measure_options(cfg, lat, backend="onnxruntime")
+    return cfg
+
+
+def _check_measure_options(cfg: MeasuredLatency | RemoteLatency, lat: _Node, backend: str | None = None) -> None:
+    """The measurement settings of a ``measure`` / ``remote`` latency section, checked now, not in every trial."""
     from mixnas.evaluators.latency.measure import MeasureConfig
 
     where = lat.where("options")
@@ -364,7 +435,7 @@ def _check_measure_options(cfg: MeasuredLatency, lat: _Node) -> None:
             hint = f" (set latency.{key} instead)" if key in top_level else ""
             raise ConfigError(f"{lat.source}: {where}.{key}: unknown key{hint}; allowed keys here: {allowed}")
     try:
-        MeasureConfig(backend=cfg.backend, threads=cfg.threads, batch_size=cfg.batch_size, **cfg.options)
+        MeasureConfig(backend=backend or cfg.backend, threads=cfg.threads, batch_size=cfg.batch_size, **cfg.options)
     except (MixnasError, TypeError, ValueError) as exc:
         raise ConfigError(f"{lat.source}: {where}: {exc}") from None
 
@@ -567,6 +638,10 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         from mixnas.evaluators.proxy import METRICS
 
         check_metrics(cfg, METRICS, True, "the proxy evaluator")
+    if cfg.evaluator.type == "supernet":
+        from mixnas.evaluators.supernet.evaluator import METRICS as SUPERNET_METRICS
+
+        check_metrics(cfg, SUPERNET_METRICS, True, "the supernet evaluator")
 
 
 _SPACES: dict[str, Any] = {}  # loaded search spaces of this process, by spec (and the files it names)

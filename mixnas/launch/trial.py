@@ -11,6 +11,7 @@ every trial that worker runs. It only wires config objects together: the scoring
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -29,11 +30,17 @@ StopFn = Callable[[int, int, Mapping[str, Any]], bool]
 
 
 def make_evaluator(cfg: ExperimentConfig, space: Any) -> Evaluator:
-    """The config's evaluator (proxy trainer or table), built once per worker process."""
+    """The config's evaluator (proxy trainer, table or supernet), built once per worker process."""
     if cfg.evaluator.type == "proxy":
         from mixnas.evaluators.proxy import ProxyEvaluator
 
         return ProxyEvaluator(cfg.evaluator.data_spec, cfg.evaluator.proxy)
+    if cfg.evaluator.type == "supernet":
+        from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
+
+        e = cfg.evaluator
+        return SupernetEvaluator(e.checkpoint, space=space, bn_batches=e.bn_batches, batch_size=e.batch_size,
+                                 eval_batch_size=e.eval_batch_size, device=e.device, threads=e.threads)
     from mixnas.evaluators.tabular import TabularEvaluator
 
     try:
@@ -60,7 +67,24 @@ def make_latency(cfg: ExperimentConfig) -> Callable[[Architecture], tuple[float,
             return m.value(measure_config.statistic), m.std_ms
 
         return measure
+    if lat.type == "remote":
+        return _remote_latency(lat)
     return None
+
+
+def _remote_latency(lat: Any) -> Callable[[Architecture], tuple[float, float]]:
+    """``arch -> (latency, std)`` measured end to end on the latency agent of a ``remote`` section."""
+    from mixnas.evaluators.latency.measure import MeasureConfig, measure_archs
+    from mixnas.evaluators.latency.remote import remote_timer
+
+    config = MeasureConfig(backend="onnxruntime", threads=lat.threads, batch_size=lat.batch_size, **lat.options)
+    timer = remote_timer(lat.url, lat.token_file)
+
+    def measure(arch: Architecture) -> tuple[float, float]:
+        (m,) = measure_archs([arch], config, timer=timer)
+        return m.value(config.statistic), m.std_ms
+
+    return measure
 
 
 class TrialEvaluator:
@@ -80,13 +104,20 @@ class TrialEvaluator:
         self._should_stop = should_stop
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, encoding: Sequence[int], trial: int) -> TrialOutcome:
-        """Evaluate one encoding."""
+    def run(self, encoding: Sequence[int], trial: int, *, seed: int | None = None,
+            known: Mapping[str, Any] | None = None) -> TrialOutcome:
+        """Evaluate one encoding.
+
+        A repeat of ``mixnas rerank`` passes ``seed`` (it replaces the experiment seed; a repeat is never stopped
+        early) and ``known``: the trial's own ``latency_ms`` / ``latency_std_ms``, used instead of measuring again.
+        The seed changes the training only; a new measurement would add latency noise to the reward (and, next
+        to a hard latency target, flip it).
+        """
         start, started_at = time.perf_counter(), time.time()
         curve: list[dict[str, Any]] = []
         metrics: dict[str, Any] = {}
         try:
-            outcome = self._evaluate(tuple(int(i) for i in encoding), trial, metrics, curve)
+            outcome = self._evaluate(tuple(int(i) for i in encoding), trial, metrics, curve, seed, known or {})
         except Exception as exc:  # recorded as the trial's outcome; the search goes on
             logger.warning("trial %d raised %s: %s", trial, type(exc).__name__, exc)
             outcome = TrialOutcome.failure(f"{type(exc).__name__}: {exc}", metrics=metrics)
@@ -94,14 +125,17 @@ class TrialEvaluator:
                                eval_seconds=time.perf_counter() - start)
 
     def _evaluate(self, encoding: tuple[int, ...], trial: int, metrics: dict[str, Any],
-                  curve: list[dict[str, Any]]) -> TrialOutcome:
+                  curve: list[dict[str, Any]], seed: int | None = None,
+                  known: Mapping[str, Any] | None = None) -> TrialOutcome:
         candidate = self.space.decode(encoding)
         if isinstance(candidate, Architecture):
             from mixnas.search_space.counting import count
 
             counts = count(candidate)
             metrics.update(params=counts.params, macs=counts.macs)
-            if self._latency is not None:
+            if self._latency is not None and known and "latency_ms" in known:
+                metrics.update(latency_ms=known["latency_ms"], latency_std_ms=known.get("latency_std_ms"))
+            elif self._latency is not None:
                 mean_ms, std_ms = self._latency(candidate)
                 metrics.update(latency_ms=mean_ms, latency_std_ms=std_ms)
         broken = self._broken_constraint(metrics)
@@ -112,7 +146,13 @@ class TrialEvaluator:
             curve.append({"epoch": epoch, **finite_numbers(values)})
             return bool(self._should_stop and self._should_stop(trial, epoch, values))
 
-        scored = self.evaluator.score(candidate, TrialContext(encoding, self.cfg.seed, report))
+        # Per-epoch reports cost an evaluation each; only an early-stopping scheduler consumes them. Without one
+        # the evaluator evaluates once, at the end, and the curve gets that final point (same values).
+        consumer = report if self._should_stop is not None and seed is None else None
+        context = TrialContext(encoding, self.cfg.seed if seed is None else seed, consumer)
+        scored = self.evaluator.score(candidate, context)
+        if consumer is None and scored.status is Status.OK and "epochs" in scored.metrics:
+            curve.append({"epoch": math.ceil(scored.metrics["epochs"]), **finite_numbers(scored.metrics)})
         for key, value in scored.metrics.items():
             metrics.setdefault(key, value)  # what the trial measured itself (params, latency) comes first
         scored = scored.replace(metrics=metrics)
