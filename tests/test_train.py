@@ -146,3 +146,24 @@ def test_image_folder_trains_with_random_resized_crop_and_evaluates_on_val(tmp_p
     result = trainer.fit()
     assert seen == [1] and result["eval_images"] == 4 and result["evaluated_weights"] == "raw"
     assert load_model(tmp_path / "out")(torch.zeros(1, 3, 72, 72)).shape == (1, 2)
+
+
+def test_init_fine_tunes_from_given_weights_and_refuses_other_architectures(tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]):
+    first = tmp_path / "first"
+    quick = [*RUN[:5], "--epochs", "1", *RUN[7:]]  # one epoch of RUN
+    assert cli.main(["train", *quick, "--output", str(first)]) == 0
+    capsys.readouterr()
+    start = torch.load(first / "weights.pt", weights_only=True)
+    arch = resolve_arch("mixnet_tiny")
+    data = load_training_data(DataSpec(source="digits", images_per_class=25))
+    trainer = Trainer(arch, data, RECIPES["sgd-cosine"], tmp_path / "tuned", epochs=1, init=first)
+    trainer.output.mkdir()
+    model = trainer._start(resume=False).model
+    assert all(torch.equal(model.state_dict()[k].contiguous(), v) for k, v in start.items())
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["init"]["path"] == str(first / "weights.pt")
+    other = ["mixnet_s", *RUN[1:], "--resolution", "32"]
+    err = _refused(capsys, *other, "--init", str(first), "--output", str(tmp_path / "o"))
+    assert "not of this architecture" in err
+    assert "no weights file" in _refused(capsys, *RUN, "--init", str(tmp_path / "nothing"), "--output",
+                                         str(tmp_path / "o2"))

@@ -20,6 +20,7 @@ any moment leaves the previous epoch's checkpoint in force.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,39 @@ def _why_no_weights(folder: Path) -> str:
         return ("an untrained architecture (a search run's export); train it with `mixnas train RUN_DIR:TRIAL "
                 "--data DATA --output DIR`, then load DIR")
     return f"not a mixnas train output folder or a trained export (they hold {ARCH_FILE} and {WEIGHTS_FILE})"
+
+
+def init_weights_file(path: str | os.PathLike[str]) -> Path:
+    """The weights ``mixnas train --init`` starts from: a state-dict file, or a folder holding ``weights.pt`` (a
+    train, export or ``mixnas supernet extract`` folder)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / WEIGHTS_FILE
+    if not p.is_file():
+        raise RunError(f"--init {path}: no weights file there (expected a state dict .pt file or a folder with "
+                       f"{WEIGHTS_FILE})")
+    return p
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def init_state(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``, checked to fit ``model`` (every tensor, same shapes), or say what does not."""
+    state = load_tensors(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"--init {path}: not a state dict of tensors")
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or extra or wrong:
+        first = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
+                 f"{wrong[0]}: {tuple(state[wrong[0]].shape)} there, {tuple(own[wrong[0]].shape)} here")
+        raise RunError(f"--init {path}: the weights are not of this architecture ({first}; "
+                       f"{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another shape)")
+    return state

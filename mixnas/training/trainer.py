@@ -98,7 +98,7 @@ class Trainer:
 
     def __init__(self, arch: Architecture, data: TrainingData, recipe: Recipe, output: Path, *, epochs: int,
                  batch_size: int = 128, seed: int = 0, device: str = "auto", eval_batch_size: int = 500,
-                 on_epoch: EpochCallback | None = None) -> None:
+                 on_epoch: EpochCallback | None = None, init: Path | None = None) -> None:
         self.arch = arch.replace(num_classes=data.num_classes, resolution=data.resolution)
         self.data, self.recipe, self.output, self.epochs, self.seed = data, recipe, Path(output), epochs, seed
         self.batch_size = min(batch_size, int(data.train_labels.numel()))
@@ -106,6 +106,8 @@ class Trainer:
         self.device_name = device
         self.eval_batch_size = eval_batch_size
         self.on_epoch = on_epoch
+        self.init = ckpt.init_weights_file(init) if init is not None else None
+        self._init_state = ckpt.init_state(build_model(self.arch), self.init) if self.init is not None else None
         self.config = recipe.proxy_config(batch_size=self.batch_size, epochs=epochs, device=device)
         self.amp = self.device.type == "cuda"
         self.channels_last = True
@@ -120,6 +122,7 @@ class Trainer:
             "epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed,
             "data": self.data.spec.to_dict(), "eval_split": self.data.eval_split,
             "preprocessing": self.data.preprocessing(),
+            "init": None if self.init is None else {"path": str(self.init), "sha256": ckpt.file_sha256(self.init)},
         }
 
     # --- the run -----------------------------------------------------------------------------------------------
@@ -158,6 +161,8 @@ class Trainer:
         device, recipe = self.device, self.recipe
         model = build_model(self.arch, dropout_rate=recipe.dropout_rate, drop_connect_rate=recipe.drop_connect_rate)
         model = model.to(device)
+        if self._init_state is not None and not resume:  # fine-tuning from given weights (a resume has its own)
+            model.load_state_dict(self._init_state)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         run = _Run(model=model, optimizer=make_optimizer(model, self.config, device),

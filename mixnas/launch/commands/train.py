@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="default %(default)s; the learning rate scales with it")
     p.add_argument("--output", help="run folder (default runs/train_ARCH)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument("--init", metavar="WEIGHTS",
+                   help="fine-tune: start from these weights (a state dict .pt, or a train / export / "
+                   "`mixnas supernet extract` folder holding weights.pt) instead of a fresh initialisation")
     p.add_argument("--seed", type=int, default=0, help="default %(default)s")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA with AMP when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -81,7 +84,7 @@ def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:
     saved = read_json(output / ckpt.RUN_FILE, RunError)
     if not isinstance(saved, dict):
         raise RunError(f"{output / ckpt.RUN_FILE}: not a mixnas training run record")
-    for key in ("arch_id", "recipe", "epochs", "batch_size", "seed", "data"):
+    for key in ("arch_id", "recipe", "epochs", "batch_size", "seed", "data", "init"):
         if saved.get(key) != asked[key]:
             shown = {"arch_id": "architecture", "recipe": "recipe"}.get(key, key.replace("_", " "))
             raise RunError(f"{output}: --resume with a different {shown} than the run there "
@@ -142,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             tensorboard(epoch, metrics)
 
     trainer = Trainer(arch, data, recipe, output, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                      device=args.device, on_epoch=on_epoch)
+                      device=args.device, on_epoch=on_epoch, init=Path(args.init) if args.init else None)
     _check_resume(output, trainer, args.resume)
     if not args.no_tensorboard:
         try:
