@@ -25,3 +25,15 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (shared benchmark files live beside the repository)")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray per test module (token auth on, 127.0.0.1 only), joined through ``execution.address``; CLI
+    subprocesses inherit ``RAY_AUTH_TOKEN_PATH`` and so the token."""
+    pytest.importorskip("ray")
+    from mixnas.launch.ray_local import start_local_ray
+
+    session = start_local_ray(num_cpus=2)
+    yield session.address
+    session.close()

@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ledger_watch import kill_when
 from mixnas.errors import ConfigError, RunError
 from mixnas.launch.config import config_from_dict, load_config
 from mixnas.launch.ledger import Ledger
@@ -28,17 +28,6 @@ from mixnas.launch.runner import resume_search, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    pytest.importorskip("ray")
-    from mixnas.launch.ray_local import start_local_ray
-
-    # token auth on, 127.0.0.1 only; the CLI subprocesses inherit RAY_AUTH_TOKEN_PATH and so the token
-    session = start_local_ray(num_cpus=2)
-    yield session.address
-    session.close()
 
 
 def _cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -132,26 +121,6 @@ def test_optuna_run_resumes_after_its_directory_moved(shared_dir, tmp_path, ray_
     assert state["controller"]["options"]["storage"] == f"sqlite:///{moved.resolve() / 'optuna.db'}"
 
 
-def _kill_when(proc: subprocess.Popen, ledger: Path, finished_target: int, timeout: float = 90) -> int:
-    """SIGKILL the driver as soon as the ledger has ``finished_target`` finished trials; returns how many it had."""
-    deadline = time.monotonic() + timeout
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ledger.exists():
-            try:
-                con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-                done = con.execute("SELECT COUNT(*) FROM trials WHERE status != 'running'").fetchone()[0]
-                con.close()
-            except sqlite3.OperationalError:  # the schema is being created
-                done = 0
-            if done >= finished_target:
-                break
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    return done
-
-
 def test_sigkill_and_resume_equals_uninterrupted_run(shared_dir, tmp_path, ray_address):
     trials = 40
     config = _macro_config(shared_dir, tmp_path, trials)
@@ -176,7 +145,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(shared_dir, tmp_path, ray_a
             break
         target = rng.randrange(finished + 1, trials)
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _kill_when(proc, run_dir / "ledger.sqlite", target)
+        kill_when(proc, run_dir / "ledger.sqlite", target)
         assert proc.returncode == -signal.SIGKILL, f"the driver ended before the kill: {proc.stderr.read()}"
         after = {r["trial"]: r for r in _rows(run_dir)}
         for trial, row in before.items():  # a finished trial is never lost nor re-run
@@ -416,7 +385,7 @@ def test_resume_from_the_ledger_alone_equals_uninterrupted_run(shared_dir, tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "mixnas.launch.cli", "search", str(config), "--output",
                              str(run_dir), "--set", f"execution.address={ray_address}", "-q"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _kill_when(proc, run_dir / "ledger.sqlite", target)
+    kill_when(proc, run_dir / "ledger.sqlite", target)
     assert proc.returncode == -signal.SIGKILL, f"the driver ended before the kill: {proc.stderr.read()}"
     before = {r["trial"]: r for r in _rows(run_dir)}
     (run_dir / "controller.json").unlink(missing_ok=True)  # the snapshot is gone: only the ledger is left

@@ -32,16 +32,6 @@ from mixnas.outcome import Status, TrialOutcome
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    pytest.importorskip("ray")
-    from mixnas.launch.ray_local import start_local_ray
-
-    session = start_local_ray(num_cpus=2)
-    yield session.address
-    session.close()
-
-
 def _digits_config(address: str, trials: int = 4) -> dict:
     data = yaml.safe_load((REPO / "experiments" / "quickstart.yaml").read_text())
     data["name"] = "rerank_digits"

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 import yaml
 
 import mixnas
+from ledger_watch import kill_when
 from mixnas.errors import ConfigError
 from mixnas.evaluators.data import DataSpec, load_proxy_data
 from mixnas.evaluators.supernet import store
@@ -111,16 +110,6 @@ def _experiment(tmp_path: Path, supernet_dir: Path, address: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    pytest.importorskip("ray")
-    from mixnas.launch.ray_local import start_local_ray
-
-    session = start_local_ray(num_cpus=2)
-    yield session.address
-    session.close()
-
-
 def test_search_with_the_supernet_evaluator(tmp_path, supernet_dir, ray_address):
     config = _experiment(tmp_path, supernet_dir, ray_address)
     run_dir = tmp_path / "run"
@@ -172,24 +161,6 @@ def test_extract_writes_a_loadable_exportable_model(tmp_path, supernet_dir, caps
     assert (out / "export" / "arch.json").is_file()
 
 
-def _kill_when(proc: subprocess.Popen, ledger: Path, finished_target: int, timeout: float = 120) -> None:
-    """SIGKILL the driver as soon as the ledger has ``finished_target`` finished trials."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ledger.exists():
-            try:
-                con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-                done = con.execute("SELECT COUNT(*) FROM trials WHERE status != 'running'").fetchone()[0]
-                con.close()
-            except sqlite3.OperationalError:  # the schema is being created
-                done = 0
-            if done >= finished_target:
-                break
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
 def _outcomes(run_dir: Path) -> list[tuple]:
     from mixnas.launch.ledger import Ledger
 
@@ -209,7 +180,7 @@ def test_sigkill_and_resume_equals_uninterrupted_search(tmp_path, supernet_dir, 
     proc = subprocess.Popen([sys.executable, "-m", "mixnas.launch.cli", "search", str(config), "--output",
                              str(killed), "-q", *overrides], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    _kill_when(proc, killed / "ledger.sqlite", 5)
+    kill_when(proc, killed / "ledger.sqlite", 5, timeout=120)
     assert proc.returncode == -signal.SIGKILL, f"the driver ended before the kill: {proc.stderr.read()}"
     _cli("resume", str(killed), "-q")
     assert _outcomes(killed) == _outcomes(tmp_path / "reference")

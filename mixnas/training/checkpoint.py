@@ -28,13 +28,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixnas import tensorfiles
 from mixnas.errors import ArchitectureError, RunError
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
-from mixnas.textio import (atomic_file, parse_json, path_kind, read_json, read_text, write_json_atomic,
-                           write_text_atomic)
+from mixnas.tensorfiles import load_tensors, save_tensors  # noqa: F401  (re-exported: ckpt.save_tensors)
+from mixnas.textio import parse_json, path_kind, read_text, write_text_atomic
 
-STATE_FILE = "state.json"
+STATE_FILE = tensorfiles.STATE_FILE
 RUN_FILE = "run.json"
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.pt"
@@ -42,40 +43,14 @@ METRICS_FILE = "metrics.json"
 FORMAT_VERSION = 1
 
 
-def save_tensors(path: Path, data: dict[str, Any]) -> None:
-    """``torch.save`` through :func:`mixnas.textio.atomic_file` (the old file or the new, never a torn one)."""
-    with atomic_file(path, "wb") as fh:
-        torch.save(data, fh)
-
-
-def load_tensors(path: Path) -> dict[str, Any]:
-    """A file written by :func:`save_tensors`, read without unpickling objects (``weights_only=True``)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise RunError(f"{path}: not a readable mixnas weights file ({type(exc).__name__}: {str(exc)[:200]})") from None
-
-
 def write_checkpoint(folder: Path, epoch: int, tensors: dict[str, Any], state: dict[str, Any]) -> None:
     """Write ``checkpoint-{epoch}.pt``, then ``state.json`` naming it, then delete the older checkpoint files."""
-    name = f"checkpoint-{epoch}.pt"
-    save_tensors(folder / name, tensors)
-    write_json_atomic(folder / STATE_FILE, {**state, "version": FORMAT_VERSION, "epoch": epoch, "checkpoint": name},
-                      indent=1)
-    for old in folder.glob("checkpoint-*.pt"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
+    tensorfiles.write_checkpoint(folder, epoch, tensors, state, FORMAT_VERSION)
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
     """The folder's ``state.json`` (None when no epoch has finished there yet)."""
-    file = folder / STATE_FILE
-    if not file.is_file():
-        return None
-    state = read_json(file, RunError)
-    if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION or "checkpoint" not in state:
-        raise RunError(f"{file}: not a mixnas training state (version {FORMAT_VERSION})")
-    return state
+    return tensorfiles.read_state(folder, FORMAT_VERSION, "training")
 
 
 def write_arch(folder: Path, arch: Architecture) -> None:

@@ -21,25 +21,19 @@ from typing import Any
 
 import torch
 
+from mixnas import tensorfiles
 from mixnas.errors import RunError
-from mixnas.textio import atomic_file, path_kind, read_json, write_json_atomic
+from mixnas.tensorfiles import save_tensors
+from mixnas.textio import path_kind, read_json, write_json_atomic
 
 RECORD_FILE = "supernet.json"
-STATE_FILE = "state.json"
+STATE_FILE = tensorfiles.STATE_FILE
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
 
 
-def save_tensors(path: Path, data: dict[str, Any]) -> None:
-    with atomic_file(path, "wb") as fh:
-        torch.save(data, fh)
-
-
 def load_tensors(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise RunError(f"{path}: not a readable supernet weights file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return tensorfiles.load_tensors(path, "supernet weights file")
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:
@@ -63,25 +57,13 @@ def read_record(folder: str | os.PathLike[str]) -> dict[str, Any]:
 def write_checkpoint(folder: Path, epoch: int, tensors: dict[str, Any], weights: dict[str, Any],
                      state: dict[str, Any]) -> None:
     """``weights.pt``, then ``checkpoint-{epoch}.pt``, then ``state.json`` naming it; older checkpoints go."""
-    name = f"checkpoint-{epoch}.pt"
     save_tensors(folder / WEIGHTS_FILE, weights)
-    save_tensors(folder / name, tensors)
-    write_json_atomic(folder / STATE_FILE, {**state, "version": FORMAT_VERSION, "epoch": epoch, "checkpoint": name},
-                      indent=1)
-    for old in folder.glob("checkpoint-*.pt"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
+    tensorfiles.write_checkpoint(folder, epoch, tensors, state, FORMAT_VERSION)
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
     """The folder's ``state.json`` (None when no epoch has finished there yet)."""
-    file = folder / STATE_FILE
-    if not file.is_file():
-        return None
-    state = read_json(file, RunError)
-    if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION or "checkpoint" not in state:
-        raise RunError(f"{file}: not a mixnas supernet training state (version {FORMAT_VERSION})")
-    return state
+    return tensorfiles.read_state(folder, FORMAT_VERSION, "supernet training")
 
 
 def read_weights(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
