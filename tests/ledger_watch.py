@@ -9,15 +9,20 @@ import time
 from pathlib import Path
 
 
-def kill_when(proc: subprocess.Popen, ledger: Path, finished_target: int, timeout: float = 90) -> int:
-    """SIGKILL the driver as soon as the ledger has ``finished_target`` finished trials; returns how many it had."""
+FINISHED_TRIALS = "SELECT COUNT(*) FROM trials WHERE status != 'running'"
+
+
+def kill_when(proc: subprocess.Popen, ledger: Path, finished_target: int, timeout: float = 90,
+              count: str = FINISHED_TRIALS) -> int:
+    """SIGKILL the process as soon as the ledger has ``finished_target`` rows that ``count`` counts (default:
+    finished trials); returns how many it had."""
     deadline = time.monotonic() + timeout
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if ledger.exists():
             try:
                 con = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-                done = con.execute("SELECT COUNT(*) FROM trials WHERE status != 'running'").fetchone()[0]
+                done = con.execute(count).fetchone()[0]
                 con.close()
             except sqlite3.OperationalError:  # the schema is being created
                 done = 0

@@ -14,13 +14,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from ledger_watch import kill_when
 from mixnas.launch import cli
 from mixnas.launch.config import config_from_dict
 from mixnas.launch.ledger import Ledger, RepeatRecord, TrialRecord
@@ -126,18 +126,7 @@ def test_rerank_resumes_after_sigkill_with_the_same_results(digits_run, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mixnas", "rerank", str(killed), "--top", "2", "--seeds", "2",
                              "-q"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and proc.poll() is None and done < 1:
-        try:
-            con = sqlite3.connect(f"file:{killed / 'ledger.sqlite'}?mode=ro", uri=True)
-            done = con.execute("SELECT COUNT(*) FROM repeats").fetchone()[0]
-            con.close()
-        except sqlite3.OperationalError:  # the table is being created
-            done = 0
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_when(proc, killed / "ledger.sqlite", 1, timeout=120, count="SELECT COUNT(*) FROM repeats")
     assert proc.returncode == -signal.SIGKILL, f"rerank ended before the kill: {proc.stderr.read()}"
     kept = _repeats(killed)
     assert 1 <= len(kept) < 4

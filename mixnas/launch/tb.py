@@ -173,3 +173,27 @@ class ParetoPlotter:
 
     def on_end(self, state: SearchState) -> None:
         write_pareto_plot(state)
+
+
+class EpochCurves:
+    """Per-epoch curves of one training run (``mixnas train``, ``mixnas supernet train``) under
+    ``FOLDER/tensorboard``: the numeric ``keys`` of each epoch's metrics, as ``{prefix}/{key}``.
+
+    Raises:
+        ImportError: tensorboard is not installed (the caller goes on without curves).
+    """
+
+    def __init__(self, folder: Path, prefix: str, keys: Sequence[str]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+        self.prefix, self.keys = prefix, tuple(keys)
+
+    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
+        for key in self.keys:
+            if metrics.get(key) is not None:
+                self.writer.add_scalar(f"{self.prefix}/{key}", metrics[key], epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

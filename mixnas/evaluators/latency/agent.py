@@ -361,18 +361,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def host_info() -> dict[str, Any]:
+    """The machine a measurement runs on: CPU model, logical CPUs, platform, Python (``accelerator``: ``cpu``)."""
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "machine": platform.machine(), "python": platform.python_version(), "accelerator": "cpu"}
+
+
 def device_info(threads: int) -> dict[str, Any]:
-    """What the agent runs on: CPU model, logical CPUs, platform, Python, numpy and onnxruntime versions."""
-    meta: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "accelerator": "cpu",
-        "agent_version": AGENT_VERSION,
-        "threads": threads,
-    }
+    """What the agent runs on: :func:`host_info`, the agent's version and threads, numpy and onnxruntime versions."""
+    meta: dict[str, Any] = {**host_info(), "agent_version": AGENT_VERSION, "threads": threads}
     with contextlib.suppress(ImportError):
         import numpy
 

@@ -49,7 +49,6 @@ import functools
 import io
 import logging
 import math
-import os
 import platform
 import warnings
 from collections import OrderedDict
@@ -62,7 +61,7 @@ from mixnas.evaluators.latency.agent import (
     Timing,
     TimedRuns,
     clock_ns,
-    cpu_model,
+    host_info,
     import_onnxruntime,
     onnx_stage,
     quantile,
@@ -242,15 +241,7 @@ def device_metadata(config: MeasureConfig) -> dict[str, Any]:
     """Where and with what a measurement was taken: CPU / GPU model, thread and library versions, platform."""
     import torch
 
-    meta: dict[str, Any] = {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "accelerator": "cpu",
-    }
+    meta: dict[str, Any] = {**host_info(), "torch": torch.__version__}
     if config.device == "cuda" and torch.cuda.is_available():
         meta["accelerator"] = torch.cuda.get_device_name()
     if config.backend == "onnxruntime":

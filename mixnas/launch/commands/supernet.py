@@ -15,6 +15,7 @@ from mixnas.evaluators.data import FORMATS, DataSpec
 from mixnas.evaluators.proxy import DEVICES, check_device
 
 logger = logging.getLogger(__name__)
+CURVES = ("train_loss", "lr", "images_per_second", "largest_top1", "smallest_top1")  # drawn in TensorBoard
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,21 +99,6 @@ def _check_resume(output: Path, record: dict[str, Any], resume: bool) -> None:
             raise RunError(f"{output}: --resume with a different {key} than the run there")
 
 
-class _Tensorboard:
-    """Per-epoch curves under OUTPUT/tensorboard (tensorboard is imported only here, in launch/)."""
-
-    def __init__(self, folder: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
-
-    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
-        for key in ("train_loss", "lr", "images_per_second", "largest_top1", "smallest_top1"):
-            if metrics.get(key) is not None:
-                self.writer.add_scalar(f"supernet/{key}", metrics[key], epoch)
-        self.writer.flush()
-
-
 def run_train(args: argparse.Namespace) -> int:
     _check_train_args(args)
     training = _training(args)
@@ -130,7 +116,7 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_proxy_data(DataSpec(source=args.data, format=args.format, resolution=args.resolution,
                                     images_per_class=args.images_per_class))
     output = Path(args.output)
-    tensorboard: _Tensorboard | None = None
+    tensorboard: Any = None  # mixnas.launch.tb.EpochCurves unless --no-tensorboard
 
     def on_epoch(epoch: int, m: dict[str, Any]) -> None:
         loss = "-" if m["train_loss"] is None else f"{m['train_loss']:.4f}"
@@ -144,7 +130,9 @@ def run_train(args: argparse.Namespace) -> int:
     _check_resume(output, trainer.record(), args.resume)
     if not args.no_tensorboard:
         try:
-            tensorboard = _Tensorboard(output)
+            from mixnas.launch.tb import EpochCurves
+
+            tensorboard = EpochCurves(output, "supernet", CURVES)
         except ImportError as exc:
             logger.warning("no TensorBoard curves: %s", exc)
     print(f"training the supernet of {space.name!r} on {args.data}: {data.num_classes} classes at "
@@ -153,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     result = trainer.fit(resume=args.resume)
     if tensorboard is not None:
-        tensorboard.writer.close()
+        tensorboard.close()
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

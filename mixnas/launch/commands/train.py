@@ -20,6 +20,7 @@ from mixnas.training.recipe import RECIPES, get_recipe
 from mixnas.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+CURVES = ("top1", "top5", "loss", "train_loss", "lr", "images_per_second")  # drawn in TensorBoard
 MAX_EPOCHS = 10_000
 
 
@@ -104,21 +105,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:80] + "..."
 
 
-class _Tensorboard:
-    """Per-epoch curves under OUTPUT/tensorboard (tensorboard is imported only here, in launch/)."""
-
-    def __init__(self, folder: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
-
-    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
-        for key in ("top1", "top5", "loss", "train_loss", "lr", "images_per_second"):
-            if metrics.get(key) is not None:
-                self.writer.add_scalar(f"train/{key}", metrics[key], epoch)
-        self.writer.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     recipe = get_recipe(args.recipe)
@@ -135,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         spec = spec.replace(resolution=arch.resolution)  # image folders have no size of their own
     data = load_training_data(spec)
     output = Path(args.output) if args.output else Path("runs") / f"train_{arch.name or arch.id[:12]}"
-    tensorboard: _Tensorboard | None = None
+    tensorboard: Any = None  # mixnas.launch.tb.EpochCurves unless --no-tensorboard
 
     def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
         print(f"epoch {epoch}/{args.epochs}: top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  "
@@ -149,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     _check_resume(output, trainer, args.resume)
     if not args.no_tensorboard:
         try:
-            tensorboard = _Tensorboard(output)
+            from mixnas.launch.tb import EpochCurves
+
+            tensorboard = EpochCurves(output, "train", CURVES)
         except ImportError as exc:
             logger.warning("no TensorBoard curves: %s", exc)
     print(f"training {trainer.arch.name or trainer.arch.id} ({recipe.name}) on {args.data}: {data.num_classes} classes "
@@ -158,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     result = trainer.fit(resume=args.resume)
     if tensorboard is not None:
-        tensorboard.writer.close()
+        tensorboard.close()
     if args.json:
         json.dump({k: v for k, v in result.items() if k != "history"}, sys.stdout)
         sys.stdout.write("\n")
