@@ -17,7 +17,8 @@ Usage::
 
     .venv/bin/python benchmarks/supernet_fidelity.py --quick --json      # a few minutes on digits
     .venv/bin/python benchmarks/supernet_fidelity.py --n 30 --supernet-epochs 30 --proxy-epochs 5
-    .venv/bin/python benchmarks/supernet_fidelity.py --data ~/data/fashion_mnist --images-per-class 600
+    .venv/bin/python benchmarks/supernet_fidelity.py --data /usr/share/datasets/fashion-mnist --resolution 32 \
+        --images-per-class 1000 --val-fraction 0.3 --flip --proxy-epochs 3 --proxy-seeds 2
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="tiny")
     p.add_argument("--data", default="digits")
     p.add_argument("--images-per-class", type=int)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of each class (default %(default)s)")
+    p.add_argument("--resolution", type=int, help="image side in pixels (default: the source's own)")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips in training (supernet and proxy)")
     p.add_argument("--n", type=int, default=30, help="architectures (default %(default)s)")
     p.add_argument("--supernet-epochs", type=int, default=30)
     p.add_argument("--proxy-epochs", type=float, default=5.0)
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     space = load_space(args.space)
-    spec = DataSpec(args.data, images_per_class=args.images_per_class, seed=args.seed)
+    spec = DataSpec(args.data, images_per_class=args.images_per_class, val_fraction=args.val_fraction,
+                    resolution=args.resolution, flip=args.flip, seed=args.seed)
     data = load_proxy_data(spec)
     training = SupernetTraining(epochs=args.supernet_epochs, batch_size=args.batch_size, seed=args.seed,
                                 device="cpu")

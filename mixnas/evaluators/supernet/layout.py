@@ -67,18 +67,18 @@ class SupernetLayout:
 
 
 def _choices(space: StageSpace, slot: int) -> tuple:
-    return space._internal[slot]  # the internal value of every choice of one slot (constants have one)
+    return space.slot_choices(slot)
 
 
 def _check_supported(space: Any) -> None:
     if not isinstance(space, StageSpace):
         raise ConfigError(f"supernet: needs a stage space (kind: stages), got a {type(space).__name__}")
     for name in ("width_multiplier", "depth_multiplier"):
-        values = _choices(space, space._globals[name])
+        values = _choices(space, space.global_slot(name))
         if name == "depth_multiplier" and values != (None,) or len(values) > 1:
             raise ConfigError(f"supernet: space {space.name!r}: globals.{name}: {list(values)} is not supported by "
                               f"the supernet (allowed: {'a constant' if name == 'width_multiplier' else 'null'})")
-    for stage in space._stages:
+    for stage in space.stages:
         for group in stage.groups:
             if True in _choices(space, group.slots[_FIELD["dilated"]]):
                 raise ConfigError(f"supernet: space {space.name!r}: {group.path}.dilated: dilated kernels are not "
@@ -86,8 +86,8 @@ def _check_supported(space: Any) -> None:
 
 
 def _scaler(space: StageSpace) -> GlobalParams:
-    const = space._global_constants
-    (multiplier,) = _choices(space, space._globals["width_multiplier"])
+    const = space.global_constants
+    (multiplier,) = _choices(space, space.global_slot("width_multiplier"))
     return GlobalParams(width_multiplier=multiplier, depth_divisor=const["depth_divisor"], min_depth=const["min_depth"])
 
 
@@ -133,19 +133,19 @@ def supernet_layout(space: Any, num_classes: int | None = None) -> SupernetLayou
     """The supernet shape of a stage space (see the module docstring); raises ConfigError for what it cannot hold."""
     _check_supported(space)
     scale = _scaler(space).scale_width
-    const = space._global_constants
-    ins = tuple(sorted({scale(w) for w in _choices(space, space._globals["stem_width"])}))
+    const = space.global_constants
+    ins = tuple(sorted({scale(w) for w in _choices(space, space.global_slot("stem_width"))}))
     positions: list[PositionMax] = []
     offsets = []
-    for stage in space._stages:
+    for stage in space.stages:
         widths = tuple(sorted({scale(w) for w in _choices(space, stage.width_slot)}))
         offsets.append(len(positions))
         for j in range(stage.repeats + max(_choices(space, stage.delta_slot))):
             positions.append(_position(space, stage, j, ins if j == 0 else widths, max(widths)))
         ins = widths
     return SupernetLayout(
-        stem_channels=scale(max(_choices(space, space._globals["stem_width"]))),
-        head_channels=max(_choices(space, space._globals["head_width"])), final_channels=max(ins),
+        stem_channels=scale(max(_choices(space, space.global_slot("stem_width")))),
+        head_channels=max(_choices(space, space.global_slot("head_width"))), final_channels=max(ins),
         num_classes=num_classes or const["num_classes"], bn_momentum=1.0 - const["bn_momentum"],
         bn_epsilon=const["bn_epsilon"], dropout_rate=const["dropout_rate"], positions=tuple(positions),
         stage_offsets=tuple(offsets),
@@ -155,15 +155,15 @@ def supernet_layout(space: Any, num_classes: int | None = None) -> SupernetLayou
 # --- a candidate's layers -> positions --------------------------------------------------------------------------
 def stage_depths(space: StageSpace, encoding: Sequence[int]) -> tuple[int, ...]:
     """Layers of each stage for an encoding (repeats + the chosen delta)."""
-    values = space._values(space.validate_encoding(encoding))
-    return tuple(stage.repeats + values[stage.delta_slot] for stage in space._stages)
+    values = space.slot_values(encoding)
+    return tuple(stage.repeats + values[stage.delta_slot] for stage in space.stages)
 
 
 def in_space_form(space: StageSpace, arch: Architecture) -> Architecture:
     """``arch`` with the space's classes (and, when its resolution is not a choice, the space's first resolution),
     so that a candidate re-targeted to a data set (classes, image size) still encodes."""
-    resolutions = _choices(space, space._globals["resolution"])
-    changes: dict[str, Any] = {"num_classes": space._global_constants["num_classes"]}
+    resolutions = _choices(space, space.global_slot("resolution"))
+    changes: dict[str, Any] = {"num_classes": space.global_constants["num_classes"]}
     if arch.resolution not in resolutions:
         changes["resolution"] = resolutions[0]
     return arch.replace(**changes)

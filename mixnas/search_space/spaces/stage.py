@@ -436,6 +436,29 @@ class StageSpace(SearchSpace):
         """The resolved configuration (``extends`` applied), loadable again with :func:`load_space`."""
         return dict(self._config)
 
+    # --- the skeleton: what a weight-sharing supernet needs to lay out every member --------------------------
+    @property
+    def stages(self) -> tuple[StagePlan, ...]:
+        """The stage plans in order (their slot indices refer to :meth:`slot_choices`)."""
+        return self._stages
+
+    def slot_choices(self, slot: int) -> tuple:
+        """The internal value of every choice of one slot (a constant has one)."""
+        return self._internal[slot]
+
+    def global_slot(self, name: str) -> int:
+        """The slot of a searchable-or-constant global (``resolution``, ``stem_width``, ``width_multiplier``, ...)."""
+        return self._globals[name]
+
+    @property
+    def global_constants(self) -> Mapping[str, Any]:
+        """The globals that are never searched (``num_classes``, ``bn_momentum``, ``depth_divisor``, ...)."""
+        return dict(self._global_constants)
+
+    def slot_values(self, encoding: Sequence[int]) -> list[Any]:
+        """The internal value of every slot (constants included) for ``encoding`` (validated)."""
+        return self._values(self.validate_encoding(encoding))
+
 
 def _expand_layers(arch: Architecture) -> list[tuple]:
     """One tuple per block repeat: the :data:`FIELDS` values, then stride, input and output filters (unscaled)."""
