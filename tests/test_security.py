@@ -30,7 +30,7 @@ grpc = pytest.importorskip("grpc")
 
 from mixnas.errors import RunError  # noqa: E402
 from mixnas.launch.ledger import Ledger  # noqa: E402
-from mixnas.launch.ray_local import start_local_ray  # noqa: E402
+from mixnas.launch.ray_local import DRIVER_FILE, PREFIX, remove_stale_dirs, start_local_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +175,29 @@ def test_the_token_is_private(session):
     assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_AUTH_TOKEN_PATH"] == str(token)
     sockets = [p for p in session.temp_dir.rglob("*") if p.is_socket()]
     assert sockets and all(len(str(p)) <= 107 for p in sockets)
+    assert (session.private_dir / DRIVER_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_a_new_local_ray_removes_the_private_folders_of_killed_searches(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def folder(name: str, driver: int | None) -> Path:
+        path = tmp_path / name
+        path.mkdir(mode=0o700)
+        (path / "auth_token").write_text("0" * 64)
+        if driver is not None:
+            (path / DRIVER_FILE).write_text(f"{driver}\n")
+        return path
+
+    killed = folder(f"{PREFIX}killed", gone.pid)  # its driver was SIGKILLed: nothing removed it
+    mine = folder(f"{PREFIX}mine", os.getpid())
+    running = folder(f"{PREFIX}running", 1)  # a driver that is still there
+    older = folder(f"{PREFIX}older", None)  # no driver file: left alone
+    other = folder("someone-else", gone.pid)
+    assert remove_stale_dirs(tmp_path) == [killed]
+    assert not killed.exists() and all(p.exists() for p in (mine, running, older, other))
+    assert remove_stale_dirs(tmp_path) == []
 
 
 def test_a_local_ray_with_authentication_disabled_is_refused(monkeypatch):

@@ -16,7 +16,9 @@ A local search (``execution.address: local``) gets a private Ray:
   address Ray ended up with and refuses to run on anything else.
 * **Nothing left behind.** Ray's temp folder (sockets, logs, ``session_*``) lives in the private folder, which
   :meth:`RaySession.close` removes after ``ray.shutdown()``. Ray makes its temp folder world-writable (0777); the
-  0700 folder above it keeps other users out.
+  0700 folder above it keeps other users out. A SIGKILLed search cannot remove its folder, so the folder names
+  its driver's process id (``driver``), and a new local Ray first removes this user's folders whose driver is
+  gone (:func:`remove_stale_dirs`; Ray's own processes die with the driver that started them).
 
 Joining a cluster (any other address) uses the token the user provides (``RAY_AUTH_TOKEN``,
 ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, see ``docs/distributed.md``): with one present and
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 TOKEN_FILE = "auth_token"
+DRIVER_FILE = "driver"
 RAY_TEMP = "ray"
 PREFIX = "mixnas-ray-"
 # Ray puts AF_UNIX sockets at <temp>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store (about 64 bytes
@@ -127,9 +130,14 @@ def start_local_ray(*, num_cpus: int | None = None) -> RaySession:
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         raise RunError("RAY_AUTH_MODE=disabled is set, but mixnas starts a local Ray only with token "
                        "authentication; unset RAY_AUTH_MODE (or set it to 'token')")
+    removed = remove_stale_dirs()
+    if removed:
+        logger.info("removed %d private Ray folder(s) of searches that were killed: %s", len(removed),
+                    ", ".join(str(p) for p in removed))
     private = Path(tempfile.mkdtemp(prefix=PREFIX, dir=_temp_base()))  # mode 0700
     saved = {name: os.environ.get(name) for name in AUTH_ENV}
     try:
+        (private / DRIVER_FILE).write_text(f"{os.getpid()}\n")
         token = write_token(private / TOKEN_FILE)
         _set_auth_env({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": None, "RAY_AUTH_TOKEN_PATH": str(token)})
         with _keep_sigterm_handler(), _loopback_node_address():
@@ -148,6 +156,39 @@ def start_local_ray(*, num_cpus: int | None = None) -> RaySession:
                        "differently); refusing to run a search that listens on the network")
     logger.debug("local Ray at %s, token %s, temp %s", session.address, session.token_path, session.temp_dir)
     return session
+
+
+def remove_stale_dirs(base: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove this user's private Ray folders (``PREFIX*`` in ``base``, default the temp folder local Rays use)
+    whose driver process is gone; returns what was removed.
+
+    A folder without a readable ``driver`` file (being created right now, or from an older mixnas) is left
+    alone, and so is one whose process id is in use, even if by another program since (the conservative side
+    of a reused id).
+    """
+    removed = []
+    for path in sorted(Path(base if base is not None else _temp_base()).glob(PREFIX + "*")):
+        try:
+            if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+            pid = int((path / DRIVER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid <= 0 or pid == os.getpid() or _process_exists(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user's process
+        return True
+    return True
 
 
 def _is_loopback_address(address: str) -> bool:
