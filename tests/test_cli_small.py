@@ -93,3 +93,22 @@ def test_export_format_refuses_an_unknown_value(capsys: pytest.CaptureFixture) -
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("mixnas: error: argument --format: invalid choice: 'pdf'") and err.count("\n") == 1
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    """``mixnas status`` does not pay torch's import (seconds on a small CPU); ``mixnas --help`` lists everything."""
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path, {"type": "metric", "metric": "acc"})
+    code = ("import sys; from mixnas.launch.cli import main; rc = main(sys.argv[1:]); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, "-v", "status", str(run)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-TORCH")
+    listing = subprocess.run([sys.executable, "-m", "mixnas", "--help"], capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0
+    assert all(name in listing.stdout for name in ("search", "status", "train-proxy", "supernet", "latency"))
+    typo = subprocess.run([sys.executable, "-m", "mixnas", "stauts"], capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "invalid choice" in typo.stderr and "status" in typo.stderr
