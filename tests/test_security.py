@@ -178,6 +178,13 @@ def test_the_token_is_private(session):
     assert (session.private_dir / DRIVER_FILE).read_text().strip() == str(os.getpid())
 
 
+def test_workers_run_at_the_priority_of_the_search(session):
+    # Ray's default is nice 15: on a shared machine a search's trials would get a small share of the CPU.
+    worker = ray.get(ray.remote(lambda: os.getpriority(os.PRIO_PROCESS, 0)).remote())
+    assert worker == os.getpriority(os.PRIO_PROCESS, 0)
+    assert "RAY_worker_niceness" not in os.environ
+
+
 def test_a_new_local_ray_removes_the_private_folders_of_killed_searches(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
