@@ -232,10 +232,21 @@ def exclusive_lock(file: str | os.PathLike[str], doing: str = "writing it") -> I
 def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without an error: readers (and a
     crash) see the old content or the new, never a mix (a temporary file in the same folder, flushed to disk,
-    then ``os.replace``). ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``."""
+    then ``os.replace``). ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``.
+
+    Only a regular file (or nothing) at ``path`` is replaced: ``os.replace`` would swap a device node, a FIFO or
+    a socket for the new file (run as root, ``--out /dev/full`` turned the device into a JSON file), so those
+    raise an ``OSError`` ("not a regular file") before anything is written; a folder raises ``IsADirectoryError``.
+    """
+    import errno
     import tempfile
 
     path = Path(path)
+    kind = path_kind(path)
+    if kind == "dir":
+        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file", str(path))
+    if kind == "other":
+        raise OSError(errno.EINVAL, "is a device, FIFO or socket, not a regular file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
