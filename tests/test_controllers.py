@@ -424,3 +424,15 @@ def test_optuna_qmc_depends_on_the_seed() -> None:
     assert proposals(0)[1:] != proposals(1)[1:]  # beyond the first (random) trial: the scrambled sequences differ
     # Optuna's own default (no scrambling) is one sequence for every seed after the random first trial
     assert proposals(0, sampler_kwargs={"scramble": False})[1:] == proposals(1, sampler_kwargs={"scramble": False})[1:]
+
+
+def test_optuna_bruteforce_exhausts_a_space_without_an_error() -> None:
+    # BruteForceSampler calls study.stop() once every point was tried; with ask / tell Optuna raises for that.
+    controller = make_controller("optuna", tiny_space(), objectives=[ACC], sampler="bruteforce")
+    asked = []
+    for _ in range(8):
+        suggestion = controller.ask()
+        asked.append(suggestion.encoding)
+        controller.tell(suggestion.id, Result("ok", {"acc": float(sum(suggestion.encoding))}))
+    assert len(set(asked[:6])) == 6  # every point once, then repeats
+    assert sum(t.state.name == "COMPLETE" for t in controller.study.get_trials()) == 8

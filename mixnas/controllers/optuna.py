@@ -256,13 +256,27 @@ class OptunaController(Controller):
         if told.reason:
             self._set_attr(number, _REASON_ATTR, told.reason)
         if told.status == "ok" and values is not None:
-            self.study.tell(number, list(values))
+            self._tell(number, list(values))
         elif told.status == "pruned":
             if values is not None and len(values) == 1:  # Optuna ranks a pruned trial by its last report
                 self.study._storage.set_trial_intermediate_value(self._trial_id(number), 0, values[0])
-            self.study.tell(number, state=TrialState.PRUNED)
+            self._tell(number, state=TrialState.PRUNED)
         else:
-            self.study.tell(number, state=TrialState.FAIL)
+            self._tell(number, state=TrialState.FAIL)
+
+    def _tell(self, number: int, values: list[float] | None = None, *, state: TrialState | None = None) -> None:
+        """``study.tell``, where a sampler's ``study.stop()`` is not an error.
+
+        BruteForceSampler calls ``study.stop()`` once every point has been tried; outside ``study.optimize``
+        Optuna raises ``RuntimeError`` for that, after ``tell`` has stored the trial (it does so in a
+        ``finally``). The controller has no loop to stop: later asks repeat points and the base class's
+        repeated-draw handling proposes neighbours or random points, as for any sampler that repeats itself.
+        """
+        try:
+            self.study.tell(number, values, state=state)
+        except RuntimeError as exc:
+            if "Study.stop" not in str(exc):
+                raise
 
     def _trial_id(self, number: int) -> int:
         return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
@@ -319,7 +333,7 @@ class OptunaController(Controller):
         for trial in trials[n_saved:]:
             if trial.state == TrialState.RUNNING:
                 self._set_attr(trial.number, _REASON_ATTR, "opened after the controller state was saved")
-                self.study.tell(trial.number, state=TrialState.FAIL)
+                self._tell(trial.number, state=TrialState.FAIL)
 
 
 @dataclass
