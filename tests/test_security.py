@@ -30,7 +30,13 @@ grpc = pytest.importorskip("grpc")
 
 from mixnas.errors import RunError  # noqa: E402
 from mixnas.launch.ledger import Ledger  # noqa: E402
-from mixnas.launch.ray_local import DRIVER_FILE, PREFIX, remove_stale_dirs, start_local_ray  # noqa: E402
+from mixnas.launch.ray_local import (  # noqa: E402
+    DRIVER_FILE,
+    PREFIX,
+    _process_namespace,
+    remove_stale_dirs,
+    start_local_ray,
+)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +181,7 @@ def test_the_token_is_private(session):
     assert os.environ["RAY_AUTH_MODE"] == "token" and os.environ["RAY_AUTH_TOKEN_PATH"] == str(token)
     sockets = [p for p in session.temp_dir.rglob("*") if p.is_socket()]
     assert sockets and all(len(str(p)) <= 107 for p in sockets)
-    assert (session.private_dir / DRIVER_FILE).read_text().strip() == str(os.getpid())
+    assert (session.private_dir / DRIVER_FILE).read_text().split() == [str(os.getpid()), _process_namespace()]
 
 
 def test_workers_run_at_the_priority_of_the_search(session):
@@ -189,21 +195,23 @@ def test_a_new_local_ray_removes_the_private_folders_of_killed_searches(tmp_path
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
 
-    def folder(name: str, driver: int | None) -> Path:
+    def folder(name: str, driver: int | None, namespace: str | None = None) -> Path:
         path = tmp_path / name
         path.mkdir(mode=0o700)
         (path / "auth_token").write_text("0" * 64)
         if driver is not None:
-            (path / DRIVER_FILE).write_text(f"{driver}\n")
+            (path / DRIVER_FILE).write_text(f"{driver} {namespace or here}\n")
         return path
 
+    here = _process_namespace()
     killed = folder(f"{PREFIX}killed", gone.pid)  # its driver was SIGKILLed: nothing removed it
     mine = folder(f"{PREFIX}mine", os.getpid())
     running = folder(f"{PREFIX}running", 1)  # a driver that is still there
     older = folder(f"{PREFIX}older", None)  # no driver file: left alone
+    elsewhere = folder(f"{PREFIX}container", gone.pid, "another-host/pid:[1]")  # its ids mean nothing here
     other = folder("someone-else", gone.pid)
     assert remove_stale_dirs(tmp_path) == [killed]
-    assert not killed.exists() and all(p.exists() for p in (mine, running, older, other))
+    assert not killed.exists() and all(p.exists() for p in (mine, running, older, elsewhere, other))
     assert remove_stale_dirs(tmp_path) == []
 
 

@@ -39,6 +39,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ def start_local_ray(*, num_cpus: int | None = None) -> RaySession:
     private = Path(tempfile.mkdtemp(prefix=PREFIX, dir=_temp_base()))  # mode 0700
     saved = {name: os.environ.get(name) for name in AUTH_ENV}
     try:
-        (private / DRIVER_FILE).write_text(f"{os.getpid()}\n")
+        (private / DRIVER_FILE).write_text(f"{os.getpid()} {_process_namespace()}\n")
         token = write_token(private / TOKEN_FILE)
         _set_auth_env({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": None, "RAY_AUTH_TOKEN_PATH": str(token)})
         with _keep_sigterm_handler(), _loopback_node_address(), _worker_niceness():
@@ -167,21 +168,33 @@ def remove_stale_dirs(base: str | os.PathLike[str] | None = None) -> list[Path]:
 
     A folder without a readable ``driver`` file (being created right now, or from an older mixnas) is left
     alone, and so is one whose process id is in use, even if by another program since (the conservative side
-    of a reused id).
+    of a reused id), and one written in another host or process namespace (a container sharing the temp
+    folder), where the id means nothing here.
     """
     removed = []
+    here = _process_namespace()
     for path in sorted(Path(base if base is not None else _temp_base()).glob(PREFIX + "*")):
         try:
             if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
                 continue
-            pid = int((path / DRIVER_FILE).read_text().strip())
+            pid_text, _, namespace = (path / DRIVER_FILE).read_text().strip().partition(" ")
+            pid = int(pid_text)
         except (OSError, ValueError):
             continue
-        if pid <= 0 or pid == os.getpid() or _process_exists(pid):
+        if namespace != here or pid <= 0 or pid == os.getpid() or _process_exists(pid):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
+
+
+def _process_namespace() -> str:
+    """Where a process id is meaningful: the host name and (Linux) the process-id namespace, without spaces."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}".replace(" ", "_")
 
 
 def _process_exists(pid: int) -> bool:
