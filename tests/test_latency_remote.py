@@ -135,3 +135,12 @@ def test_remote_latency_section_is_validated_at_load(tmp_path: Path) -> None:
     for change, text in cases:
         with pytest.raises(ConfigError, match=text.replace(".", r"\.")):
             config_from_dict(_experiment({**good, **change}), source="x.yaml", base_dir=tmp_path)
+
+
+def test_offline_measurement_refuses_an_output_that_is_not_a_file(tmp_path: Path) -> None:
+    # Run as root, os.replace would turn /dev/null (or a FIFO) into the results CSV.
+    with pytest.raises(agent.AgentError, match="not a regular file"):
+        agent.measure_dir(str(tmp_path), str(tmp_path), 1)
+    if Path("/dev/null").exists():
+        with pytest.raises(agent.AgentError, match="not a regular file"):
+            agent.measure_dir(str(tmp_path), "/dev/null", 1)

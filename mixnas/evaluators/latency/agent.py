@@ -673,6 +673,8 @@ def measure_dir(folder: str, out: str, threads: int) -> int:
     The CSV is rewritten (atomically) after every request, so a killed run leaves the requests done so far.
     """
     manifest_path = os.path.join(folder, "manifest.json")
+    if os.path.exists(out) and not os.path.isfile(out):  # os.replace would swap a device or FIFO for the CSV
+        raise AgentError(f"{out}: not a regular file (a folder, device or FIFO); --out names the CSV to write")
     try:
         with open(manifest_path, "rb") as fh:
             raw = fh.read()
