@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from mixnas.evaluators.data import DataSpec, load_proxy_data
+from mixnas.evaluators.latency.validate import kendall as kendall_tau  # tau-b
 from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
@@ -45,26 +46,6 @@ from mixnas.search_space.spaces import load_space
 from mixnas.textio import write_json_atomic
 
 SEARCH_TRIALS = 1000
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b (ties in either list handled as in scipy.stats.kendalltau)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif da == db:
-                concordant += 1
-            else:
-                discordant += 1
-    denom = ((concordant + discordant + ties_a) * (concordant + discordant + ties_b)) ** 0.5
-    return float((concordant - discordant) / denom) if denom else float("nan")
 
 
 def spread_sample(space: Any, n: int, seed: int, *, pool_factor: int = 20) -> list[tuple[int, ...]]:

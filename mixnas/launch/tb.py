@@ -197,3 +197,14 @@ class EpochCurves:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def epoch_curves(folder: Path, prefix: str, keys: Sequence[str], *, enabled: bool = True) -> EpochCurves | None:
+    """:class:`EpochCurves`, or None when turned off or tensorboard is missing (one warning: the run goes on)."""
+    if not enabled:
+        return None
+    try:
+        return EpochCurves(folder, prefix, keys)
+    except ImportError as exc:
+        logger.warning("no TensorBoard curves: %s", exc)
+        return None

@@ -128,13 +128,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     trainer = SupernetTrainer(space, data, output, training, on_epoch=on_epoch)
     _check_resume(output, trainer.record(), args.resume)
-    if not args.no_tensorboard:
-        try:
-            from mixnas.launch.tb import EpochCurves
+    from mixnas.launch.tb import epoch_curves
 
-            tensorboard = EpochCurves(output, "supernet", CURVES)
-        except ImportError as exc:
-            logger.warning("no TensorBoard curves: %s", exc)
+    tensorboard = epoch_curves(output, "supernet", CURVES, enabled=not args.no_tensorboard)
     print(f"training the supernet of {space.name!r} on {args.data}: {data.num_classes} classes at "
           f"{data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images "
           f"({int(data.val_labels.numel())} held out for the evaluator), {trainer.device} -> {output}",

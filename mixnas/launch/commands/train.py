@@ -133,13 +133,9 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(arch, data, recipe, output, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, on_epoch=on_epoch, init=Path(args.init) if args.init else None)
     _check_resume(output, trainer, args.resume)
-    if not args.no_tensorboard:
-        try:
-            from mixnas.launch.tb import EpochCurves
+    from mixnas.launch.tb import epoch_curves
 
-            tensorboard = EpochCurves(output, "train", CURVES)
-        except ImportError as exc:
-            logger.warning("no TensorBoard curves: %s", exc)
+    tensorboard = epoch_curves(output, "train", CURVES, enabled=not args.no_tensorboard)
     print(f"training {trainer.arch.name or trainer.arch.id} ({recipe.name}) on {args.data}: {data.num_classes} classes "
           f"at {data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images, evaluating on "
           f"{data.eval_split} ({int(data.eval_labels.numel())} images), {trainer.device} -> {output}",
