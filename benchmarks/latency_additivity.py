@@ -11,6 +11,11 @@ ratios whole / own parts and whole / table. Over the networks:
   holds on this device for this backend (the ratio is one constant a calibration fits);
 * ``table_ratio_spread_pct``: the same for whole / table sum. Much larger than the first means the model is
   fine and the table's entries (each timed once, in another network, at another time) are what is off;
+* ``own_fit_loo_pct`` / ``table_fit_loo_pct``: the leave-one-out error (percent) of the table's calibration
+  model (``scale+offset+parts``, chosen as ``profile --calibrate`` does) fitted to whole networks against the
+  sums of their own parts, and against the table's sums. A per-part call overhead makes the raw ratios spread
+  with the part count while the calibration absorbs it, so these two are the figures to compare: the first is
+  what the additive model can reach with perfectly fresh entries, the second what the table reaches;
 * ``entry_error_pct``: RMS relative difference between the table's entry and the same part timed now, per part
   (level removed: both sums are rescaled to the same median first).
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from mixnas.evaluators.latency.lut import LatencyTable
 from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, LocalTimer, network_spec
-from mixnas.evaluators.latency.profile import check_compatible, config_from_table, context_pipeline
+from mixnas.evaluators.latency.profile import check_compatible, config_from_table, context_pipeline, fit_calibration
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
 
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
     else:
-        for key in ("n", "backend", "own_ratio_spread_pct", "table_ratio_spread_pct", "entry_error_pct"):
+        for key in ("n", "backend", "own_ratio_spread_pct", "table_ratio_spread_pct", "own_fit_loo_pct",
+                    "table_fit_loo_pct", "entry_error_pct"):
             print(f"{key}: {result[key]}")
     return 0
 
@@ -89,6 +95,12 @@ def _spread(values: list[float]) -> float:
     return round(50 * (np.percentile(values, 90) / np.percentile(values, 10) - 1), 2)
 
 
+def _fit_loo(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Leave-one-out error of the calibration fitted to whole networks against ``key``'s sums."""
+    fit = fit_calibration([(r["arch_id"], r[key], r["whole_ms"]) for r in rows], [r["parts"] for r in rows])
+    return None if fit.loo_rmspe_pct is None else round(fit.loo_rmspe_pct, 2)
+
+
 def _summary(table: LatencyTable, lut: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     complete = [r for r in rows if not np.isnan(r["table_parts_ms"])]
     level = statistics.median(r["own_parts_ms"] / r["table_parts_ms"] for r in complete) if complete else 1.0
@@ -98,6 +110,8 @@ def _summary(table: LatencyTable, lut: str, rows: list[dict[str, Any]]) -> dict[
         "own_ratio_spread_pct": _spread([r["whole_ms"] / r["own_parts_ms"] for r in rows]),
         "table_ratio_spread_pct": _spread([r["whole_ms"] / r["table_parts_ms"] for r in complete]) if complete
         else None,
+        "own_fit_loo_pct": _fit_loo(rows, "own_parts_ms"),
+        "table_fit_loo_pct": _fit_loo(complete, "table_parts_ms") if complete else None,
         "entry_error_pct": round(100 * float(np.sqrt(np.mean(np.square(diffs)))), 2) if diffs else None,
         "rows": [{k: v for k, v in r.items() if k not in ("own", "table")} for r in rows],
     }
