@@ -30,7 +30,10 @@ from mixnas.evaluators.latency.measure import (
 )
 from mixnas.evaluators.latency.measure_missing import MeasuringPredictor, load_predictor
 from mixnas.evaluators.latency.predictor import LatencyPredictor, lut_sum
+from mixnas.evaluators.latency import profile as profile_module
+from mixnas.evaluators.latency.measure import device_metadata
 from mixnas.evaluators.latency.profile import (
+    chunk_drift,
     config_from_table,
     fit_calibration,
     new_table,
@@ -405,6 +408,59 @@ def test_profiling_is_incremental_and_resumes_after_interruption(tmp_path: Path)
     assert {s: final.entries[s] for s in first} == {s: saved.entries[s] for s in first}
     assert profile_archs(final, archs, FAST, path=path) == 0
     assert select_contexts(final, archs) == []
+
+
+class ShiftingTimer:
+    """Every part costs a fixed time per signature times a machine speed that changes from one call to the next;
+    the reference network never sees the change (the worst case for drift correction by the reference alone)."""
+
+    def __init__(self, speeds: list[float]) -> None:
+        self.speeds = iter(speeds)
+
+    @staticmethod
+    def cost(key: str) -> float:
+        return 0.01 + (sum(map(ord, key)) % 97) / 1000
+
+    def device(self, config: MeasureConfig) -> dict:
+        return device_metadata(config)
+
+    def time(self, pipelines, config, *, rounds):
+        speed = next(self.speeds)
+        out = {}
+        for pipeline in pipelines:
+            for spec in pipeline:
+                ms = 1.0 if spec.key.startswith("reference:") else self.cost(spec.key) * speed
+                out[spec.key] = Measurement.from_samples([ms])
+        return out, 10.0  # long rounds: chunks keep their size
+
+
+def test_chunk_drift_is_the_median_over_anchors_else_the_reference() -> None:
+    table = LatencyTable("torch", 1, 1, entries={f"s{i}": Entry(ms=2.0 + i, mean_ms=2.0 + i) for i in range(9)})
+    measured = {f"s{i}": Measurement.from_samples([(2.0 + i) / (1.5 if i < 6 else 3.0)]) for i in range(9)}
+    measured["new"] = Measurement.from_samples([1.0])  # not in the table: not an anchor
+    assert chunk_drift(table, measured, 0.9, "min") == pytest.approx(1.5)  # 6 of 9 anchors say 1.5
+    few = {k: measured[k] for k in ("s0", "s1", "new")}
+    assert chunk_drift(table, few, 0.9, "min") == 0.9
+
+
+def test_profiling_rescales_chunks_by_their_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One network, then its one-choice mutants (they share most parts), one network a chunk, the machine speed
+    # changing every chunk; the reference does not move. Entries must all be at the first chunk's speed.
+    from mixnas.search_space.spaces import load_space
+
+    space = load_space("tiny")
+    rng = np.random.default_rng(3)
+    base = space.sample(rng)
+    archs = [space.decode(base)] + [space.decode(space.mutate(base, rng, n=1)) for _ in range(6)]
+    monkeypatch.setattr(profile_module, "MIN_ANCHORS", 3)
+    config = replace(FAST, drift_correction=True)
+    speeds = [1.0, 1.0, 1.6, 0.7, 1.3, 2.0, 0.9, 1.1]
+    timer = ShiftingTimer(speeds)
+    table = new_table(config, timer)
+    profile_archs(table, archs, config, chunk=1, rounds=1, timer=timer)
+    ratios = [e.ms / ShiftingTimer.cost(s) for s, e in table.entries.items()]
+    assert len(ratios) > len(arch_signatures(archs[0]))
+    assert ratios == pytest.approx([1.0] * len(ratios))
 
 
 def test_profiling_chunks_grow_to_fill_the_time_span() -> None:

@@ -41,6 +41,7 @@ from mixnas.evaluators.latency.measure import (
 )
 from mixnas.evaluators.latency.profile import (
     DEFAULT_CHUNK,
+    chunk_drift,
     context_pipeline,
     select_contexts,
     store_calibration,
@@ -219,6 +220,8 @@ def _table(
         got = dict(measured[i])
         drift = 1.0 if baseline is None else baseline / got.pop(reference_key).value(config.statistic)
         if kind == "profile":
+            if baseline is not None:
+                drift = chunk_drift(table, got, drift, config.statistic)
             store_measured(table, got, drift, None, config.statistic)
         elif kind == "calibrate":
             keys = [p["stages"][0] for p in requests[i]["pipelines"] if p["stages"][0] != reference_key]

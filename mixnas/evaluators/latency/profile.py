@@ -45,6 +45,8 @@ Progress = Callable[[int, int, str], None]
 DEFAULT_CHUNK = 8
 MAX_CHUNK_FACTOR = 4
 MIN_POINTS_FOR_OFFSET = 5
+# A chunk needs this many signatures already in the table to be rescaled by them (chunk_drift).
+MIN_ANCHORS = 8
 
 
 def new_table(config: MeasureConfig, timer: Timer | None = None) -> LatencyTable:
@@ -169,8 +171,9 @@ def profile_archs(
     ``ceil(repeats / rounds)`` runs each and at least ``config.min_seconds`` of wall time); a signature met in
     several networks of a chunk pools their runs. The entry is ``config.statistic`` (and mean, standard
     deviation, count) of the pooled runs, rescaled by the chunk's drift factor when ``config`` asks for drift
-    correction (the reference network is timed in every round). With ``path``, the table is saved after every
-    chunk.
+    correction (:func:`chunk_drift`: from the signatures the table already holds that the chunk timed again, or
+    from the reference network timed in every round while there are too few of them). With ``path``, the table
+    is saved after every chunk.
 
     Chunks start at ``chunk`` networks and grow (up to ``MAX_CHUNK_FACTOR * chunk``) while ``rounds`` rounds of
     a chunk take less than ``config.min_seconds``: small networks then share the time span instead of each
@@ -192,6 +195,8 @@ def profile_archs(
         batch = contexts[start : start + size]
         pipelines = [context_pipeline(arch, config.batch_size) for arch in batch]
         measured, drift, round_seconds = time_chunk(timer, pipelines, baseline, config, rounds)
+        if baseline is not None:
+            drift = chunk_drift(table, measured, drift, config.statistic)
         done += store_measured(table, measured, drift, wanted, config.statistic)
         if path is not None:
             table.save(path)
@@ -219,6 +224,29 @@ def time_chunk(
     if baseline is None:
         return measured, 1.0, round_seconds
     return measured, baseline / measured.pop(reference.key).value(config.statistic), round_seconds
+
+
+def chunk_drift(table: LatencyTable, measured: dict[str, Measurement], reference_drift: float, statistic: str) -> float:
+    """The factor that maps a chunk's timings to the table's speed: from its *anchors* when it has enough.
+
+    Every network of a chunk is timed part by part, so a chunk also re-times signatures the table already holds
+    (on average a signature sits in 2-3 profiled networks). The median of ``table entry / timed now`` over
+    these anchors (at least :data:`MIN_ANCHORS`) measures the chunk's speed on the very operators it adds,
+    where the one reference network can move differently: on a shared host, chunks corrected by the reference
+    alone sat 0.96-1.08 apart against a re-timing (docs/latency.md, runs J-L). Fewer anchors (the first chunks
+    of a new table): ``reference_drift``.
+    """
+    ratios = sorted(
+        table.entries[s].ms / value
+        for s, m in measured.items()
+        if s in table.entries and (value := m.value(statistic, corrected=False)) > 0
+    )
+    if len(ratios) < MIN_ANCHORS:
+        return reference_drift
+    mid = len(ratios) // 2
+    factor = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    logger.debug("chunk drift: %.4f from %d anchors (reference %.4f)", factor, len(ratios), reference_drift)
+    return factor
 
 
 def store_measured(
