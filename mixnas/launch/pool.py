@@ -104,12 +104,10 @@ class _Worker:
 
         from mixnas.launch.trial import TrialEvaluator
 
-        should_stop = None
-        if rungs is not None:
-            def should_stop(trial: int, epoch: int, metrics: Mapping[str, Any]) -> bool:
-                return bool(ray.get(rungs.report.remote(trial, epoch, dict(metrics))))
+        def report(trial: int, epoch: int, metrics: Mapping[str, Any]) -> bool:
+            return bool(ray.get(rungs.report.remote(trial, epoch, dict(metrics))))
 
-        self.evaluator = TrialEvaluator(config, should_stop=should_stop)
+        self.evaluator = TrialEvaluator(config, should_stop=None if rungs is None else report)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def run(self, encoding: Sequence[int], trial: int, seed: int | None = None,
