@@ -18,10 +18,12 @@ import pytest
 import torch
 
 from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency import profile as profile_module
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import (
     MeasureConfig,
     Measurement,
+    device_metadata,
     measure_arch,
     measure_interleaved,
     measure_module,
@@ -30,8 +32,6 @@ from mixnas.evaluators.latency.measure import (
 )
 from mixnas.evaluators.latency.measure_missing import MeasuringPredictor, load_predictor
 from mixnas.evaluators.latency.predictor import LatencyPredictor, lut_sum
-from mixnas.evaluators.latency import profile as profile_module
-from mixnas.evaluators.latency.measure import device_metadata
 from mixnas.evaluators.latency.profile import (
     chunk_drift,
     config_from_table,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -233,18 +234,18 @@ def chunk_drift(table: LatencyTable, measured: dict[str, Measurement], reference
     (on average a signature sits in 2-3 profiled networks). The median of ``table entry / timed now`` over
     these anchors (at least :data:`MIN_ANCHORS`) measures the chunk's speed on the very operators it adds,
     where the one reference network can move differently: on a shared host, chunks corrected by the reference
-    alone sat 0.96-1.08 apart against a re-timing (docs/latency.md, runs J-L). Fewer anchors (the first chunks
-    of a new table): ``reference_drift``.
+    alone sat 0.96-1.08 apart against a re-timing, and a table from the same timings rescaled by anchors
+    predicted 5-7 points more networks within ±10% (docs/latency.md, runs J-M). Fewer anchors (the first
+    chunks of a new table): ``reference_drift``.
     """
-    ratios = sorted(
+    ratios = [
         table.entries[s].ms / value
         for s, m in measured.items()
         if s in table.entries and (value := m.value(statistic, corrected=False)) > 0
-    )
+    ]
     if len(ratios) < MIN_ANCHORS:
         return reference_drift
-    mid = len(ratios) // 2
-    factor = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    factor = statistics.median(ratios)
     logger.debug("chunk drift: %.4f from %d anchors (reference %.4f)", factor, len(ratios), reference_drift)
     return factor
 
