@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,12 +34,14 @@ from mixnas.evaluators.latency.measure import (
 from mixnas.evaluators.latency.measure_missing import MeasuringPredictor, load_predictor
 from mixnas.evaluators.latency.predictor import LatencyPredictor, lut_sum
 from mixnas.evaluators.latency.profile import (
+    choose_calibration,
     chunk_drift,
     config_from_table,
     fit_calibration,
     new_table,
     profile_archs,
     select_contexts,
+    store_measured,
 )
 from mixnas.evaluators.latency.signatures import arch_signatures, layer_signature
 from mixnas.evaluators.latency.validate import (
@@ -49,6 +52,7 @@ from mixnas.evaluators.latency.validate import (
     spearman,
 )
 from mixnas.launch.cli import main
+from mixnas.launch.commands.latency import PROFILE_SEED, sample_archs
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.presets import resolve_arch
 
@@ -410,6 +414,15 @@ def test_profiling_is_incremental_and_resumes_after_interruption(tmp_path: Path)
     assert select_contexts(final, archs) == []
 
 
+def _one_choice_mutants(seed: int, n: int) -> list[Architecture]:
+    from mixnas.search_space.spaces import load_space
+
+    space = load_space("tiny")
+    rng = np.random.default_rng(seed)
+    base = space.sample(rng)
+    return [space.decode(base)] + [space.decode(space.mutate(base, rng, n=1)) for _ in range(n)]
+
+
 class ShiftingTimer:
     """Every part costs a fixed time per signature times a machine speed that changes from one call to the next;
     the reference network never sees the change (the worst case for drift correction by the reference alone)."""
@@ -443,24 +456,88 @@ def test_chunk_drift_is_the_median_over_anchors_else_the_reference() -> None:
     assert chunk_drift(table, few, 0.9, "min") == 0.9
 
 
-def test_profiling_rescales_chunks_by_their_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("pool", [False, True])
+def test_profiling_rescales_chunks_by_their_anchors(monkeypatch: pytest.MonkeyPatch, pool: bool) -> None:
     # One network, then its one-choice mutants (they share most parts), one network a chunk, the machine speed
-    # changing every chunk; the reference does not move. Entries must all be at the first chunk's speed.
-    from mixnas.search_space.spaces import load_space
-
-    space = load_space("tiny")
-    rng = np.random.default_rng(3)
-    base = space.sample(rng)
-    archs = [space.decode(base)] + [space.decode(space.mutate(base, rng, n=1)) for _ in range(6)]
+    # changing every chunk; the reference does not move. Entries must all be at the first chunk's speed, also
+    # when every re-timing of a known part is pooled into its entry.
+    archs = _one_choice_mutants(3, 6)
     monkeypatch.setattr(profile_module, "MIN_ANCHORS", 3)
     config = replace(FAST, drift_correction=True)
     speeds = [1.0, 1.0, 1.6, 0.7, 1.3, 2.0, 0.9, 1.1]
     timer = ShiftingTimer(speeds)
     table = new_table(config, timer)
-    profile_archs(table, archs, config, chunk=1, rounds=1, timer=timer)
+    profile_archs(table, archs, config, chunk=1, rounds=1, timer=timer, pool_contexts=pool)
     ratios = [e.ms / ShiftingTimer.cost(s) for s, e in table.entries.items()]
     assert len(ratios) > len(arch_signatures(archs[0]))
     assert ratios == pytest.approx([1.0] * len(ratios))
+
+
+class ContextTimer:
+    """A part costs a fixed time per signature times a factor of the network it is timed in (its context)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[float]] = {}  # signature -> its time in every network that ran it
+
+    @staticmethod
+    def factor(pipeline) -> float:
+        return 0.8 + (sum(map(ord, "".join(s.key for s in pipeline))) % 7) / 10
+
+    def device(self, config: MeasureConfig) -> dict:
+        return device_metadata(config)
+
+    def time(self, pipelines, config, *, rounds):
+        out = {}
+        for pipeline in pipelines:
+            f = self.factor(pipeline)
+            for spec in dict((s.key, s) for s in pipeline).values():  # a repeated signature: one time
+                ms = ShiftingTimer.cost(spec.key) * f
+                out[spec.key] = Measurement.from_samples([ms])
+                self.seen.setdefault(spec.key, []).append(ms)
+        return out, 10.0
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_profiling_pools_every_context_a_signature_is_timed_in(pool: bool) -> None:
+    # Mutants share most parts, so later networks time known signatures again, each in another context.
+    archs = _one_choice_mutants(5, 6)
+    config = replace(FAST, drift_correction=False)
+    timer = ContextTimer()
+    table = new_table(config, timer)
+    added = profile_archs(table, archs, config, chunk=1, rounds=1, timer=timer, pool_contexts=pool)
+    assert added == len(table.entries) == len({s for a in archs for s in arch_signatures(a)})
+    several = [s for s, times in timer.seen.items() if len(times) > 2]
+    assert several  # the test needs signatures timed in three or more networks
+    for sig, entry in table.entries.items():
+        times = timer.seen[sig]
+        assert entry.ms == pytest.approx(statistics.median(times) if pool else times[0])
+        assert entry.count == (len(times) if pool else 1) and entry.source == "measured"
+        if pool:
+            assert entry.mean_ms == pytest.approx(sum(times) / len(times))
+
+
+def test_pooling_leaves_entries_that_were_not_measured_alone() -> None:
+    table = LatencyTable("torch", 1, 1, entries={"csv": Entry(ms=2.0, mean_ms=2.0, source="csv"),
+                                                 "old": Entry(ms=2.0, mean_ms=2.0)})
+    measured = {k: Measurement.from_samples([1.0]) for k in ("csv", "old", "new")}
+    contexts: dict[str, list[float]] = {}
+    assert store_measured(table, measured, 2.0, None, "min", contexts) == 1  # drift 2: "old" timed at 2.0 again
+    assert table.entries["csv"] == Entry(ms=2.0, mean_ms=2.0, source="csv")
+    assert table.entries["old"].ms == 2.0 and table.entries["old"].count == 2 and contexts["old"] == [2.0, 2.0]
+    assert table.entries["new"].ms == 2.0 and contexts["new"] == [2.0]
+    store_measured(table, {"old": Measurement.from_samples([4.0])}, 1.0, None, "min", contexts)
+    assert table.entries["old"].ms == 2.0  # median of 2, 2, 4
+    store_measured(table, {"old": Measurement.from_samples([9.0])}, 1.0, None, "min")  # no contexts: kept
+    assert table.entries["old"].ms == 2.0 and table.entries["old"].count == 3
+
+
+def test_calibration_networks_are_those_whose_parts_were_profiled_elsewhere() -> None:
+    a, b, c = _tiny_archs(3)
+    archs = [a, b, a, c, b]  # the repeats bring nothing new: every part of theirs was timed in another network
+    assert choose_calibration(archs, 2) == [archs[2], archs[4]]
+    assert choose_calibration(archs, 0) == []
+    chosen = choose_calibration(archs, 10)
+    assert chosen[:2] == [archs[2], archs[4]] and sorted(map(id, chosen)) == sorted(map(id, archs))
 
 
 def test_profiling_chunks_grow_to_fill_the_time_span() -> None:
@@ -521,6 +598,8 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
     table = LatencyTable.load(lut)
     assert table.calibration is not None and len(table.calibration.points) == 2
     assert [Architecture.from_dict(a).id for a in table.calibration.archs] == [p[0] for p in table.calibration.points]
+    sampled = sample_archs("tiny", 3, PROFILE_SEED)[2]  # the profile's own sample
+    assert [p[0] for p in table.calibration.points] == [a.id for a in choose_calibration(sampled, 2)]
     assert table.settings["clock"] == "thread" and table.settings["statistic"] == "min"
     assert table.settings["min_seconds"] == 0
     capsys.readouterr()

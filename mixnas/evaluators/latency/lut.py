@@ -300,7 +300,7 @@ class LatencyTable:
             )
         entries = dict(self.entries)
         for sig, entry in other.entries.items():
-            entries[sig] = _pool(entries[sig], entry) if sig in entries else entry
+            entries[sig] = pool_entries(entries[sig], entry) if sig in entries else entry
         return LatencyTable(
             backend=self.backend,
             threads=self.threads,
@@ -477,8 +477,8 @@ def _parse_float(text: str, where: str) -> float:
         raise LatencyTableError(f"{where}: expected a number, got {text!r}") from None
 
 
-def _pool(a: Entry, b: Entry) -> Entry:
-    """Combine two entries of one signature as if their runs had been one sample."""
+def pool_entries(a: Entry, b: Entry) -> Entry:
+    """Combine two entries of one signature as if their runs had been one sample (count-weighted, ``merged``)."""
     n = a.count + b.count
     mean = (a.count * a.mean_ms + b.count * b.mean_ms) / n
     ms = (a.count * a.ms + b.count * b.ms) / n

@@ -7,8 +7,9 @@ measure requests in the agent's own format (``agent.parse_request``, with file n
 ``python agent.py --measure-dir DIR --out results.csv`` runs those requests on the device, one after the other,
 with the same measurement rules; ``mixnas latency import-results DIR results.csv --out lut.json`` turns the
 results into a table the way ``profile`` does: the reference network's first measurement is the drift baseline,
-every profiling chunk is rescaled by the reference timed beside it, signatures met in several networks of a
-chunk pool their runs, and the calibration is fitted on the calibration networks' end-to-end latencies.
+every profiling chunk is rescaled by its anchors (else the reference timed beside it), signatures met in several
+networks of a chunk pool their runs, an entry is the median over every chunk that timed its signature, and the
+calibration is fitted on the calibration networks' end-to-end latencies.
 
 Requests, in order: ``reference`` (the baseline, ``3 * repeats`` runs; only with drift correction), then
 ``profile`` chunks (context networks part by part), then ``calibrate`` chunks (whole networks).
@@ -216,13 +217,14 @@ def _table(
         settings.update(reference_arch=REFERENCE_ARCH, reference_ms=baseline)
     table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings)
     cal_ms: list[float] = []
+    contexts: dict[str, list[float]] = {}  # every context a signature was timed in (as `latency profile`)
     for i, kind in enumerate(kinds):
         got = dict(measured[i])
         drift = 1.0 if baseline is None else baseline / got.pop(reference_key).value(config.statistic)
         if kind == "profile":
             if baseline is not None:
                 drift = chunk_drift(table, got, drift, config.statistic)
-            store_measured(table, got, drift, None, config.statistic)
+            store_measured(table, got, drift, None, config.statistic, contexts)
         elif kind == "calibrate":
             keys = [p["stages"][0] for p in requests[i]["pipelines"] if p["stages"][0] != reference_key]
             cal_ms.extend(got[k].value(config.statistic, corrected=False) * drift for k in keys)

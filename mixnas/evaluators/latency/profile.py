@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
+from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable, pool_entries
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
     REFERENCE_ARCH,
@@ -136,6 +136,27 @@ def select_contexts(
     return chosen
 
 
+def choose_calibration(archs: Sequence[Architecture], k: int) -> list[Architecture]:
+    """The ``k`` of ``archs`` whose parts are most often profiled in *another* network (ties: in their order).
+
+    Profiling times a signature in the first network (of ``archs``, in order) that has it. A network whose parts
+    were all timed in itself matches its table sum better than the networks the predictor is used on, whose
+    parts were timed elsewhere (a part's time depends on the network around it: 8% RMS between contexts on the
+    development machine), so calibrating on the first networks profiled fits scale and offset to the wrong
+    networks. Networks that bring no new signature (about half of a 2,000-network ``tiny`` sample) are what
+    a search meets. The choice depends on ``archs`` alone, not on what a table already holds, so an interrupted
+    and a fresh profile calibrate on the same networks.
+    """
+    covered: set[str] = set()
+    own_share = []
+    for i, arch in enumerate(archs):
+        sigs = set(arch_signatures(arch))
+        new = sigs - covered
+        own_share.append((len(new) / len(sigs), i))
+        covered |= new
+    return [archs[i] for _, i in sorted(own_share)[: max(0, k)]]
+
+
 def context_pipeline(arch: Architecture, batch_size: int) -> Pipeline:
     """``arch`` as a pipeline of its parts, each keyed by its signature (so a signature's runs pool)."""
 
@@ -162,6 +183,7 @@ def profile_archs(
     progress: Progress | None = None,
     only: Collection[str] | None = None,
     timer: Timer | None = None,
+    pool_contexts: bool = False,
 ) -> int:
     """Measure, in context, every signature of ``archs`` missing from ``table``; return how many were added.
 
@@ -181,6 +203,11 @@ def profile_archs(
     chunk of them paying for it.
     With ``only``, just those signatures are measured (and only networks that have one of them are run).
     ``timer`` says where the networks run (default: this process; ``remote.RemoteTimer``: an agent).
+
+    With ``pool_contexts`` (``latency profile``), the signatures a chunk times again (every context network
+    also holds known parts) are not only anchors: each is one more context, and its entry becomes the median
+    over every context it was timed in during this call (:func:`store_measured`). Off for measuring what a
+    prediction misses (validation, searches): there, existing entries never change.
     """
     timer = timer or LocalTimer()
     check_compatible(table, config, timer)
@@ -190,6 +217,7 @@ def profile_archs(
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
     contexts = select_contexts(table, archs, wanted)
+    timed: dict[str, list[float]] | None = {} if pool_contexts else None
     done = start = 0
     size = chunk
     while start < len(contexts):
@@ -198,7 +226,7 @@ def profile_archs(
         measured, drift, round_seconds = time_chunk(timer, pipelines, baseline, config, rounds)
         if baseline is not None:
             drift = chunk_drift(table, measured, drift, config.statistic)
-        done += store_measured(table, measured, drift, wanted, config.statistic)
+        done += store_measured(table, measured, drift, wanted, config.statistic, timed)
         if path is not None:
             table.save(path)
         if progress is not None:
@@ -251,19 +279,43 @@ def chunk_drift(table: LatencyTable, measured: dict[str, Measurement], reference
 
 
 def store_measured(
-    table: LatencyTable, measured: dict[str, Measurement], drift: float, wanted: set[str] | None, statistic: str
+    table: LatencyTable,
+    measured: dict[str, Measurement],
+    drift: float,
+    wanted: set[str] | None,
+    statistic: str,
+    contexts: dict[str, list[float]] | None = None,
 ) -> int:
-    """Add the measured signatures missing from ``table`` (and wanted), rescaled by ``drift``; return how many."""
+    """Add the measured signatures missing from ``table`` (and wanted), rescaled by ``drift``; return how many.
+
+    With ``contexts`` (signature -> its rescaled values so far, one per chunk it was timed in), a measured
+    signature the table already holds is pooled instead of ignored: its runs join the entry's (count, mean,
+    standard deviation) and ``ms`` becomes the median of its values in ``contexts`` (an entry from before, such
+    as one a resumed profile finds, counts as one value). A part's time depends on the network around it (8%
+    RMS between contexts of one signature on the development machine), so the median over the 1-7 chunks
+    of a 2,000-network ``tiny`` profile that time it is closer to what a new network meets than the first one.
+    Entries not measured here (imported from CSV, merged) are left alone.
+    """
     added = 0
     for sig, m in measured.items():
-        if sig not in table and (wanted is None or sig in wanted):
-            table.entries[sig] = Entry(
-                ms=m.value(statistic, corrected=False) * drift,
-                mean_ms=m.mean_ms * drift,
-                std_ms=m.std_ms * drift,
-                count=m.count,
-            )
+        if wanted is not None and sig not in wanted:
+            continue
+        entry = Entry(
+            ms=m.value(statistic, corrected=False) * drift,
+            mean_ms=m.mean_ms * drift,
+            std_ms=m.std_ms * drift,
+            count=m.count,
+        )
+        old = table.entries.get(sig)
+        if old is None:
+            table.entries[sig] = entry
             added += 1
+            if contexts is not None:
+                contexts[sig] = [entry.ms]
+        elif contexts is not None and old.source == "measured":
+            values = contexts.setdefault(sig, [old.ms])
+            values.append(entry.ms)
+            table.entries[sig] = replace(pool_entries(old, entry), ms=statistics.median(values), source="measured")
     return added
 
 

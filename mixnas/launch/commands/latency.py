@@ -402,7 +402,13 @@ def run_measure(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from mixnas.evaluators.latency.profile import calibrate, load_or_create, profile_archs, select_contexts
+    from mixnas.evaluators.latency.profile import (
+        calibrate,
+        choose_calibration,
+        load_or_create,
+        profile_archs,
+        select_contexts,
+    )
     from mixnas.evaluators.latency.signatures import arch_signatures
 
     timer = _timer(args)
@@ -424,7 +430,7 @@ def run_profile(args: argparse.Namespace) -> int:
     elif args.space:
         n = DEFAULT_PROFILE_SAMPLES if args.n is None else args.n
         _, _, archs = sample_archs(args.space, n, args.seed, args.resolution)
-        calibration_archs = archs[: args.calibrate]
+        calibration_archs = choose_calibration(archs, args.calibrate)
     else:
         archs = _resolve(args.arch, args.resolution)
         calibration_archs = archs if args.calibrate else []
@@ -436,7 +442,7 @@ def run_profile(args: argparse.Namespace) -> int:
          f"{config.resolved_clock} clock) -> {args.out}")
     profile_archs(
         table, archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds, progress=_Progress("profile"),
-        timer=timer,
+        timer=timer, pool_contexts=True,
     )
     table.save(args.out)
     if calibration_archs:
@@ -665,11 +671,13 @@ def run_agent_script(args: argparse.Namespace) -> int:
 
 def run_export_layers(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.offline import export_layers
+    from mixnas.evaluators.latency.profile import choose_calibration
 
     config = _config(args)
     _, _, archs = sample_archs(args.space, args.n, args.seed, args.resolution)
     _say(f"export-layers: {len(archs)} architectures of {args.space!r} -> {args.out}")
-    manifest = export_layers(args.out, archs, archs[: args.calibrate], config, rounds=args.rounds, chunk=args.chunk)
+    calibration = choose_calibration(archs, args.calibrate)
+    manifest = export_layers(args.out, archs, calibration, config, rounds=args.rounds, chunk=args.chunk)
     meta = manifest["mixnas"]
     print(f"{args.out}: {meta['signatures']} signatures in {meta['networks']} networks, "
           f"{len(manifest['requests'])} requests; on the device: python agent.py --measure-dir {args.out} "
