@@ -137,24 +137,20 @@ def select_contexts(
 
 
 def choose_calibration(archs: Sequence[Architecture], k: int) -> list[Architecture]:
-    """The ``k`` of ``archs`` whose parts are most often profiled in *another* network (ties: in their order).
+    """The calibration networks of a profile of ``archs`` (random members, in sampling order): the last ``k``.
 
-    Profiling times a signature in the first network (of ``archs``, in order) that has it. A network whose parts
-    were all timed in itself matches its table sum better than the networks the predictor is used on, whose
+    Profiling times a signature in the first network (of ``archs``, in order) that has it, and a network whose
+    parts were timed in itself fits its table sum better than the networks the predictor is used on, whose
     parts were timed elsewhere (a part's time depends on the network around it: 8% RMS between contexts on the
-    development machine), so calibrating on the first networks profiled fits scale and offset to the wrong
-    networks. Networks that bring no new signature (about half of a 2,000-network ``tiny`` sample) are what
-    a search meets. The choice depends on ``archs`` alone, not on what a table already holds, so an interrupted
-    and a fresh profile calibrate on the same networks.
+    development machine). The first networks profiled, the earlier choice, have all their parts timed in
+    themselves; the last ones have had the whole sample before them (of a 2,000-network ``tiny`` sample, the
+    last 30 bring 1% of their signatures; of a 200-network one, the last 10 a third). Choosing by that share
+    instead would select: the networks made of common choices are the small ones, and a calibration on them
+    extrapolates badly to the rest (a 200-network profile: 70% within ±10% against 98% with the last networks).
     """
-    covered: set[str] = set()
-    own_share = []
-    for i, arch in enumerate(archs):
-        sigs = set(arch_signatures(arch))
-        new = sigs - covered
-        own_share.append((len(new) / len(sigs), i))
-        covered |= new
-    return [archs[i] for _, i in sorted(own_share)[: max(0, k)]]
+    if k <= 0:
+        return []
+    return list(archs[-k:])
 
 
 def context_pipeline(arch: Architecture, batch_size: int) -> Pipeline:
