@@ -144,8 +144,8 @@ def choose_calibration(archs: Sequence[Architecture], k: int) -> list[Architectu
     parts were timed elsewhere (a part's time depends on the network around it: 8% RMS between contexts on the
     development machine). The first networks profiled, the earlier choice, have all their parts timed in
     themselves; the last ones have had the whole sample before them (of a 2,000-network ``tiny`` sample, the
-    last 30 bring 1% of their signatures; of a 200-network one, the last 10 a third). Choosing by that share
-    instead would select: the networks made of common choices are the small ones, and a calibration on them
+    last 30 bring 1% of their signatures; of a 200-network one, the last 10 a third). Choosing the networks with
+    the smallest such share instead selects small networks made of common choices, and a calibration on them
     extrapolates badly to the rest (a 200-network profile: 70% within ±10% against 98% with the last networks).
     """
     if k <= 0:
