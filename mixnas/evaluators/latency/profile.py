@@ -213,7 +213,7 @@ def profile_archs(
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
     contexts = select_contexts(table, archs, wanted)
-    timed: dict[str, list[float]] | None = {} if pool_contexts else None
+    timings: dict[str, list[float]] | None = {} if pool_contexts else None  # signature -> one value a chunk
     done = start = 0
     size = chunk
     while start < len(contexts):
@@ -222,7 +222,7 @@ def profile_archs(
         measured, drift, round_seconds = time_chunk(timer, pipelines, baseline, config, rounds)
         if baseline is not None:
             drift = chunk_drift(table, measured, drift, config.statistic)
-        done += store_measured(table, measured, drift, wanted, config.statistic, timed)
+        done += store_measured(table, measured, drift, wanted, config.statistic, timings)
         if path is not None:
             table.save(path)
         if progress is not None:
@@ -280,13 +280,13 @@ def store_measured(
     drift: float,
     wanted: set[str] | None,
     statistic: str,
-    contexts: dict[str, list[float]] | None = None,
+    timings: dict[str, list[float]] | None = None,
 ) -> int:
     """Add the measured signatures missing from ``table`` (and wanted), rescaled by ``drift``; return how many.
 
-    With ``contexts`` (signature -> its rescaled values so far, one per chunk it was timed in), a measured
+    With ``timings`` (signature -> its rescaled values so far, one per chunk it was timed in), a measured
     signature the table already holds is pooled instead of ignored: its runs join the entry's (count, mean,
-    standard deviation) and ``ms`` becomes the median of its values in ``contexts`` (an entry from before, such
+    standard deviation) and ``ms`` becomes the median of its values in ``timings`` (an entry from before, such
     as one a resumed profile finds, counts as one value). A part's time depends on the network around it (8%
     RMS between contexts of one signature on the development machine), so the median over the 1-7 chunks
     of a 2,000-network ``tiny`` profile that time it is closer to what a new network meets than the first one.
@@ -306,10 +306,10 @@ def store_measured(
         if old is None:
             table.entries[sig] = entry
             added += 1
-            if contexts is not None:
-                contexts[sig] = [entry.ms]
-        elif contexts is not None and old.source == "measured":
-            values = contexts.setdefault(sig, [old.ms])
+            if timings is not None:
+                timings[sig] = [entry.ms]
+        elif timings is not None and old.source == "measured":
+            values = timings.setdefault(sig, [old.ms])
             values.append(entry.ms)
             table.entries[sig] = replace(pool_entries(old, entry), ms=statistics.median(values), source="measured")
     return added
