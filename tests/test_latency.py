@@ -100,6 +100,21 @@ def test_lut_round_trip(tmp_path: Path, tiny) -> None:
     assert not list(path.parent.glob("*.tmp"))  # the temporary file was renamed
 
 
+def test_lut_keeps_the_timings_of_pooled_entries(tmp_path: Path, tiny) -> None:
+    table = synthetic_table(tiny)
+    sig = next(iter(table.entries))
+    table.entries[sig] = Entry(ms=2.0, mean_ms=2.1, std_ms=0.1, count=20, timings=(2.0, 1.5, 3.0))
+    path = tmp_path / "lut.json"
+    table.save(path)
+    assert LatencyTable.load(path) == table
+    data = json.loads(path.read_text())
+    assert data["format_version"] == 4 and data["entries"][sig]["timings"] == [2.0, 1.5, 3.0]
+    data["format_version"] = 2  # a reader of version 2 would not know the key: so it is not allowed there
+    path.write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match="timings: only in format_version 4"):
+        LatencyTable.load(path)
+
+
 def test_lut_version_1_is_still_read(tmp_path: Path, tiny) -> None:
     data = synthetic_table(tiny).to_dict()
     data["format_version"] = 1
@@ -121,6 +136,10 @@ def test_lut_version_1_is_still_read(tmp_path: Path, tiny) -> None:
         (lambda d: d.update(threads=0), "threads"),
         (lambda d: d["entries"].update(bad={"ms": -1.0}), "entries\\['bad'\\]"),
         (lambda d: d["entries"].update(bad=[1, 2]), "expected an object"),
+        (lambda d: d.update(format_version=4) or d["entries"].update(bad={"ms": 1.0, "timings": [1.0]}),
+         "timings: expected a list of two or more"),
+        (lambda d: d.update(format_version=4) or d["entries"].update(bad={"ms": 1.0, "timings": [1.0, -2]}),
+         "timings\\[1\\]"),
         (lambda d: d.update(calibration={"scale": 1.0}), "offset_ms"),
         (lambda d: d.update(calibration={"scale": 1.0, "offset_ms": 0, "per_part_ms": "x"}), "per_part_ms"),
     ],
@@ -520,15 +539,27 @@ def test_pooling_leaves_entries_that_were_not_measured_alone() -> None:
     table = LatencyTable("torch", 1, 1, entries={"csv": Entry(ms=2.0, mean_ms=2.0, source="csv"),
                                                  "old": Entry(ms=2.0, mean_ms=2.0)})
     measured = {k: Measurement.from_samples([1.0]) for k in ("csv", "old", "new")}
-    contexts: dict[str, list[float]] = {}
-    assert store_measured(table, measured, 2.0, None, "min", contexts) == 1  # drift 2: "old" timed at 2.0 again
+    assert store_measured(table, measured, 2.0, None, "min", pool=True) == 1  # drift 2: "old" timed at 2.0 again
     assert table.entries["csv"] == Entry(ms=2.0, mean_ms=2.0, source="csv")
-    assert table.entries["old"].ms == 2.0 and table.entries["old"].count == 2 and contexts["old"] == [2.0, 2.0]
-    assert table.entries["new"].ms == 2.0 and contexts["new"] == [2.0]
-    store_measured(table, {"old": Measurement.from_samples([4.0])}, 1.0, None, "min", contexts)
-    assert table.entries["old"].ms == 2.0  # median of 2, 2, 4
-    store_measured(table, {"old": Measurement.from_samples([9.0])}, 1.0, None, "min")  # no contexts: kept
+    assert table.entries["old"].ms == 2.0 and table.entries["old"].count == 2
+    assert table.entries["old"].timings == (2.0, 2.0) and table.entries["old"].source == "measured"
+    assert table.entries["new"] == Entry(ms=2.0, mean_ms=2.0, count=1)  # one context: no timings kept
+    store_measured(table, {"old": Measurement.from_samples([4.0])}, 1.0, None, "min", pool=True)
+    assert table.entries["old"].ms == 2.0 and table.entries["old"].timings == (2.0, 2.0, 4.0)  # median
+    store_measured(table, {"old": Measurement.from_samples([9.0])}, 1.0, None, "min")  # not pooling: kept
     assert table.entries["old"].ms == 2.0 and table.entries["old"].count == 3
+
+
+def test_a_resumed_profile_pools_with_the_contexts_timed_before(tmp_path: Path) -> None:
+    """The timings are in the file: a profile that starts again from it takes the median over all contexts."""
+    path = tmp_path / "lut.json"
+    table = LatencyTable("torch", 1, 1)
+    for ms in (1.0, 5.0):
+        store_measured(table, {"s": Measurement.from_samples([ms])}, 1.0, None, "min", pool=True)
+    table.save(path)
+    table = LatencyTable.load(path)  # as a resumed (or later) profile finds it
+    store_measured(table, {"s": Measurement.from_samples([4.0])}, 1.0, None, "min", pool=True)
+    assert table.entries["s"].timings == (1.0, 5.0, 4.0) and table.entries["s"].ms == 4.0
 
 
 def test_calibration_networks_are_the_last_sampled() -> None:

@@ -1,7 +1,8 @@
 """The latency lookup table (LUT): per-signature latencies of one device, backend, thread count and batch size.
 
-On disk it is one JSON document (``format_version`` 2, or 3 for a table whose entries come from several devices:
-it adds ``devices``; version 1 files, whose calibration has no per-part term, are still read), written
+On disk it is one JSON document (``format_version`` 2; 3 for a table whose entries come from several devices:
+it adds ``devices``; 4 for a table with entries timed in several contexts: it adds their ``timings`` and allows
+``devices``; version 1 files, whose calibration has no per-part term, are still read), written
 atomically (temporary file, then ``os.replace``) so an interrupted profiling run leaves either the old or the
 new table, never a torn one::
 
@@ -48,7 +49,8 @@ logger = logging.getLogger(__name__)
 LUT_FORMAT = "mixnas-latency-lut"
 LUT_FORMAT_VERSION = 2
 MULTI_DEVICE_FORMAT_VERSION = 3  # written only when ``devices`` names more than the measuring device
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+TIMINGS_FORMAT_VERSION = 4  # written only when an entry keeps ``timings`` (it also allows ``devices``)
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -65,7 +67,7 @@ _TOP_KEYS = {
     "entries",
     "calibration",
 }
-_ENTRY_KEYS = {"ms", "mean_ms", "std_ms", "count", "source"}
+_ENTRY_KEYS = {"ms", "mean_ms", "std_ms", "count", "source", "timings"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class Entry:
         std_ms: standard deviation over the timed runs.
         count: number of timed runs.
         source: ``measured`` or ``csv`` (or ``merged``).
+        timings: for a signature timed in several contexts (networks) by ``latency profile``, one value per
+            context (rescaled to the table's speed), of which ``ms`` is the median; empty when there is one.
+            Kept in the file so that a later or resumed profile pools its new contexts with all of these.
     """
 
     ms: float
@@ -85,15 +90,19 @@ class Entry:
     std_ms: float = 0.0
     count: int = 1
     source: str = "measured"
+    timings: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "ms": self.ms,
             "mean_ms": self.mean_ms,
             "std_ms": self.std_ms,
             "count": self.count,
             "source": self.source,
         }
+        if self.timings:
+            data["timings"] = list(self.timings)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Entry:
@@ -109,6 +118,7 @@ class Entry:
             std_ms=_number(data.get("std_ms", 0.0), f"{where}.std_ms", allow_zero=True),
             count=_count(data.get("count", 1), f"{where}.count"),
             source=str(data.get("source", "measured")),
+            timings=_timings(data.get("timings", []), f"{where}.timings"),
         )
         return entry
 
@@ -205,6 +215,12 @@ class Calibration:
             model=model,
             loo_rmspe_pct=None if loo is None else _number(loo, f"{where}.loo_rmspe_pct", allow_zero=True),
         )
+
+
+def _timings(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or len(value) == 1:
+        raise LatencyTableError(f"{where}: expected a list of two or more latencies in ms, got {value!r}")
+    return tuple(_number(v, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 def _finite(value: Any, where: str) -> float:
@@ -316,9 +332,12 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         self.__post_init__()  # ``device`` may have been replaced since
         several = len(self.devices) > 1
+        version = MULTI_DEVICE_FORMAT_VERSION if several else LUT_FORMAT_VERSION
+        if any(e.timings for e in self.entries.values()):  # older readers would refuse the key: say so by version
+            version = TIMINGS_FORMAT_VERSION
         data: dict[str, Any] = {
             "format": LUT_FORMAT,
-            "format_version": MULTI_DEVICE_FORMAT_VERSION if several else LUT_FORMAT_VERSION,
+            "format_version": version,
             "signature_version": SIGNATURE_VERSION,
             "backend": self.backend,
             "threads": self.threads,
@@ -371,6 +390,11 @@ class LatencyTable:
         if not isinstance(entries_raw, Mapping):
             raise LatencyTableError(f"{source}: entries: expected an object mapping signatures to latencies")
         entries = {str(sig): Entry.from_dict(e, f"{source}: entries[{sig!r}]") for sig, e in entries_raw.items()}
+        with_timings = next((sig for sig, e in entries.items() if e.timings), None)
+        if with_timings is not None and version < TIMINGS_FORMAT_VERSION:
+            raise LatencyTableError(
+                f"{source}: entries[{with_timings!r}].timings: only in format_version {TIMINGS_FORMAT_VERSION}"
+            )
         calibration_raw = data.get("calibration")
         calibration = (
             None if calibration_raw is None else Calibration.from_dict(calibration_raw, f"{source}: calibration")

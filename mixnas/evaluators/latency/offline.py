@@ -217,14 +217,13 @@ def _table(
         settings.update(reference_arch=REFERENCE_ARCH, reference_ms=baseline)
     table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings)
     cal_ms: list[float] = []
-    timings: dict[str, list[float]] = {}  # every chunk's value of a signature, pooled as `latency profile` does
     for i, kind in enumerate(kinds):
         got = dict(measured[i])
         drift = 1.0 if baseline is None else baseline / got.pop(reference_key).value(config.statistic)
         if kind == "profile":
             if baseline is not None:
                 drift = chunk_drift(table, got, drift, config.statistic)
-            store_measured(table, got, drift, None, config.statistic, timings)
+            store_measured(table, got, drift, None, config.statistic, pool=True)  # as `latency profile` does
         elif kind == "calibrate":
             keys = [p["stages"][0] for p in requests[i]["pipelines"] if p["stages"][0] != reference_key]
             cal_ms.extend(got[k].value(config.statistic, corrected=False) * drift for k in keys)

@@ -202,7 +202,7 @@ def profile_archs(
 
     With ``pool_contexts`` (``latency profile``), the signatures a chunk times again (every context network
     also holds known parts) are not only anchors: each is one more context, and its entry becomes the median
-    over every context it was timed in during this call (:func:`store_measured`). Off for measuring what a
+    over every context it was timed in, in this call and before (:func:`store_measured`). Off for measuring what a
     prediction misses (validation, searches): there, existing entries never change.
     """
     timer = timer or LocalTimer()
@@ -213,7 +213,6 @@ def profile_archs(
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
     contexts = select_contexts(table, archs, wanted)
-    timings: dict[str, list[float]] | None = {} if pool_contexts else None  # signature -> one value a chunk
     done = start = 0
     size = chunk
     while start < len(contexts):
@@ -222,7 +221,7 @@ def profile_archs(
         measured, drift, round_seconds = time_chunk(timer, pipelines, baseline, config, rounds)
         if baseline is not None:
             drift = chunk_drift(table, measured, drift, config.statistic)
-        done += store_measured(table, measured, drift, wanted, config.statistic, timings)
+        done += store_measured(table, measured, drift, wanted, config.statistic, pool=pool_contexts)
         if path is not None:
             table.save(path)
         if progress is not None:
@@ -280,17 +279,18 @@ def store_measured(
     drift: float,
     wanted: set[str] | None,
     statistic: str,
-    timings: dict[str, list[float]] | None = None,
+    *,
+    pool: bool = False,
 ) -> int:
     """Add the measured signatures missing from ``table`` (and wanted), rescaled by ``drift``; return how many.
 
-    With ``timings`` (signature -> its rescaled values so far, one per chunk it was timed in), a measured
-    signature the table already holds is pooled instead of ignored: its runs join the entry's (count, mean,
-    standard deviation) and ``ms`` becomes the median of its values in ``timings`` (an entry from before, such
-    as one a resumed profile finds, counts as one value). A part's time depends on the network around it (8%
-    RMS between contexts of one signature on the development machine), so the median over the 1-7 chunks
-    of a 2,000-network ``tiny`` profile that time it is closer to what a new network meets than the first one.
-    Entries not measured here (imported from CSV, merged) are left alone.
+    With ``pool``, a measured signature the table already holds is pooled instead of ignored: its runs join the
+    entry's (count, mean, standard deviation), its value joins the entry's :attr:`~Entry.timings` (one value per
+    context it was timed in, kept in the file, so a later or resumed profile pools with all of them) and ``ms``
+    becomes their median. A part's time depends on the network around it (8% RMS between contexts of one
+    signature on the development machine), so the median over the 1-7 chunks of a 2,000-network ``tiny``
+    profile that time it is closer to what a new network meets than the first one. Entries not measured here
+    (imported from CSV, merged) are left alone.
     """
     added = 0
     for sig, m in measured.items():
@@ -306,12 +306,11 @@ def store_measured(
         if old is None:
             table.entries[sig] = entry
             added += 1
-            if timings is not None:
-                timings[sig] = [entry.ms]
-        elif timings is not None and old.source == "measured":
-            values = timings.setdefault(sig, [old.ms])
-            values.append(entry.ms)
-            table.entries[sig] = replace(pool_entries(old, entry), ms=statistics.median(values), source="measured")
+        elif pool and old.source == "measured":
+            values = (*(old.timings or (old.ms,)), entry.ms)
+            table.entries[sig] = replace(
+                pool_entries(old, entry), ms=statistics.median(values), timings=values, source="measured"
+            )
     return added
 
 
