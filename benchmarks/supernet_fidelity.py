@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mixnas.errors import MixnasError
 from mixnas.evaluators.data import DataSpec, load_proxy_data
 from mixnas.evaluators.latency.validate import kendall as kendall_tau  # tau-b
 from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator
@@ -43,7 +44,7 @@ from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
 from mixnas.evaluators.supernet.layout import extreme_encoding
 from mixnas.evaluators.supernet.train import SupernetTrainer, SupernetTraining
 from mixnas.search_space.spaces import load_space
-from mixnas.textio import write_json_atomic
+from mixnas.textio import read_json, write_json_atomic
 
 SEARCH_TRIALS = 1000
 
@@ -166,7 +167,13 @@ class ProxyCache:
     def __init__(self, path: str | None, settings: dict[str, Any]) -> None:
         self.path, self.settings, self.results = path, settings, {}
         if path and Path(path).exists():
-            saved = json.loads(Path(path).read_text())
+            try:
+                saved = read_json(path, MixnasError)
+            except MixnasError as exc:
+                raise SystemExit(f"--proxy-cache: {exc}") from None
+            if not isinstance(saved, dict) or not isinstance(saved.get("results"), dict):
+                raise SystemExit(f"{path}: not a proxy cache of this benchmark (expected an object with 'settings' "
+                                 "and 'results'); use another --proxy-cache file")
             if saved.get("settings") != settings:
                 raise SystemExit(f"{path}: proxy results of other settings ({saved.get('settings')}); use another "
                                  "--proxy-cache file")
