@@ -395,3 +395,32 @@ def test_resume_from_the_ledger_alone_equals_uninterrupted_run(shared_dir, tmp_p
     for trial, row in before.items():
         if row["status"] != "running":
             assert rows[trial] == row, f"trial {trial} changed after the kill (random seed {seed})"
+
+
+@pytest.mark.parametrize("snapshot", [
+    '{"format_version": 2}',  # no journal_length
+    '{"format_version": 2, "journal_length": "many", "controller": {}}',
+    '{"format_version": 2, "journal_length": 3, "controller": [1]}',
+    '{"format_version": 1, "controller": {}}',  # a pre-journal snapshot without asked / told
+    '[1, 2]',
+])
+def test_a_malformed_snapshot_is_set_aside_and_the_journal_replayed(tmp_path, ray_address, snapshot):
+    table = {f"{a}{b}": {"acc": 0.5 + 0.1 * a + 0.01 * b} for a in range(3) for b in range(3)}
+    (tmp_path / "table.json").write_text(json.dumps(table))
+
+    def config(trials: int):
+        return config_from_dict({
+            "name": "snapshot",
+            "search_space": {"kind": "choices", "name": "two", "dimensions": {"a": [0, 1, 2], "b": [0, 1, 2]}},
+            "controller": {"type": "evolution", "options": {"population_size": 3, "sample_size": 2}},
+            "evaluator": {"type": "tabular", "table": "table.json"},
+            "reward": {"type": "metric", "metric": "acc"},
+            "execution": {"trials": trials, "max_concurrent": 1, "address": ray_address},
+            "logging": {"tensorboard": False},
+        }, source="snapshot.yaml", base_dir=tmp_path)
+
+    run_search(config(8), tmp_path / "reference")
+    run_search(config(4), tmp_path / "run")
+    (tmp_path / "run" / "controller.json").write_text(snapshot)
+    resume_search(tmp_path / "run", new_config=config(8), force=True)
+    assert _essence(_rows(tmp_path / "run")) == _essence(_rows(tmp_path / "reference"))
