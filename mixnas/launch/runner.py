@@ -189,6 +189,9 @@ class Search:
             logger.warning("%s: cannot read the snapshot (%s); the journal is replayed", self.paths.controller, exc)
             return None
         version = saved.get("format_version") if isinstance(saved, dict) else None
+        if version not in (1, SNAPSHOT_VERSION):
+            logger.warning("%s: unknown format_version %r; the journal is replayed", self.paths.controller, version)
+            return None
         try:
             if version == 1:
                 stored = str(saved["controller"].get("options", {}).get("storage", ""))
@@ -196,12 +199,6 @@ class Search:
                     saved["controller"]["options"]["storage"] = options["storage"]  # the run directory moved
                 saved["asked"], saved["told"] = int(saved["asked"]), [int(t) for t in saved["told"]]
                 return ("v1", saved)
-            if version != SNAPSHOT_VERSION:
-                logger.warning("%s: unknown format_version %r; the journal is replayed", self.paths.controller,
-                               version)
-                return None
-            if not isinstance(saved["controller"], dict):
-                raise TypeError("controller: expected an object")
             return int(saved["journal_length"]), saved["controller"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("%s: malformed snapshot (%s: %s); the journal is replayed", self.paths.controller,
@@ -209,7 +206,7 @@ class Search:
             return None
 
     def _upgrade_journal(self, saved: dict[str, Any]) -> list[tuple[str, int]]:
-        self.ledger.journal_from_snapshot(int(saved["asked"]), [int(t) for t in saved["told"]])
+        self.ledger.journal_from_snapshot(saved["asked"], saved["told"])  # made ints by _read_snapshot
         return self.ledger.journal()
 
     def _save_snapshot(self) -> None:
