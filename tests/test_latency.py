@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency import agent
 from mixnas.evaluators.latency import profile as profile_module
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import (
@@ -373,6 +374,16 @@ def test_measurement_summary() -> None:
     m = Measurement.from_samples([4.0, 1.0, 3.0, 2.0, 10.0])
     assert m.median_ms == 3.0 and m.min_ms == 1.0 and m.mean_ms == 4.0
     assert m.p10_ms == pytest.approx(1.4) and m.iqr_ms == pytest.approx(2.0)
+
+
+def test_a_clock_that_did_not_advance_is_not_a_run() -> None:
+    # A VM's thread CPU clock can stand still for a whole run (steal time paid back): 0 ns is not the minimum.
+    m = Measurement.from_samples([0.0, 2.0, 3.0, -1.0, 4.0])
+    assert m.min_ms == 2.0 and m.count == 3
+    with pytest.raises(LatencyTableError, match="none is positive"):
+        Measurement.from_samples([0.0, 0.0])
+    with pytest.raises(agent.AgentError, match="none is positive"):
+        agent.summarize([0.0])
 
 
 def test_interleaved_rounds_give_halves_for_repeatability() -> None:

@@ -187,9 +187,9 @@ class Measurement:
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> Measurement:
-        """Summarise raw per-run times (at least one); :func:`~mixnas.evaluators.latency.agent.summarize`."""
-        if not samples_ms:
-            raise LatencyTableError("cannot summarise an empty list of timings")
+        """Summarise raw per-run times (at least one positive); :func:`~mixnas.evaluators.latency.agent.summarize`."""
+        if not any(s > 0 for s in samples_ms):
+            raise LatencyTableError(f"cannot summarise {len(samples_ms)} timings: none is positive")
         return cls(**summarize(samples_ms))
 
     @classmethod
