@@ -401,7 +401,7 @@ def test_repeatability_warning_only_for_disagreeing_halves() -> None:
     assert repeatability_warning({"halves_spearman": 0.99, "halves_rmspe": 1.0}) is None
     assert repeatability_warning({"halves_spearman": float("nan"), "halves_rmspe": 0.5}) is None  # constant ranks
     low_rank = repeatability_warning({"halves_spearman": 0.953, "halves_rmspe": 1.0})
-    assert low_rank is not None and "0.953" in low_rank and "--min-seconds" in low_rank
+    assert low_rank is not None and "0.953" in low_rank and "--rounds" in low_rank
     spread = repeatability_warning({"halves_spearman": 0.995, "halves_rmspe": 4.4})
     assert spread is not None and "4.4%" in spread
 
@@ -649,7 +649,12 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
 
     plot = tmp_path / "scatter.png"
     args = ["latency", "validate", "--space", "tiny", "--lut", lut, "-n", "3", "--json", "--plot", str(plot)]
-    assert main(args + ["--repeats", "4", "--warmup", "1", "--rounds", "2"]) == 0
+    assert main(args + ["--chunk", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixnas: error: --chunk: expected a positive integer") and len(err.splitlines()) == 1
+    lacked = len(LatencyTable.load(lut))
+    # The signatures the table lacks are timed in other networks, two to a measurement (--chunk).
+    assert main(args + ["--repeats", "4", "--warmup", "1", "--rounds", "2", "--chunk", "2"]) == 0
     report = json.loads(capsys.readouterr().out)  # exactly one JSON document
     keys = ("within_10pct", "within_5pct", "spearman", "rmspe", "n", "kendall", "macs_spearman", "halves_spearman")
     for key in keys:
@@ -657,6 +662,7 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
     assert report["n"] == 3 and plot.stat().st_size > 0
     assert report["drift_reference"] == "2 calibration networks"
     assert report["min_seconds"] == 0  # the table's setting, unless --min-seconds overrides it
+    assert report["missing_signatures"] > 0 and len(LatencyTable.load(lut)) == lacked + report["missing_signatures"]
     assert isinstance(report["warnings"], list)  # the repeatability warning, when the halves disagree
     calibration_ids = {p[0] for p in table.calibration.points}
     assert not calibration_ids & {r["arch_id"] for r in report["architectures"]}

@@ -225,7 +225,7 @@ def repeatability_warning(metrics: dict[str, Any]) -> str | None:
         f"the measurements agree with themselves only to Spearman {rho:.3f} / RMSPE {rmspe:.1f}% (even against "
         f"odd rounds; at least {REPEATABILITY_MIN_SPEARMAN} / at most {REPEATABILITY_MAX_RMSPE:.0f}% is a "
         "quiet machine): the figures are limited by the machine's noise; re-run when it is quieter, or with "
-        "a larger --min-seconds"
+        "more --rounds (a larger --min-seconds adds rounds only where they end before it)"
     )
 
 

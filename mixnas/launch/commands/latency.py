@@ -32,6 +32,7 @@ import numpy as np
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.measure import DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_ROUNDS
+from mixnas.evaluators.latency.profile import DEFAULT_CHUNK
 from mixnas.search_space.arch import Architecture
 
 DEFAULT_PROFILE_SAMPLES = 200
@@ -99,8 +100,10 @@ def _add_profile(cmds: argparse._SubParsersAction) -> None:
     pr.add_argument(
         "--chunk",
         type=int,
-        default=8,
-        help="networks measured (interleaved) between saves (default 8; grows for small networks, see --min-seconds)",
+        default=DEFAULT_CHUNK,
+        help=f"networks timed part by part in one interleaved measurement, saved after each (default {DEFAULT_CHUNK}; "
+        "grows for small networks, see --min-seconds). Fewer, larger chunks make a more repeatable table: each "
+        "chunk is rescaled to the table's speed on its own; 224-px spaces: one chunk for the whole sample, e.g. 40",
     )
     _remote_options(pr)
     pr.set_defaults(func=run_profile)
@@ -145,6 +148,13 @@ def _add_validate(cmds: argparse._SubParsersAction) -> None:
     v.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
     v.add_argument(
         "--min-seconds", type=float, default=None, help="least wall time one measurement spans (default: the LUT's)"
+    )
+    v.add_argument(
+        "--chunk",
+        type=int,
+        default=DEFAULT_CHUNK,
+        help=f"when the LUT lacks signatures: the other networks they are timed in per interleaved measurement "
+        f"(default {DEFAULT_CHUNK}; as profile --chunk)",
     )
     _remote_options(v)
     v.set_defaults(func=run_validate)
@@ -194,7 +204,8 @@ def _add_export_layers(cmds: argparse._SubParsersAction) -> None:
                    help=f"calibration networks measured end to end (default {DEFAULT_CALIBRATION}; 0: none)")
     e.add_argument("--resolution", type=int, help="override the architectures' input resolution")
     e.add_argument("-o", "--out", required=True, help="folder to write (models/ and manifest.json)")
-    e.add_argument("--chunk", type=int, default=8, help="networks timed together in one request (default 8)")
+    e.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                   help=f"networks timed together in one measurement (default {DEFAULT_CHUNK}; as profile --chunk)")
     _measure_options(e)
     e.set_defaults(func=run_export_layers)
 
@@ -491,6 +502,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.profile import check_compatible, config_from_table
     from mixnas.evaluators.latency.validate import plot_scatter, repeatability_warning, validate
 
+    if args.chunk < 1:  # checked before any measuring, also when the table lacks nothing
+        raise LatencyTableError(f"--chunk: expected a positive integer, got {args.chunk}")
     table = LatencyTable.load(args.lut)
     overrides = {
         k: v
@@ -569,11 +582,11 @@ def _measure_missing_elsewhere(
     _say(f"validate: {len(missing)} signatures missing from {args.lut}; measuring them in {len(contexts)} other "
          f"networks of the space ({len(own_context)} only found in their own network)")
     progress = _Progress("profile")
-    profile_archs(table, contexts, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(missing),
-                  timer=timer)
+    profile_archs(table, contexts, config, path=args.lut, chunk=args.chunk, rounds=args.rounds, progress=progress,
+                  only=set(missing), timer=timer)
     if own_context:
-        profile_archs(table, archs, config, path=args.lut, rounds=args.rounds, progress=progress, only=set(own_context),
-                      timer=timer)
+        profile_archs(table, archs, config, path=args.lut, chunk=args.chunk, rounds=args.rounds, progress=progress,
+                      only=set(own_context), timer=timer)
     return missing, own_context
 
 
