@@ -651,7 +651,7 @@ def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixt
     args = ["latency", "validate", "--space", "tiny", "--lut", lut, "-n", "3", "--json", "--plot", str(plot)]
     assert main(args + ["--chunk", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mixnas: error: --chunk: expected a positive integer") and len(err.splitlines()) == 1
+    assert err.startswith("mixnas: error: chunk: expected a positive integer") and len(err.splitlines()) == 1
     lacked = len(LatencyTable.load(lut))
     # The signatures the table lacks are timed in other networks, two to a measurement (--chunk).
     assert main(args + ["--repeats", "4", "--warmup", "1", "--rounds", "2", "--chunk", "2"]) == 0

@@ -237,6 +237,11 @@ def test_offline_path_round_trip(agent: dict, agent_python: str, agent_script: P
                                  capsys) -> None:
     folder, results, lut = tmp_path / "export", tmp_path / "results.csv", tmp_path / "lut.json"
     assert main(["latency", "export-layers", "--space", "tiny", "-n", "3", "--calibrate", "3", "-o", str(folder),
+                 "--chunk", "0", *FAST]) == 2  # was a traceback (range() step 0)
+    err = capsys.readouterr().err.splitlines()  # the progress line, then one error line; nothing written
+    assert err[-1].startswith("mixnas: error: chunk: expected a positive integer") and "Traceback" not in err
+    assert not folder.exists()
+    assert main(["latency", "export-layers", "--space", "tiny", "-n", "3", "--calibrate", "3", "-o", str(folder),
                  *FAST]) == 0
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["mixnas"]["kinds"][0] == "reference" and manifest["mixnas"]["kinds"][-1] == "calibrate"

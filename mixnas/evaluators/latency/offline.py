@@ -43,6 +43,7 @@ from mixnas.evaluators.latency.measure import (
 from mixnas.evaluators.latency.profile import (
     DEFAULT_CHUNK,
     chunk_drift,
+    check_positive,
     context_pipeline,
     select_contexts,
     store_calibration,
@@ -71,6 +72,8 @@ def export_layers(
     """
     if config.backend != "onnxruntime" or config.device != "cpu":
         raise LatencyTableError("export-layers writes ONNX models for the agent: use --backend onnxruntime (CPU)")
+    check_positive("chunk", chunk)
+    check_positive("rounds", rounds)
     root = Path(folder)
     if path_kind(root) not in (None, "dir"):
         raise LatencyTableError(f"{root}: exists and is not a folder")

@@ -162,7 +162,8 @@ def context_pipeline(arch: Architecture, batch_size: int) -> Pipeline:
     return [StageSpec(p.signature, builder(p), p.input_shape(batch_size)) for p in arch_parts(arch)]
 
 
-def _positive(name: str, value: Any) -> int:
+def check_positive(name: str, value: Any) -> int:
+    """``value`` when it is a positive integer (``rounds``, ``chunk``), else a :class:`LatencyTableError` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise LatencyTableError(f"{name}: expected a positive integer, got {value!r}")
     return value
@@ -207,8 +208,8 @@ def profile_archs(
     """
     timer = timer or LocalTimer()
     check_compatible(table, config, timer)
-    _positive("rounds", rounds)
-    _positive("chunk", chunk)
+    check_positive("rounds", rounds)
+    check_positive("chunk", chunk)
     baseline = reference_ms(table, config)
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]

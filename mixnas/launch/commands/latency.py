@@ -499,11 +499,10 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.lut import LatencyTable
     from mixnas.evaluators.latency.predictor import LatencyPredictor
-    from mixnas.evaluators.latency.profile import check_compatible, config_from_table
+    from mixnas.evaluators.latency.profile import check_compatible, check_positive, config_from_table
     from mixnas.evaluators.latency.validate import plot_scatter, repeatability_warning, validate
 
-    if args.chunk < 1:  # checked before any measuring, also when the table lacks nothing
-        raise LatencyTableError(f"--chunk: expected a positive integer, got {args.chunk}")
+    check_positive("chunk", args.chunk)  # before any measuring, also when the table lacks nothing
     table = LatencyTable.load(args.lut)
     overrides = {
         k: v
