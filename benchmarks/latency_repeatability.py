@@ -22,15 +22,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from mixnas.evaluators.latency.backends import BACKEND_NAMES
 from mixnas.evaluators.latency.measure import (
     DEFAULT_MIN_SECONDS,
     DEFAULT_ROUNDS,
+    LocalTimer,
     MeasureConfig,
-    arch_input_shape,
-    build_network,
-    make_runner,
-    measure_runners,
-    torch_threads,
+    network_spec,
 )
 from mixnas.evaluators.latency.validate import spearman
 from mixnas.search_space.spaces import load_space
@@ -41,7 +39,8 @@ def main() -> None:
     parser.add_argument("--space", default="tiny")
     parser.add_argument("-n", type=int, default=25, help="architectures (default 25)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="onnxruntime")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="onnxruntime")
+    parser.add_argument("--precision", choices=["float32", "int8"], default="float32")
     parser.add_argument("--span", type=float, default=DEFAULT_MIN_SECONDS, help="min_seconds of the spanned passes")
     parser.add_argument("--passes", type=int, default=4, help="passes of each kind (default 4)")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
@@ -50,15 +49,16 @@ def main() -> None:
     space = load_space(args.space)
     rng = np.random.default_rng(args.seed)
     archs = [space.decode(space.sample(rng)) for _ in range(args.n)]
-    config = MeasureConfig(backend=args.backend)
-    with torch_threads(config.threads):
-        runners = [make_runner(build_network(a), arch_input_shape(a, 1), config) for a in archs]
+    config = MeasureConfig(backend=args.backend, precision=args.precision)
+    specs = [network_spec(a, config.batch_size) for a in archs]
+    timer = LocalTimer(limit=len(specs))  # networks converted once, timed in every pass
 
     values: dict[float, list[np.ndarray]] = {0.0: [], args.span: []}
     for p in range(args.passes):
         for span in values:
             start = time.perf_counter()
-            measured = measure_runners(runners, replace(config, min_seconds=span), rounds=args.rounds)
+            timed, _ = timer.time([[s] for s in specs], replace(config, min_seconds=span), rounds=args.rounds)
+            measured = [timed[s.key] for s in specs]
             v = np.array([m.value(config.statistic) for m in measured])
             values[span].append(v)
             runs = measured[0].count

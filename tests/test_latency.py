@@ -29,11 +29,10 @@ from mixnas.evaluators.latency.measure import (
     measure_arch,
     measure_interleaved,
     measure_module,
-    measure_runners,
-    rounds_until,
 )
-from mixnas.evaluators.latency.measure_missing import MeasuringPredictor, load_predictor
-from mixnas.evaluators.latency.predictor import LatencyPredictor, lut_sum
+from mixnas.evaluators.latency.lut import lut_sum
+from mixnas.evaluators.latency.predictor import LatencyPredictor, MeasuringPredictor, load_predictor
+from mixnas.evaluators.latency.timing import TimingError, rounds_until, summarize
 from mixnas.evaluators.latency.profile import (
     choose_calibration,
     chunk_drift,
@@ -312,7 +311,7 @@ def test_measurement_positive_finite_and_respects_threads() -> None:
     wanted = 2 if before != 2 else 1
     probe = _ThreadProbe()
     config = MeasureConfig(threads=wanted, warmup=2, repeats=6, clock="wall", min_seconds=0)
-    m = measure_module(probe, (1, 3, 8, 8), config)
+    m = measure_module(probe, (1, 3, 8, 8), config, rounds=1)
     assert set(probe.seen) == {wanted}
     assert len(probe.seen) == 2 + 6
     assert torch.get_num_threads() == before
@@ -322,12 +321,15 @@ def test_measurement_positive_finite_and_respects_threads() -> None:
 
 
 def test_measure_arch_both_backends(tiny) -> None:
-    m = measure_arch(tiny, FAST)
-    assert m.value("p10") > 0 and m.count == 3
+    m = measure_arch(tiny, FAST)  # the one end-to-end path: interleaved rounds, at least one timed run in each
+    assert m.value("p10") > 0 and m.count == 20 and m.halves is not None
+    assert measure_arch(tiny, FAST, rounds=1).count == 3
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    m = measure_arch(tiny, MeasureConfig(backend="onnxruntime", warmup=1, repeats=3, min_seconds=0))
-    assert m.value("median") > 0 and math.isfinite(m.std_ms)
+    for precision in ("float32", "int8"):
+        config = MeasureConfig(backend="onnxruntime", precision=precision, warmup=1, repeats=3, min_seconds=0)
+        m = measure_arch(tiny, config, rounds=2)
+        assert m.value("median") > 0 and math.isfinite(m.std_ms)
 
 
 def test_measure_config_validation() -> None:
@@ -353,19 +355,19 @@ def test_rounds_until_spans_a_minimum_time() -> None:
         time.sleep(0.005)
     assert time.perf_counter() - start >= 0.05  # the span, not a speed: more rounds ran until it had passed
     assert len(seen) > 2 and seen == list(range(len(seen)))
-    with pytest.raises(LatencyTableError, match="rounds"):
+    with pytest.raises(TimingError, match="rounds"):
         list(rounds_until(0, 1.0))
 
 
-def test_measurement_goes_on_until_the_time_span_has_passed() -> None:
-    calls = []
-
-    def runner() -> None:
-        calls.append(1)
+class _Sleeper(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         time.sleep(0.002)
+        return x
 
+
+def test_measurement_goes_on_until_the_time_span_has_passed() -> None:
     config = MeasureConfig(warmup=0, repeats=4, clock="wall", min_seconds=0.1)
-    (m,) = measure_runners([runner], config, rounds=2)
+    m = measure_module(_Sleeper(), (1, 3, 4, 4), config, rounds=2)
     assert m.count > 4 and m.count % 2 == 0  # whole rounds of ceil(4 / 2) timed runs, more than the minimum
     assert m.halves is not None
 
@@ -382,8 +384,8 @@ def test_a_clock_that_did_not_advance_is_not_a_run() -> None:
     assert m.min_ms == 2.0 and m.count == 3
     with pytest.raises(LatencyTableError, match="none is positive"):
         Measurement.from_samples([0.0, 0.0])
-    with pytest.raises(agent.AgentError, match="none is positive"):
-        agent.summarize([0.0])
+    with pytest.raises(TimingError, match="none is positive"):
+        summarize([0.0])
 
 
 def test_interleaved_rounds_give_halves_for_repeatability() -> None:
@@ -754,7 +756,7 @@ def test_search_predictor_measures_missing_signatures_into_the_file(
     with pytest.raises(LatencyTableError, match=rf"latency table {path} has no entry for signature .* \(and 2 more\)"):
         strict.predict(tiny)
 
-    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.measure_missing"):
+    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.predictor"):
         mean, _ = load_predictor(path, measure_missing=True, config=config).predict(tiny)
     assert mean > 0
     assert f"latency: measured 3 signature(s) missing from {path} and added them" in caplog.text
@@ -763,16 +765,17 @@ def test_search_predictor_measures_missing_signatures_into_the_file(
     # a worker whose copy is older takes what another one added instead of measuring it again
     caplog.clear()
     assert table.missing(sigs) == sigs[:3]  # the copy read before the others measured
-    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.measure_missing"):
+    with caplog.at_level("INFO", logger="mixnas.evaluators.latency.predictor"):
         MeasuringPredictor(LatencyPredictor(table, path=path), config=config).predict(tiny)
     assert "were added to" in caplog.text and "by another process" in caplog.text
 
 
 # --- the package's own layering -------------------------------------------------------------------------------
-# Each module may import only modules of a lower rank (function-level imports included): the predictor is a pure
-# sum below everything that measures, and measuring what is missing wraps it from above.
-LATENCY_RANKS = {"agent": -1, "signatures": 0, "measure": 0, "lut": 1, "remote": 1, "predictor": 2, "profile": 3,
-                 "validate": 4, "measure_missing": 4, "offline": 4}
+# Each module may import only modules of a lower rank (function-level imports included): the timing rules at the
+# bottom (the agent bundles them), the backends on the agent's ONNX Runtime session, the table's sum below
+# profiling, and the predictors (the pure sum and the one that measures what is missing) above it.
+LATENCY_RANKS = {"timing": -3, "agent": -2, "backends": -1, "signatures": 0, "measure": 0, "lut": 1, "remote": 1,
+                 "sampling": 1, "profile": 2, "predictor": 3, "validate": 4, "offline": 4}
 
 
 def test_latency_modules_import_one_way() -> None:

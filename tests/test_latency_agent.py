@@ -114,12 +114,17 @@ def test_the_agent_python_has_no_torch_and_no_mixnas(agent_python: str) -> None:
     assert subprocess.run([agent_python, "-c", "import numpy, onnxruntime"]).returncode == 0
 
 
-def test_agent_script_is_the_agent_module(agent_script: Path) -> None:
+def test_agent_script_is_the_agent_module_with_the_timing_rules_inlined(agent_script: Path) -> None:
     from mixnas.evaluators.latency import agent as module
+    from mixnas.evaluators.latency import remote, timing
 
     text = agent_script.read_text()
     assert text.startswith("#!/usr/bin/env python3\n# mixnas latency agent 1")
-    assert text.endswith(Path(module.__file__).read_text())
+    assert "from mixnas" not in text and remote.BUNDLE_BEGIN not in text  # one file: imports nothing of ours
+    rules = Path(timing.__file__).read_text().replace("from __future__ import annotations\n", "")
+    assert rules in text  # the very rules local measurements use, not a copy kept by hand
+    _, tail = Path(module.__file__).read_text().split(remote.BUNDLE_BEGIN)
+    assert text.endswith(tail.split(remote.BUNDLE_END, 1)[1].split("\n", 1)[1])
 
 
 def test_info_needs_the_token(agent: dict) -> None:
@@ -170,7 +175,7 @@ def test_malformed_requests_get_an_error_and_the_agent_keeps_serving(agent: dict
 def test_a_model_that_does_not_fit_its_input_is_a_400(agent: dict) -> None:
     import torch
 
-    from mixnas.evaluators.latency.measure import export_onnx
+    from mixnas.evaluators.latency.backends import export_onnx
 
     model = export_onnx(torch.nn.Conv2d(3, 4, 3), (1, 3, 8, 8))
     status, answer = request(agent, "POST", "/models", model)

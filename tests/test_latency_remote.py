@@ -17,21 +17,22 @@ from mixnas.evaluators.latency.lut import Entry, LatencyTable
 from mixnas.evaluators.latency.measure import MeasureConfig, Measurement, timing_settings
 from mixnas.evaluators.latency.offline import read_results
 from mixnas.evaluators.latency.remote import AgentClient, RemoteTimer, read_token_file
+from mixnas.evaluators.latency.timing import Timing, TimingError
 
 
 def test_timing_settings_are_checked() -> None:
-    timing = agent.Timing.from_dict({"repeats": 8, "clock": "auto", "threads": 1})
+    timing = Timing.from_dict({"repeats": 8, "clock": "auto", "threads": 1})
     assert timing.clock == "thread" and timing.repeats == 8
-    assert agent.Timing.from_dict({"threads": 2}).clock == "wall"
+    assert Timing.from_dict({"threads": 2}).clock == "wall"
     for bad, text in (({"repeats": 0}, "repeats"), ({"warmup": True}, "warmup"), ({"min_seconds": -1}, "min_seconds"),
                       ({"clock": "thread", "threads": 2}, "one CPU thread"), ({"statistic": "max"}, "statistic"),
                       ({"colour": 1}, "unknown keys"), ([], "expected an object")):
-        with pytest.raises(agent.AgentError, match=text):
-            agent.Timing.from_dict(bad)
+        with pytest.raises(TimingError, match=text):  # the agent answers any TimingError with a 400
+            Timing.from_dict(bad)
     # mixnas sends what its MeasureConfig says, and the agent accepts it unchanged
     config = MeasureConfig(backend="onnxruntime", repeats=30, min_seconds=1.5)
     sent = timing_settings(config, 5)
-    assert agent.Timing.from_dict(sent.__dict__) == sent
+    assert Timing.from_dict(sent.__dict__) == sent
 
 
 def test_summaries_round_trip_into_measurements() -> None:

@@ -44,7 +44,7 @@ CONFIG_FORMAT_VERSION = 1
 CONTROLLER_TYPES = ("random", "evolution", "rl", "optuna")
 EVALUATOR_TYPES = ("proxy", "tabular", "supernet")
 LATENCY_TYPES = ("none", "lut", "measure", "remote")
-LATENCY_BACKENDS = ("torch", "onnxruntime")
+LATENCY_PRECISIONS = ("float32", "int8")  # evaluators.latency.backends.PRECISIONS (not imported: no torch here)
 LUT_OPTIONS = ("calibrated", "measure_missing")  # LatencyPredictor keyword options
 REWARD_TYPES = ("mnasnet", "pareto", "metric")
 SCHEDULERS = ("none", "asha")
@@ -121,13 +121,17 @@ class LutLatency:
 
 @dataclass(frozen=True)
 class MeasuredLatency:
-    """Latency measured on the worker (``options``: the other ``MeasureConfig`` settings)."""
+    """Latency measured on the worker (``options``: the other ``MeasureConfig`` settings); ``measure_config`` is
+    the parsed :class:`~mixnas.evaluators.latency.measure.MeasureConfig` (int8 calibrated on the experiment's
+    data unless ``options.calibration_data`` names other images)."""
 
     type: ClassVar[str] = "measure"
     backend: str = "torch"
+    precision: str = "float32"
     threads: int = 1
     batch_size: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    measure_config: Any = field(default=None, compare=False, metadata=INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,13 @@ class RemoteLatency:
     type: ClassVar[str] = "remote"
     url: str
     token_file: str
+    precision: str = "float32"
     threads: int = 1
     batch_size: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    measure_config: Any = field(default=None, compare=False, metadata=INTERNAL)
+
+    backend: ClassVar[str] = "onnxruntime"  # what the agent runs
 
 
 LatencyConfig = NoLatency | LutLatency | MeasuredLatency | RemoteLatency
@@ -368,7 +376,7 @@ def _proxy_evaluator(data: dict, subset: dict, budget: dict, training: dict, e: 
     return dataclasses.replace(cfg, data_spec=spec, proxy=proxy)
 
 
-def _latency(node: _Node, base: Path) -> LatencyConfig:
+def _latency(node: _Node, base: Path, data: str | None = None) -> LatencyConfig:
     raw = node.get("latency")
     if raw is None or raw == "none":
         return NoLatency()
@@ -383,22 +391,26 @@ def _latency(node: _Node, base: Path) -> LatencyConfig:
         opts.finish()
         cfg = LutLatency(lut=lat.path_value("lut", base, required=True), options=options)
     elif kind == "measure":
+        from mixnas.evaluators.latency.backends import BACKEND_NAMES
+
+        precision = lat.string("precision", "float32", choices=LATENCY_PRECISIONS)
         cfg = MeasuredLatency(
-            backend=lat.string("backend", "torch", choices=LATENCY_BACKENDS),
+            backend=lat.string("backend", "onnxruntime" if precision == "int8" else "torch", choices=BACKEND_NAMES),
+            precision=precision,
             threads=lat.integer("threads", 1, minimum=1),
             batch_size=lat.integer("batch_size", 1, minimum=1),
             options=lat.mapping("options"),
         )
-        _check_measure_options(cfg, lat)
+        cfg = _with_measure_config(cfg, lat, data)
     elif kind == "remote":
-        cfg = _remote_latency(lat, base)
+        cfg = _remote_latency(lat, base, data)
     else:
         cfg = NoLatency()
     lat.finish()
     return cfg
 
 
-def _remote_latency(lat: _Node, base: Path) -> RemoteLatency:
+def _remote_latency(lat: _Node, base: Path, data: str | None) -> RemoteLatency:
     """A ``remote`` latency section: the agent's URL, an existing non-empty token file, measurement settings."""
     url = lat.string("url", required=True)
     parsed = urllib.parse.urlsplit(url)
@@ -415,29 +427,35 @@ def _remote_latency(lat: _Node, base: Path) -> RemoteLatency:
     cfg = RemoteLatency(
         url=url,
         token_file=token_file,
+        precision=lat.string("precision", "float32", choices=LATENCY_PRECISIONS),
         threads=lat.integer("threads", 1, minimum=1),
         batch_size=lat.integer("batch_size", 1, minimum=1),
         options=lat.mapping("options"),
     )
-    _check_measure_options(cfg, lat, backend="onnxruntime")
-    return cfg
+    return _with_measure_config(cfg, lat, data)
 
 
-def _check_measure_options(cfg: MeasuredLatency | RemoteLatency, lat: _Node, backend: str | None = None) -> None:
-    """The measurement settings of a ``measure`` / ``remote`` latency section, checked now, not in every trial."""
+def _with_measure_config(cfg: MeasuredLatency | RemoteLatency, lat: _Node, data: str | None) -> Any:
+    """``cfg`` with its parsed measurement settings: checked now, not in every trial. An int8 section calibrates on
+    ``data`` (the proxy evaluator's data source) unless ``options.calibration_data`` says otherwise."""
     from mixnas.evaluators.latency.measure import MeasureConfig
 
     where = lat.where("options")
-    top_level = ("backend", "threads", "batch_size")
+    top_level = ("backend", "precision", "threads", "batch_size")
     allowed = [f.name for f in dataclasses.fields(MeasureConfig) if f.name not in top_level]
     for key in cfg.options:
         if key not in allowed:
             hint = f" (set latency.{key} instead)" if key in top_level else ""
             raise ConfigError(f"{lat.source}: {where}.{key}: unknown key{hint}; allowed keys here: {allowed}")
+    options = dict(cfg.options)
+    if cfg.precision == "int8" and options.get("calibration_data") is None and data is not None:
+        options["calibration_data"] = data
     try:
-        MeasureConfig(backend=backend or cfg.backend, threads=cfg.threads, batch_size=cfg.batch_size, **cfg.options)
+        measure_config = MeasureConfig(backend=cfg.backend, precision=cfg.precision, threads=cfg.threads,
+                                       batch_size=cfg.batch_size, **options)
     except (MixnasError, TypeError, ValueError) as exc:
         raise ConfigError(f"{lat.source}: {where}: {exc}") from None
+    return dataclasses.replace(cfg, measure_config=measure_config)
 
 
 def _objectives(r: _Node) -> tuple[Objective, ...]:
@@ -589,7 +607,9 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
     name = top.string("name", required=True)
     if not _NAME_RE.match(name):
         raise top.error("name", name, "letters, digits, '_', '.', '-' (it names the run directory)")
-    latency = _latency(top, base)
+    evaluator = _evaluator(top, base)
+    data_spec = getattr(evaluator, "data_spec", None)
+    latency = _latency(top, base, data_spec.source if data_spec is not None else None)
     cfg = ExperimentConfig(
         name=name,
         description=top.get("description", "") or "",
@@ -597,7 +617,7 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
         seed=top.integer("seed", 0, minimum=0),
         search_space=_search_space(top, base),
         controller=_controller(top),
-        evaluator=_evaluator(top, base),
+        evaluator=evaluator,
         latency=latency,
         reward=_reward(top, latency),
         constraints=_constraints(top),

@@ -217,7 +217,8 @@ def _write_onnx(item: Written, arch: Architecture, meta: dict[str, str], module:
     try:
         import onnx
 
-        from mixnas.evaluators.latency.measure import arch_input_shape, build_network, export_onnx
+        from mixnas.evaluators.latency.backends import export_onnx
+        from mixnas.evaluators.latency.measure import arch_input_shape, build_network
 
         model = onnx.load_model_from_string(export_onnx(module if module is not None else build_network(arch),
                                                         arch_input_shape(arch, 1), dynamic_batch=True))

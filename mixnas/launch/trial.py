@@ -50,38 +50,29 @@ def make_evaluator(cfg: ExperimentConfig, space: Any) -> Evaluator:
 
 
 def make_latency(cfg: ExperimentConfig) -> Callable[[Architecture], tuple[float, float]] | None:
-    """``arch -> (mean_ms, std_ms)`` of the config's latency section, or None without one."""
+    """``arch -> (mean_ms, std_ms)`` of the config's latency section, or None without one.
+
+    ``measure`` and ``remote`` sections take the same end-to-end path (:func:`~mixnas.evaluators.latency.measure.
+    measure_arch`: interleaved rounds over a minimum time span), here or on the agent.
+    """
     lat = cfg.latency
     if lat.type == "lut":
-        from mixnas.evaluators.latency.measure_missing import load_predictor
+        from mixnas.evaluators.latency.predictor import load_predictor
 
         return load_predictor(lat.lut, **lat.options).predict
-    if lat.type == "measure":
-        from mixnas.evaluators.latency.measure import MeasureConfig, measure_arch
+    if lat.type not in ("measure", "remote"):
+        return None
+    from mixnas.evaluators.latency.measure import measure_arch
 
-        measure_config = MeasureConfig(backend=lat.backend, threads=lat.threads, batch_size=lat.batch_size,
-                                       **lat.options)
-
-        def measure(arch: Architecture) -> tuple[float, float]:
-            m = measure_arch(arch, measure_config)
-            return m.value(measure_config.statistic), m.std_ms
-
-        return measure
+    config = lat.measure_config
+    timer = None
     if lat.type == "remote":
-        return _remote_latency(lat)
-    return None
+        from mixnas.evaluators.latency.remote import remote_timer
 
-
-def _remote_latency(lat: Any) -> Callable[[Architecture], tuple[float, float]]:
-    """``arch -> (latency, std)`` measured end to end on the latency agent of a ``remote`` section."""
-    from mixnas.evaluators.latency.measure import MeasureConfig, measure_archs
-    from mixnas.evaluators.latency.remote import remote_timer
-
-    config = MeasureConfig(backend="onnxruntime", threads=lat.threads, batch_size=lat.batch_size, **lat.options)
-    timer = remote_timer(lat.url, lat.token_file)
+        timer = remote_timer(lat.url, lat.token_file)
 
     def measure(arch: Architecture) -> tuple[float, float]:
-        (m,) = measure_archs([arch], config, timer=timer)
+        m = measure_arch(arch, config, timer=timer)
         return m.value(config.statistic), m.std_ms
 
     return measure

@@ -2,7 +2,8 @@
 
 On disk it is one JSON document (``format_version`` 2; 3 for a table whose entries come from several devices:
 it adds ``devices``; 4 for a table with entries timed in several contexts: it adds their ``timings`` and allows
-``devices``; version 1 files, whose calibration has no per-part term, are still read), written
+``devices``; 5 for a table of a precision other than float32: it adds ``precision``, e.g. ``"int8"``; version 1
+files, whose calibration has no per-part term, are still read), written
 atomically (temporary file, then ``os.replace``) so an interrupted profiling run leaves either the old or the
 new table, never a torn one::
 
@@ -38,7 +39,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.signatures import SIGNATURE_VERSION
@@ -50,7 +51,11 @@ LUT_FORMAT = "mixnas-latency-lut"
 LUT_FORMAT_VERSION = 2
 MULTI_DEVICE_FORMAT_VERSION = 3  # written only when ``devices`` names more than the measuring device
 TIMINGS_FORMAT_VERSION = 4  # written only when an entry keeps ``timings`` (it also allows ``devices``)
-READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
+PRECISION_FORMAT_VERSION = 5  # written only for a precision other than float32 (it adds ``precision``)
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
+DEFAULT_PRECISION = "float32"  # what a table without ``precision`` (format_version <= 4) was measured in
+# What a table is *of*: never mixed, not even by merge(force=True).
+KIND_KEYS = ("backend", "precision")
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -61,6 +66,7 @@ _TOP_KEYS = {
     "backend",
     "threads",
     "batch_size",
+    "precision",
     "device",
     "devices",
     "settings",
@@ -261,6 +267,7 @@ class LatencyTable:
     entries: dict[str, Entry] = field(default_factory=dict)
     calibration: Calibration | None = None
     devices: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         if not self.devices or self.devices[0] != self.device:
@@ -287,9 +294,11 @@ class LatencyTable:
         return list(seen)
 
     def condition(self) -> dict[str, Any]:
-        """What must match for two tables to be comparable: backend, threads, batch, clock, statistic, device."""
+        """What must match for two tables to be comparable: backend, precision, threads, batch, clock, statistic,
+        device."""
         return {
             "backend": self.backend,
+            "precision": self.precision,
             "threads": self.threads,
             "batch_size": self.batch_size,
             "clock": self.settings.get("clock"),
@@ -308,6 +317,11 @@ class LatencyTable:
         """
         mine, theirs = self.condition(), other.condition()
         differing = [k for k in mine if mine[k] != theirs[k]]
+        kind = [k for k in KIND_KEYS if k in differing]
+        if kind:  # a float32 entry in an int8 table (or an ONNX Runtime one in a torch table) is simply wrong
+            details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in kind)
+            raise LatencyTableError(f"refusing to merge latency tables of different {' and '.join(kind)} ({details}); "
+                                    "a table holds one backend and one precision")
         if differing and not force:
             details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in differing)
             raise LatencyTableError(
@@ -326,6 +340,7 @@ class LatencyTable:
             entries=entries,
             calibration=self.calibration or other.calibration,
             devices=[*self.devices, *(d for d in other.devices if d not in self.devices)],
+            precision=self.precision,
         )
 
     # --- JSON -----------------------------------------------------------------------------------------------
@@ -335,6 +350,8 @@ class LatencyTable:
         version = MULTI_DEVICE_FORMAT_VERSION if several else LUT_FORMAT_VERSION
         if any(e.timings for e in self.entries.values()):  # older readers would refuse the key: say so by version
             version = TIMINGS_FORMAT_VERSION
+        if self.precision != DEFAULT_PRECISION:
+            version = PRECISION_FORMAT_VERSION
         data: dict[str, Any] = {
             "format": LUT_FORMAT,
             "format_version": version,
@@ -344,6 +361,8 @@ class LatencyTable:
             "batch_size": self.batch_size,
             "device": self.device,
         }
+        if self.precision != DEFAULT_PRECISION:  # older readers would take the table for float32: say so by version
+            data["precision"] = self.precision
         if several:  # version 2 readers would refuse the key; one device is what version 2 already says
             data["devices"] = self.devices
         return {
@@ -378,6 +397,11 @@ class LatencyTable:
         backend = data.get("backend")
         if not isinstance(backend, str) or not backend:
             raise LatencyTableError(f"{source}: backend: expected a non-empty string, got {backend!r}")
+        precision = data.get("precision", DEFAULT_PRECISION)
+        if "precision" in data and version < PRECISION_FORMAT_VERSION:
+            raise LatencyTableError(f"{source}: precision: only in format_version {PRECISION_FORMAT_VERSION}")
+        if precision not in ("float32", "int8"):
+            raise LatencyTableError(f"{source}: precision: expected 'float32' or 'int8', got {precision!r}")
         for key in ("device", "settings"):
             if not isinstance(data.get(key, {}), Mapping):
                 raise LatencyTableError(f"{source}: {key}: expected an object")
@@ -408,6 +432,7 @@ class LatencyTable:
             entries=entries,
             calibration=calibration,
             devices=[dict(d) for d in devices],
+            precision=precision,
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -434,8 +459,9 @@ class LatencyTable:
         threads: int = 1,
         batch_size: int = 1,
         device: Mapping[str, Any] | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> LatencyTable:
-        """Import a table measured with another tool.
+        """Import a table measured with another tool (in ``precision``: ``float32`` or ``int8``).
 
         The CSV has a header row with ``signature,mean_ms,std_ms`` and optionally ``count`` (any order; other
         columns are an error). ``mean_ms`` must be > 0, ``std_ms`` >= 0 (may be empty: 0), ``count`` a positive
@@ -471,6 +497,7 @@ class LatencyTable:
             device=dict(device or {}),
             settings={"imported_from": path.name},
             entries=entries,
+            precision=precision,
         )
 
 
@@ -525,3 +552,22 @@ def locked_table(path: str | os.PathLike[str]) -> Iterator[LatencyTable]:
     """
     with exclusive_lock(path, "adding to it"):
         yield LatencyTable.load(path)
+
+
+def lut_sum(table: LatencyTable, signatures: Sequence[str], *, calibrated: bool = True) -> tuple[float, float]:
+    """Predicted latency in ms and its standard deviation for a network made of parts with ``signatures``.
+
+    The model of the module docstring; ``calibrated=False`` gives the plain sum. Raises ``KeyError`` with the
+    first signature the table lacks (:meth:`~mixnas.evaluators.latency.predictor.LatencyPredictor.predict` turns it into an error for people).
+    """
+    entries = table.entries
+    total = 0.0
+    var = 0.0
+    for sig in signatures:
+        entry = entries[sig]
+        total += entry.ms
+        var += entry.std_ms * entry.std_ms
+    cal = table.calibration
+    if cal is None or not calibrated:
+        return total, math.sqrt(var)
+    return cal.apply(total, len(signatures)), cal.scale * math.sqrt(var)

@@ -1,13 +1,12 @@
-"""Latency measurement of a module or a whole architecture on the local device.
+"""Latency of parts and whole networks on the local device, and the one end-to-end measurement path.
 
-Two backends share one timing loop:
-
-* ``torch``: eager PyTorch in ``eval()`` and ``inference_mode``, ``channels_last`` by default (MixConv's split /
-  per-group depthwise / concat is much faster in that layout on CPU), the CPU thread count set for the
-  measurement and restored afterwards; on CUDA every run is followed by ``torch.cuda.synchronize()``.
-* ``onnxruntime``: the module is exported with the legacy TorchScript exporter (``dynamo=False``; no onnxscript
-  needed) and run on the CPU execution provider with ``intra_op_num_threads`` set, full graph optimisation and
-  sequential execution.
+*How* models are timed is :mod:`.timing` (warm-up, interleaved rounds over a minimum time span, clocks, summary
+statistics; the latency agent bundles the same module). *With what* is a backend of :mod:`.backends` (torch eager,
+ONNX Runtime float32 or int8). *Where* pipelines of stages are timed is a :class:`Timer`: :class:`LocalTimer`
+(this process) or :class:`~mixnas.evaluators.latency.remote.RemoteTimer` (an agent on the target device).
+:func:`measure_archs` is the one end-to-end path, for a search's trials, ``latency measure``, validation and
+calibration alike, and the parts of the lookup table are timed in context by the same timers
+(:func:`~mixnas.evaluators.latency.profile.profile_archs`).
 
 Each measurement warms up, then times many single inferences and keeps summary statistics (10th percentile,
 median, mean, standard deviation, inter-quartile range, minimum). With one CPU thread the clock is the calling
@@ -15,80 +14,53 @@ thread's CPU time (``time.thread_time_ns``; both backends compute on the calling
 operating system gives to other processes is not counted; otherwise it is ``time.perf_counter_ns`` (see
 :attr:`MeasureConfig.clock`). The value the lookup table and the validation use is
 :attr:`MeasureConfig.statistic`, by default the minimum: other processes only add time, so the fastest runs
-track the undisturbed latency where the mean and even the median follow the machine's load.
-:func:`measure_interleaved` goes further: it times several modules in alternating rounds, so slow
-phases of the machine are spread evenly over all of them instead of biasing whichever was measured then.
-:func:`interleave` is that one timing loop (warm-up, interleaved rounds, a minimum time span); end-to-end
-measurements (:func:`measure_runners`) and the lookup table's parts timed in context
-(:func:`~mixnas.evaluators.latency.profile.profile_archs`) both run in it.
-
-The measurement rules themselves (the loop, the clocks, the summary statistics, the ONNX Runtime session
-settings) live in :mod:`~mixnas.evaluators.latency.agent`, which imports nothing but the standard library
-(numpy and onnxruntime inside functions), so that the latency agent on a device without torch times models the
-same way; this module adds the torch side (building, exporting, ``torch_threads`` and ``inference_mode``).
-*Where* pipelines of stages are timed is a :class:`Timer`: :class:`LocalTimer` (this process) or
-:class:`~mixnas.evaluators.latency.remote.RemoteTimer` (an agent); :func:`measure_archs`,
-:func:`measure_reference` and the profiling and validation built on them take either.
+track the undisturbed latency where the mean and even the median follow the machine's load. Several networks
+are timed in alternating rounds, so slow phases of the machine are spread evenly over all of them.
 
 As in MnasNet (Tan et al., CVPR 2019, §5: single-thread big core of a Pixel 1, batch 1), the defaults are one
 thread and batch size 1.
-
-Steady allocator (torch backend, Linux / glibc): before the first torch measurement in a process,
-:func:`steady_allocator` raises glibc malloc's mmap and trim thresholds, so activations of any size are reused
-from the heap instead of being mapped (and page-faulted) afresh on every inference. glibc's own thresholds adapt
-to the process's allocation history, which made the same network measure 28-47 ms in one process and 21 ms in
-another (a 7 MB activation at 112x112); with the thresholds fixed, repeat measurements agree within ~5%. This is
-the steady state of a deployed model (inference runtimes keep an arena), and it is a process-wide setting.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
-import io
-import logging
 import math
-import platform
-import warnings
+import statistics
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.agent import (
-    AgentError,
+from mixnas.evaluators.latency.agent import host_info
+from mixnas.evaluators.latency.backends import (
+    BACKEND_NAMES,
+    INT8_SCHEME,
+    PRECISIONS,
+    STAND_IN,
+    convert_pipeline,
+    get_backend,
+)
+from mixnas.evaluators.latency.timing import (
+    CLOCKS,
+    STATISTICS,
+    Stage,
     Timing,
-    TimedRuns,
-    clock_ns,
-    host_info,
-    import_onnxruntime,
-    onnx_stage,
-    quantile,
+    TimingError,
+    check_count,
     random_input,
     summarize,
     time_pipelines,
-    time_runs,
 )
-from mixnas.evaluators.latency.agent import interleave as agent_interleave
-from mixnas.evaluators.latency.agent import rounds_until as agent_rounds_until
 from mixnas.torch_runtime import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-logger = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "onnxruntime")
-CLOCKS = ("auto", "wall", "thread")
-STATISTICS = ("min", "p10", "median", "mean")
-ONNX_OPSET = 17
+BACKENDS = BACKEND_NAMES
 DEFAULT_REPEATS = 100
 DEFAULT_ROUNDS = 20
 DEFAULT_MIN_SECONDS = 4.0
-
-Runner = Callable[[], None]
-Stage = Callable[[Any], Any]
+COUNT_LIMITS = (("threads", 1, 1024), ("batch_size", 1, 1024), ("repeats", 1, 10**6), ("warmup", 0, 10**6))
 
 
 @dataclass(frozen=True)
@@ -121,7 +93,11 @@ class MeasureConfig:
             networks (50 ``tiny`` networks at 32 px take 0.7 s with ONNX Runtime), and then every minimum is
             taken in the same slow phase: on this project's development machine, two passes over 25 such
             networks differed in level by up to 34%, while passes of 4 s or more agreed to 0.2% in level and
-            0.14-0.24% per network. See :func:`rounds_until`.
+            0.14-0.24% per network. See :func:`~mixnas.evaluators.latency.timing.rounds_until`.
+        precision: ``float32`` or ``int8`` (:data:`~mixnas.evaluators.latency.backends.PRECISIONS`), where the
+            backend runs it (``onnxruntime``: static QDQ quantisation).
+        calibration_data: int8 only: the data set whose images calibrate the quantisation (``digits``, a path;
+            see :func:`~mixnas.evaluators.latency.backends.calibration_inputs`); None: a stated stand-in.
     """
 
     backend: str = "torch"
@@ -135,17 +111,17 @@ class MeasureConfig:
     statistic: str = "min"
     drift_correction: bool = True
     min_seconds: float = DEFAULT_MIN_SECONDS
+    precision: str = "float32"
+    calibration_data: str | None = None
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise LatencyTableError(f"unknown latency backend {self.backend!r}: expected one of {list(BACKENDS)}")
+        backend = get_backend(self.backend)
         # Upper bounds are sanity limits: torch crashes on absurd thread counts, a huge batch cannot be allocated.
-        for name, maximum in (("threads", 1024), ("batch_size", 1024), ("repeats", 1_000_000)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-                raise LatencyTableError(f"{name}: expected a positive integer, at most {maximum:,}, got {value!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or not 0 <= self.warmup <= 1_000_000:
-            raise LatencyTableError(f"warmup: expected an integer in 0..1,000,000, got {self.warmup!r}")
+        for name, low, high in COUNT_LIMITS:
+            try:
+                check_count(name, getattr(self, name), low, high)
+            except TimingError as exc:
+                raise LatencyTableError(str(exc)) from None
         if self.device not in ("cpu", "cuda"):
             raise LatencyTableError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
         seconds = self.min_seconds
@@ -157,8 +133,14 @@ class MeasureConfig:
             raise LatencyTableError(f"clock: expected one of {list(CLOCKS)}, got {self.clock!r}")
         if self.clock == "thread" and (self.threads != 1 or self.device != "cpu"):
             raise LatencyTableError("clock 'thread' measures one CPU thread: use it only with threads 1 on the CPU")
-        if self.device == "cuda" and self.backend != "torch":
-            raise LatencyTableError("device 'cuda' is only supported by the torch backend")
+        backend.check(self.precision, self.device)
+        if self.calibration_data is not None:
+            if self.precision != "int8":
+                raise LatencyTableError("calibration_data: only int8 needs calibration images; drop it for "
+                                        f"precision {self.precision!r}")
+            if not isinstance(self.calibration_data, str) or not self.calibration_data:
+                raise LatencyTableError(f"calibration_data: expected a data set ('digits', a path), got "
+                                        f"{self.calibration_data!r}")
 
     @property
     def resolved_clock(self) -> str:
@@ -168,7 +150,14 @@ class MeasureConfig:
         return "thread" if self.threads == 1 and self.device == "cpu" else "wall"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "clock": self.resolved_clock}
+        """The settings a table records (``calibration_data`` of an int8 table: the data set, or the stand-in)."""
+        out = {**asdict(self), "clock": self.resolved_clock}
+        if self.precision == "int8":
+            out["calibration_data"] = self.calibration_data or STAND_IN
+            out["quantization"] = INT8_SCHEME
+        else:
+            del out["calibration_data"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -233,136 +222,22 @@ class Measurement:
         return asdict(self)
 
 
-_quantile = quantile
-
-
 # --- device metadata ------------------------------------------------------------------------------------------
 def device_metadata(config: MeasureConfig) -> dict[str, Any]:
-    """Where and with what a measurement was taken: CPU / GPU model, thread and library versions, platform."""
+    """Where and with what a measurement was taken: CPU / GPU model, library versions, platform."""
     import torch
 
-    meta: dict[str, Any] = {**host_info(), "torch": torch.__version__}
+    meta: dict[str, Any] = {**host_info(), "torch": torch.__version__, **get_backend(config.backend).versions()}
     if config.device == "cuda" and torch.cuda.is_available():
         meta["accelerator"] = torch.cuda.get_device_name()
-    if config.backend == "onnxruntime":
-        meta["onnxruntime"] = _import_onnxruntime().__version__
-    else:
-        meta["steady_allocator"] = steady_allocator()
     return meta
-
-
-# --- backends -------------------------------------------------------------------------------------------------
-def _import_onnxruntime() -> Any:
-    try:
-        return import_onnxruntime()
-    except AgentError:
-        raise LatencyTableError(
-            "the onnxruntime backend needs onnxruntime and onnx: pip install 'mixnas[onnx]'"
-        ) from None
-
-
-def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = False) -> bytes:
-    """Serialise ``module`` (in eval mode) to an ONNX model for one input of ``input_shape`` (with
-    ``dynamic_batch``: any batch size, the first axis of ``input`` and ``output`` named ``batch``)."""
-    import torch
-
-    try:
-        import onnx  # noqa: F401  (the legacy exporter needs it)
-    except ImportError:
-        raise LatencyTableError("exporting to ONNX needs onnx: pip install 'mixnas[onnx]'") from None
-    module = module.eval()
-    example = torch.zeros(*input_shape)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            buffer,
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=["input"],
-            output_names=["output"],
-            do_constant_folding=True,
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
-        )
-    return buffer.getvalue()
-
-
-_MALLOC_THRESHOLD = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-@functools.cache
-def steady_allocator() -> bool:
-    """Fix glibc malloc's mmap / trim thresholds for the process (once); False where that is not possible."""
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        done = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MALLOC_THRESHOLD)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, _MALLOC_THRESHOLD)
-        )
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return False
-    if not done:
-        logger.warning("mallopt refused the steady-allocator thresholds; torch latencies may depend on history")
-    return done
-
-
-def _torch_stage(module: torch.nn.Module, config: MeasureConfig) -> Stage:
-    import torch
-
-    steady_allocator()
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LatencyTableError("device 'cuda' was requested but torch sees no CUDA device")
-    module = module.eval().to(device)
-    if config.channels_last:
-        module = module.to(memory_format=torch.channels_last)
-    if device.type != "cuda":
-        return module
-    sync = torch.cuda.synchronize
-
-    def run(x: Any) -> Any:
-        y = module(x)
-        sync()
-        return y
-
-    return run
-
-
-def _onnxruntime_stage(module: torch.nn.Module, input_shape: tuple[int, ...], config: MeasureConfig) -> Stage:
-    _import_onnxruntime()
-    try:
-        return onnx_stage(export_onnx(module, input_shape), config.threads)  # the agent's session settings
-    except AgentError as exc:
-        raise LatencyTableError(str(exc)) from None
-
-
-def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    if len(input_shape) < 1 or any(int(d) < 1 for d in input_shape):
-        raise LatencyTableError(f"input shape: expected positive dimensions, got {tuple(input_shape)}")
-    return tuple(int(d) for d in input_shape)
-
-
-def make_stage(module: torch.nn.Module, input_shape: Sequence[int], config: MeasureConfig) -> Stage:
-    """``module`` prepared for ``config``'s backend: a function from a backend input to a backend output.
-
-    Inputs and outputs are torch tensors (``channels_last`` when configured) for ``torch`` and float32 numpy
-    arrays for ``onnxruntime``, so stages of consecutive parts can be chained like the network chains its
-    layers. Torch stages must be called inside :func:`torch_threads` and ``torch.inference_mode``.
-    """
-    shape = _check_shape(input_shape)
-    if config.backend == "torch":
-        return _torch_stage(module, config)
-    return _onnxruntime_stage(module, shape, config)
 
 
 def make_input(input_shape: Sequence[int], config: MeasureConfig) -> Any:
     """A random (seeded) input of ``input_shape`` in the form ``config``'s backend takes."""
-    shape = _check_shape(input_shape)
-    x = random_input(shape)
+    if len(input_shape) < 1 or any(int(d) < 1 for d in input_shape):
+        raise LatencyTableError(f"input shape: expected positive dimensions, got {tuple(input_shape)}")
+    x = random_input(tuple(int(d) for d in input_shape))
     if config.backend != "torch":
         return x
     import torch
@@ -371,33 +246,6 @@ def make_input(input_shape: Sequence[int], config: MeasureConfig) -> Any:
     if config.channels_last and t.dim() == 4:
         t = t.contiguous(memory_format=torch.channels_last)
     return t
-
-
-def make_runner(module: torch.nn.Module, input_shape: Sequence[int], config: MeasureConfig) -> Runner:
-    """A zero-argument function that runs one inference of ``module`` on a fixed input with ``config``'s backend."""
-    stage = make_stage(module, input_shape, config)
-    x = make_input(input_shape, config)
-
-    def run() -> None:
-        stage(x)
-
-    return run
-
-
-def clock_for(config: MeasureConfig) -> Callable[[], int]:
-    """The nanosecond clock ``config`` asks for."""
-    return clock_ns(config.resolved_clock)
-
-
-def _check_rounds(rounds: Any) -> None:
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise LatencyTableError(f"rounds: expected a positive integer, got {rounds!r}")
-
-
-def rounds_until(rounds: int, min_seconds: float) -> Iterator[int]:
-    """:func:`mixnas.evaluators.latency.agent.rounds_until`, refusing a bad ``rounds`` as a LatencyTableError."""
-    _check_rounds(rounds)
-    return agent_rounds_until(rounds, min_seconds)
 
 
 def _torch_context(config: MeasureConfig) -> Callable[[], ContextManager[Any]]:
@@ -411,35 +259,26 @@ def _torch_context(config: MeasureConfig) -> Callable[[], ContextManager[Any]]:
     return context
 
 
-def interleave(items: Sequence[TimedRuns], config: MeasureConfig, *, rounds: int) -> float:
-    """The timing loop of every latency measurement (:func:`mixnas.evaluators.latency.agent.interleave`).
-
-    Returns the mean wall time of one round in seconds. Runs inside ``torch_threads(config.threads)`` and
-    ``torch.inference_mode``; what an item keeps of its timings is up to the item.
-    """
-    _check_rounds(rounds)
-    return agent_interleave(
-        items,
-        warmup=config.warmup,
-        repeats=config.repeats,
-        rounds=rounds,
-        min_seconds=config.min_seconds,
-        context=_torch_context(config),
-    )
-
-
 def timing_settings(config: MeasureConfig, rounds: int) -> Timing:
-    """The agent's form of ``config``'s timing settings (what a measure request carries)."""
-    _check_rounds(rounds)
+    """The timing rules' form of ``config``'s settings (what a measure request to an agent carries)."""
     return Timing(
         warmup=config.warmup,
         repeats=config.repeats,
-        rounds=rounds,
+        rounds=check_positive("rounds", rounds),
         min_seconds=float(config.min_seconds),
         clock=config.resolved_clock,
         statistic=config.statistic,
         threads=config.threads,
     )
+
+
+def check_positive(name: str, value: Any) -> int:
+    """``value`` when it is a positive integer (``rounds``, ``chunk``, ``-n``), else a :class:`LatencyTableError`
+    naming it (:func:`~mixnas.evaluators.latency.timing.check_count`, the one range check of counts)."""
+    try:
+        return check_count(name, value)
+    except TimingError as exc:
+        raise LatencyTableError(str(exc)) from None
 
 
 # --- timers: where pipelines of stages are timed -------------------------------------------------------------
@@ -484,21 +323,25 @@ class LocalTimer:
     def device(self, config: MeasureConfig) -> dict[str, Any]:
         return device_metadata(config)
 
-    def _stage(self, spec: StageSpec, config: MeasureConfig) -> Stage:
-        stage = self.stages.pop(spec.key, None)
-        if stage is None:
-            stage = make_stage(spec.build(), spec.input_shape, config)
-        self.stages[spec.key] = stage  # most recently used last
+    def _stages(self, pipeline: Pipeline, config: MeasureConfig) -> list[Stage]:
+        backend = get_backend(config.backend)
+        for spec, model in convert_pipeline(pipeline, config, skip=set(self.stages)):
+            self.stages[spec.key] = backend.load(model, config)
+        stages = []
+        for spec in pipeline:
+            self.stages.move_to_end(spec.key)  # most recently used last
+            stages.append(self.stages[spec.key])
+        return stages
+
+    def _trim(self) -> None:
         while len(self.stages) > self.limit:
             self.stages.popitem(last=False)
-        return stage
 
     def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
         with torch_threads(config.threads):
-            runs = [
-                ([s.key for s in p], [self._stage(s, config) for s in p], make_input(p[0].input_shape, config))
-                for p in pipelines
-            ]
+            runs = [([s.key for s in p], self._stages(p, config), make_input(p[0].input_shape, config))
+                    for p in pipelines]
+            self._trim()
         pooled, seconds = time_pipelines(runs, timing_settings(config, rounds), _torch_context(config))
         return {k: _pooled_measurement(even, odd, config.statistic) for k, (even, odd) in pooled.items()}, seconds
 
@@ -512,49 +355,26 @@ def _pooled_measurement(even: Sequence[float], odd: Sequence[float], statistic: 
 
 
 # --- public measurement API ----------------------------------------------------------------------------------
-def measure_runners(runners: Sequence[Runner], config: MeasureConfig, *, rounds: int = 1) -> list[Measurement]:
-    """Time several prepared runners in interleaved rounds (:func:`interleave`) and summarise each.
-
-    With two rounds or more, each summary also holds the statistic of its even and of its odd rounds
-    (:attr:`Measurement.halves`).
-    """
-    clock = clock_for(config)
-    # samples[i][k % 2]: runner i's runs in even / odd rounds
-    samples: list[tuple[list[float], list[float]]] = [([], []) for _ in runners]
-
-    def timed(i: int) -> TimedRuns:
-        def run(n: int, k: int | None) -> None:
-            runs = time_runs(runners[i], n, clock)
-            if k is not None:
-                samples[i][k % 2].extend(runs)
-
-        return run
-
-    interleave([timed(i) for i in range(len(runners))], config, rounds=rounds)
-    return [_pooled_measurement(even, odd, config.statistic) for even, odd in samples]
-
-
-def measure_module(
-    module: torch.nn.Module, input_shape: Sequence[int], config: MeasureConfig | None = None
-) -> Measurement:
-    """Latency of one inference of ``module`` on an input of ``input_shape`` (batch dimension included)."""
-    config = config or MeasureConfig()
-    with torch_threads(config.threads):
-        runner = make_runner(module, input_shape, config)
-    return measure_runners([runner], config)[0]
-
-
 def measure_interleaved(
     items: Sequence[tuple[torch.nn.Module, Sequence[int]]],
     config: MeasureConfig | None = None,
     *,
     rounds: int = DEFAULT_ROUNDS,
 ) -> list[Measurement]:
-    """Latency of several ``(module, input_shape)`` pairs, timed in alternating rounds (see module docstring)."""
+    """Latency of several ``(module, input_shape)`` pairs, timed in alternating rounds on this machine."""
     config = config or MeasureConfig()
-    with torch_threads(config.threads):
-        runners = [make_runner(m, shape, config) for m, shape in items]
-    return measure_runners(runners, config, rounds=rounds)
+    specs = [StageSpec(f"module{i}", (lambda m=m: m), tuple(int(d) for d in shape)) for i, (m, shape) in
+             enumerate(items)]
+    measured, _ = LocalTimer(limit=len(specs)).time([[s] for s in specs], config, rounds=rounds)
+    return [measured[s.key] for s in specs]
+
+
+def measure_module(
+    module: torch.nn.Module, input_shape: Sequence[int], config: MeasureConfig | None = None, *,
+    rounds: int = DEFAULT_ROUNDS,
+) -> Measurement:
+    """Latency of one inference of ``module`` on an input of ``input_shape`` (batch dimension included)."""
+    return measure_interleaved([(module, input_shape)], config, rounds=rounds)[0]
 
 
 def arch_input_shape(arch: Any, batch_size: int) -> tuple[int, int, int, int]:
@@ -567,12 +387,6 @@ def build_network(arch: Any) -> torch.nn.Module:
     from mixnas.models import build
 
     return build(arch).eval()
-
-
-def measure_arch(arch: Any, config: MeasureConfig | None = None) -> Measurement:
-    """End-to-end latency of an :class:`~mixnas.search_space.arch.Architecture` at its own resolution."""
-    config = config or MeasureConfig()
-    return measure_module(build_network(arch), arch_input_shape(arch, config.batch_size), config)
 
 
 REFERENCE_ARCH = "mixnet_tiny"
@@ -588,13 +402,6 @@ def reference_spec(config: MeasureConfig) -> StageSpec:
     from mixnas.search_space.presets import resolve_arch
 
     return network_spec(resolve_arch(REFERENCE_ARCH), config.batch_size, key=f"reference:{REFERENCE_ARCH}")
-
-
-def reference_runner(config: MeasureConfig) -> Runner:
-    """The fixed reference network prepared for ``config`` in this process, for drift correction."""
-    spec = reference_spec(config)
-    with torch_threads(config.threads):
-        return make_runner(spec.build(), spec.input_shape, config)
 
 
 def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS, timer: Timer | None = None) -> float:
@@ -647,8 +454,15 @@ def measure_archs(
         drift = 1.0
         if ref_specs:
             ratios = sorted(b / measured[s.key].value(config.statistic) for b, s in zip(baselines, ref_specs))
-            drift = _quantile(ratios, 0.5)
+            drift = statistics.median(ratios)
         results.extend(replace(measured[s.key], drift=drift) for s in specs)
         if progress is not None:
             progress(len(results), len(archs))
     return results
+
+
+def measure_arch(
+    arch: Any, config: MeasureConfig | None = None, *, rounds: int = DEFAULT_ROUNDS, timer: Timer | None = None
+) -> Measurement:
+    """End-to-end latency of one :class:`~mixnas.search_space.arch.Architecture` (:func:`measure_archs`)."""
+    return measure_archs([arch], config, rounds=rounds, timer=timer)[0]

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.agent import EXPORT_FORMAT, RESULT_COLUMNS, RESULTS_FORMAT
+from mixnas.evaluators.latency.backends import BACKENDS, convert_pipeline, get_backend
 from mixnas.evaluators.latency.lut import LatencyTable
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
@@ -35,7 +36,7 @@ from mixnas.evaluators.latency.measure import (
     MeasureConfig,
     Measurement,
     Pipeline,
-    export_onnx,
+    check_positive,
     network_spec,
     reference_spec,
     timing_settings,
@@ -43,7 +44,6 @@ from mixnas.evaluators.latency.measure import (
 from mixnas.evaluators.latency.profile import (
     DEFAULT_CHUNK,
     chunk_drift,
-    check_positive,
     context_pipeline,
     select_contexts,
     store_calibration,
@@ -68,10 +68,14 @@ def export_layers(
 ) -> dict[str, Any]:
     """Write the models and ``manifest.json`` that profile ``archs`` and calibrate on ``calibration``; the manifest.
 
-    ``config`` must be the ``onnxruntime`` backend on the CPU (what the agent runs).
+    ``config`` must name a backend whose models are files (:attr:`~.backends.Backend.file_suffix`; the agent runs
+    ``onnxruntime``, float32 or int8) on the CPU.
     """
-    if config.backend != "onnxruntime" or config.device != "cpu":
-        raise LatencyTableError("export-layers writes ONNX models for the agent: use --backend onnxruntime (CPU)")
+    backend = get_backend(config.backend)
+    if backend.file_suffix is None or config.device != "cpu":
+        usable = [b.name for b in BACKENDS.values() if b.file_suffix]
+        raise LatencyTableError(f"export-layers writes model files for a device: use --backend {' or '.join(usable)} "
+                                f"(CPU), not {config.backend!r} on {config.device!r}")
     check_positive("chunk", chunk)
     check_positive("rounds", rounds)
     root = Path(folder)
@@ -79,7 +83,8 @@ def export_layers(
         raise LatencyTableError(f"{root}: exists and is not a folder")
     (root / "models").mkdir(parents=True, exist_ok=True)
     reference = reference_spec(config)
-    contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size), [*archs, *calibration])
+    contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
+                                            precision=config.precision), [*archs, *calibration])
     requests: list[dict[str, Any]] = []
     kinds: list[str] = []
     files: dict[str, str] = {}
@@ -119,12 +124,13 @@ def export_layers(
 def _request(
     pipelines: Sequence[Pipeline], config: MeasureConfig, rounds: int, files: dict[str, str], root: Path
 ) -> dict[str, Any]:
-    """One measure request; writes the ONNX model of every stage key not written yet (``files``: key -> name)."""
-    for spec in (s for p in pipelines for s in p):
-        if spec.key not in files:
-            name = f"models/{len(files):05d}.onnx"
+    """One measure request; writes the model of every stage key not written yet (``files``: key -> name)."""
+    suffix = get_backend(config.backend).file_suffix
+    for pipeline in pipelines:
+        for spec, model in convert_pipeline(pipeline, config, skip=set(files)):
+            name = f"models/{len(files):05d}{suffix}"
             try:
-                (root / name).write_bytes(export_onnx(spec.build(), spec.input_shape))
+                (root / name).write_bytes(model)
             except OSError as exc:
                 raise LatencyTableError(f"{root / name}: cannot write the model ({os_reason(exc)})") from None
             files[spec.key] = name
@@ -218,7 +224,8 @@ def _table(
     if kinds and kinds[0] == "reference":
         baseline = measured[0][reference_key].value(config.statistic)
         settings.update(reference_arch=REFERENCE_ARCH, reference_ms=baseline)
-    table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings)
+    table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings,
+                         precision=config.precision)
     cal_ms: list[float] = []
     for i, kind in enumerate(kinds):
         got = dict(measured[i])

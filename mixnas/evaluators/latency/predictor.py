@@ -12,9 +12,12 @@ not see, e.g. the call overhead every part carries but the whole network pays on
 part), or the cross-layer fusion an ONNX Runtime graph of the full network gets. Without calibration, scale = 1
 and the other terms 0.
 
-A signature missing from the table is an error here. Measuring it on the spot is the job of
-:class:`~mixnas.evaluators.latency.measure_missing.MeasuringPredictor`, which wraps this predictor; this module
-imports only the table and the signatures, so nothing that measures is below it.
+Two predictors, built by one factory (:func:`load_predictor`, what a search's ``latency: {type: lut}`` uses):
+:class:`LatencyPredictor`, the pure sum, for which a signature missing from the table is an error, and
+:class:`MeasuringPredictor`, which measures the signatures its table lacks first (in the network being predicted,
+with :func:`~mixnas.evaluators.latency.profile.profile_archs`), adds them to the table and its file, then sums.
+The sum itself (:func:`~mixnas.evaluators.latency.lut.lut_sum`) lives with the table, so that profiling (which
+calibrates on it) sits below this module.
 
 Prediction costs about 0.2-0.4 ms on first sight of an architecture (computing its signatures) and 30-50 µs
 afterwards: the signatures are cached by the (hashable) record (``benchmarks/latency_predictor.py``).
@@ -22,36 +25,21 @@ afterwards: the signatures are cached by the (hashable) record (``benchmarks/lat
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import re
 from typing import Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.lut import LatencyTable
+from mixnas.evaluators.latency.lut import LatencyTable, locked_table, lut_sum
+from mixnas.evaluators.latency.measure import MeasureConfig
+from mixnas.evaluators.latency.profile import config_from_table, profile_archs
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
 
+logger = logging.getLogger(__name__)
+
 CACHE_SIZE = 65536
-
-
-def lut_sum(table: LatencyTable, signatures: Sequence[str], *, calibrated: bool = True) -> tuple[float, float]:
-    """Predicted latency in ms and its standard deviation for a network made of parts with ``signatures``.
-
-    The model of the module docstring; ``calibrated=False`` gives the plain sum. Raises ``KeyError`` with the
-    first signature the table lacks (:meth:`LatencyPredictor.predict` turns it into an error for people).
-    """
-    entries = table.entries
-    total = 0.0
-    var = 0.0
-    for sig in signatures:
-        entry = entries[sig]
-        total += entry.ms
-        var += entry.std_ms * entry.std_ms
-    cal = table.calibration
-    if cal is None or not calibrated:
-        return total, math.sqrt(var)
-    return cal.apply(total, len(signatures)), cal.scale * math.sqrt(var)
 
 
 class LatencyPredictor:
@@ -73,7 +61,7 @@ class LatencyPredictor:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, calibrated: bool = True) -> LatencyPredictor:
-        """A predictor of the table at ``path`` (to measure what it lacks, see ``measure_missing.load_predictor``)."""
+        """A predictor of the table at ``path`` (to measure what it lacks: :func:`load_predictor`)."""
         return cls(LatencyTable.load(path), calibrated=calibrated, path=path)
 
     @property
@@ -129,3 +117,73 @@ def _resolution_hint(table: LatencyTable, arch: Architecture) -> str:
     if held and arch.resolution not in held:
         return f" (the table holds resolutions {held}, the architecture is at {arch.resolution}: --resolution?)"
     return ""
+
+
+class MeasuringPredictor:
+    """``predict(arch) -> (mean_ms, std_ms)`` like ``predictor``, measuring the signatures its table lacks first.
+
+    Args:
+        predictor: the pure predictor whose table (and file, ``predictor.path``, when set) receives the
+            measurements.
+        config: how to measure; defaults to the table's own settings
+            (:func:`~mixnas.evaluators.latency.profile.config_from_table`).
+    """
+
+    def __init__(self, predictor: LatencyPredictor, *, config: MeasureConfig | None = None) -> None:
+        self.predictor = predictor
+        self.config = config
+
+    @property
+    def table(self) -> LatencyTable:
+        return self.predictor.table
+
+    def predict(self, arch: Architecture) -> tuple[float, float]:
+        """Predicted latency of ``arch`` in ms and its standard deviation, after measuring what is missing."""
+        sigs = self.predictor.signatures(arch)
+        missing = self.table.missing(sigs)
+        if missing:
+            self._add(arch, missing)
+        return lut_sum(self.table, sigs, calibrated=self.predictor.calibrated)
+
+    def __call__(self, arch: Architecture) -> float:
+        return self.predict(arch)[0]
+
+    def _add(self, arch: Architecture, missing: list[str]) -> None:
+        path = self.predictor.path
+        if path is None:
+            self._measure(arch, missing)
+            return
+        with locked_table(path) as on_disk:
+            # another worker may have measured them meanwhile: take those, measure only the rest
+            for sig, entry in on_disk.entries.items():
+                self.table.entries.setdefault(sig, entry)
+            todo = self.table.missing(missing)
+            if todo:
+                self._measure(arch, todo)
+                on_disk.entries.update({s: self.table.entries[s] for s in todo})
+                on_disk.save(path)
+        if todo:
+            logger.info("latency: measured %d signature(s) missing from %s and added them", len(todo), path)
+        else:
+            logger.info("latency: %d signature(s) missing here were added to %s by another process",
+                        len(missing), path)
+
+    def _measure(self, arch: Architecture, signatures: Sequence[str]) -> None:
+        config = self.config or config_from_table(self.table)
+        profile_archs(self.table, [arch], config, only=set(signatures))
+
+
+def load_predictor(
+    path: str | os.PathLike[str],
+    *,
+    calibrated: bool = True,
+    measure_missing: bool = False,
+    config: MeasureConfig | None = None,
+) -> LatencyPredictor | MeasuringPredictor:
+    """The predictor of the table at ``path``; with ``measure_missing``, one that adds what it measures to the file.
+
+    The keyword options are those of ``latency.options`` in an experiment (``calibrated``, ``measure_missing``);
+    ``config`` (how to measure) only matters with ``measure_missing``.
+    """
+    predictor = LatencyPredictor.from_file(path, calibrated=calibrated)
+    return MeasuringPredictor(predictor, config=config) if measure_missing else predictor

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable, pool_entries
+from mixnas.evaluators.latency.backends import STAND_IN
+from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable, lut_sum, pool_entries
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
     REFERENCE_ARCH,
@@ -32,11 +33,11 @@ from mixnas.evaluators.latency.measure import (
     Pipeline,
     StageSpec,
     Timer,
+    check_positive,
     measure_archs,
     measure_reference,
     reference_spec,
 )
-from mixnas.evaluators.latency.predictor import lut_sum
 from mixnas.evaluators.latency.signatures import Part, arch_parts, arch_signatures, part_module
 from mixnas.search_space.arch import Architecture
 
@@ -69,6 +70,7 @@ def new_table(config: MeasureConfig, timer: Timer | None = None) -> LatencyTable
         device=device,
         settings=settings,
         devices=[device],
+        precision=config.precision,
     )
 
 
@@ -76,6 +78,10 @@ def config_from_table(table: LatencyTable, **overrides: Any) -> MeasureConfig:
     """The measurement settings a table was built with (backend, threads, batch, clock, statistic, ...)."""
     names = ("device", "warmup", "repeats", "channels_last", "clock", "statistic", "drift_correction", "min_seconds")
     known = {k: table.settings[k] for k in names if k in table.settings}
+    known["precision"] = table.precision
+    data = table.settings.get("calibration_data")
+    if table.precision == "int8" and isinstance(data, str) and data != STAND_IN:
+        known["calibration_data"] = data  # measured on, the missing parts are calibrated like the rest
     if "reference_ms" not in table.settings:
         known["drift_correction"] = False
     known.update(overrides)
@@ -107,6 +113,7 @@ def check_compatible(table: LatencyTable, config: MeasureConfig, timer: Timer | 
         batch_size=config.batch_size,
         device=(timer or LocalTimer()).device(config),
         settings=config.to_dict(),
+        precision=config.precision,
     ).condition()
     theirs = table.condition()
     differing = [k for k in here if here[k] != theirs[k]]
@@ -160,13 +167,6 @@ def context_pipeline(arch: Architecture, batch_size: int) -> Pipeline:
         return lambda: part_module(part, arch)
 
     return [StageSpec(p.signature, builder(p), p.input_shape(batch_size)) for p in arch_parts(arch)]
-
-
-def check_positive(name: str, value: Any) -> int:
-    """``value`` when it is a positive integer (``rounds``, ``chunk``), else a :class:`LatencyTableError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LatencyTableError(f"{name}: expected a positive integer, got {value!r}")
-    return value
 
 
 def profile_archs(

@@ -1,11 +1,12 @@
-"""Measuring on a latency agent over HTTP: the search machine's side of :mod:`~mixnas.evaluators.latency.agent`.
+"""Measuring on a latency agent over HTTP: the search machine's side of :mod:`~mixnas.evaluators.latency.agent`,
+and the one-file agent script itself (:func:`agent_script`).
 
 :class:`RemoteTimer` is a :class:`~mixnas.evaluators.latency.measure.Timer`: profiling, calibration, validation
-and end-to-end measurement take it in place of the local one. Every stage it is given is exported to ONNX once
-(``measure.export_onnx``), uploaded (``POST /models``, content-addressed, so a model the agent holds is never
+and end-to-end measurement take it in place of the local one. Every stage it is given is converted once by the
+backend (:func:`~mixnas.evaluators.latency.backends.convert_pipeline`: ONNX, float32 or int8), uploaded (``POST /models``, content-addressed, so a model the agent holds is never
 sent twice), and the pipelines are timed by one ``POST /measure`` on the device, with the agent's copy of the
 measurement rules. Drift correction stays here, as for local measurements: the reference network is one of the
-pipelines. Only the ``onnxruntime`` backend on the CPU can run on an agent.
+pipelines. Only the ``onnxruntime`` backend (float32 or int8) on the CPU can run on an agent.
 
 :class:`AgentClient` is the HTTP client (``urllib`` only), with timeouts, and one-line
 :class:`~mixnas.errors.LatencyTableError` messages for a refused connection, a wrong token (401) or a body over
@@ -23,17 +24,17 @@ import stat
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.agent import AGENT_VERSION
+from mixnas.evaluators.latency.backends import convert_pipeline
 from mixnas.evaluators.latency.measure import (
     MeasureConfig,
     Measurement,
     Pipeline,
-    StageSpec,
     Timed,
-    export_onnx,
     timing_settings,
 )
 from mixnas.textio import read_text
@@ -192,9 +193,8 @@ class RemoteTimer:
         info = self.client.info()
         return {**{k: info[k] for k in DEVICE_INFO_KEYS if k in info}, "measured_by": f"agent {self.client.url}"}
 
-    def _upload(self, spec: StageSpec) -> None:
-        if spec.key not in self.ids:
-            model = export_onnx(spec.build(), spec.input_shape)
+    def _upload(self, pipeline: Pipeline, config: MeasureConfig) -> None:
+        for spec, model in convert_pipeline(pipeline, config, skip=set(self.ids)):
             self.ids[spec.key] = self.client.upload(model, what=spec.key)
 
     def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
@@ -205,8 +205,8 @@ class RemoteTimer:
             "pipelines": [{"input_shape": list(p[0].input_shape), "stages": [s.key for s in p]} for p in pipelines],
         }
         for attempt in range(2):  # a second try after re-uploading what the agent had dropped
-            for spec in specs.values():
-                self._upload(spec)
+            for pipeline in pipelines:
+                self._upload(pipeline, config)
             request["models"] = {k: self.ids[k] for k in specs}
             try:
                 answer = self.client.measure(request)
@@ -229,3 +229,22 @@ class RemoteTimer:
 def remote_timer(url: str, token_file: str | os.PathLike[str]) -> RemoteTimer:
     """A :class:`RemoteTimer` for the agent at ``url``, authenticated by the token in ``token_file``."""
     return RemoteTimer(AgentClient.from_token_file(url, token_file))
+
+
+# --- the one-file agent ------------------------------------------------------------------------------------
+BUNDLE_BEGIN = "# mixnas-bundle: begin"
+BUNDLE_END = "# mixnas-bundle: end"
+
+
+def agent_script() -> str:
+    """The source of :mod:`.agent` with :mod:`.timing` inlined between its bundle markers: one file that imports
+    nothing of mixnas, what ``mixnas latency agent-script`` writes for a device."""
+    from mixnas.evaluators.latency import agent, timing
+
+    own = Path(agent.__file__).read_text(encoding="utf-8")
+    rules = Path(timing.__file__).read_text(encoding="utf-8")
+    rules = rules.replace("from __future__ import annotations\n", "", 1)
+    before, rest = own.split(BUNDLE_BEGIN, 1)
+    _, after = rest.split(BUNDLE_END, 1)
+    after = after.split("\n", 1)[1]
+    return f"{before}# --- the measurement rules (mixnas/evaluators/latency/timing.py) ---\n{rules}\n# --- the agent ---\n{after}"

@@ -13,21 +13,48 @@ With drift correction (the default), measured values are rescaled to the table's
 networks timed beside them: the table's calibration networks (their stored end-to-end latencies are the
 baseline; they are never validation networks), or the single reference network for tables without them. The
 ``uncorrected_*`` metrics compare the predictions with the raw values.
+
+:func:`validate_space` is the whole protocol of ``mixnas latency validate`` (and of the ``benchmarks/`` figures):
+held-out networks sampled from a space (the table's calibration networks left out), the signatures the table
+lacks measured first *inside other networks* of the space (so that no validation network times its own parts),
+then :func:`validate`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS, MeasureConfig, Measurement, Timer, measure_archs
+from mixnas.evaluators.latency.measure import (
+    DEFAULT_ROUNDS,
+    MeasureConfig,
+    Measurement,
+    Timer,
+    check_positive,
+    measure_archs,
+)
 from mixnas.evaluators.latency.predictor import LatencyPredictor
-from mixnas.evaluators.latency.profile import reference_ms
+from mixnas.evaluators.latency.profile import (
+    DEFAULT_CHUNK,
+    check_compatible,
+    config_from_table,
+    mutant_contexts,
+    profile_archs,
+    reference_ms,
+)
+from mixnas.evaluators.latency.sampling import VALIDATE_SEED, coverage_line, resolution_transform, sample_archs
+from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
+
+logger = logging.getLogger(__name__)
+MUTANT_SEED_OFFSET = 1_000_003
 
 
 def rankdata(values: Sequence[float]) -> list[float]:
@@ -192,6 +219,7 @@ def _metrics(
         metrics["drift_factors"] = sorted({round(m.drift, 4) for m in measured})
     metrics.update(
         backend=config.backend,
+        precision=config.precision,
         threads=config.threads,
         batch_size=config.batch_size,
         clock=config.resolved_clock,
@@ -274,3 +302,74 @@ def plot_scatter(report: ValidationReport, path: str | Path, *, title: str = "")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def validate_space(
+    table: Any,
+    space: Any,
+    n: int,
+    *,
+    lut: str,
+    seed: int = VALIDATE_SEED,
+    resolution: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+    chunk: int = DEFAULT_CHUNK,
+    strict: bool = False,
+    timer: Timer | None = None,
+    progress: Callable[[str], Callable[..., None]] | None = None,
+    say: Callable[[str], None] = logger.info,
+) -> ValidationReport:
+    """Validate ``table`` (saved at ``lut``) on ``n`` held-out networks of ``space``, as ``latency validate`` does.
+
+    The networks are sampled with ``seed`` (the table's calibration networks skipped), measured with the table's
+    own settings (``overrides``: ``repeats``, ``warmup``, ``min_seconds``) on ``timer``'s device, which must be
+    the table's. Signatures the table lacks are measured first in other networks of the space (mutants of the
+    validation networks; :func:`~mixnas.evaluators.latency.profile.mutant_contexts`) and saved to ``lut``, or, with
+    ``strict``, refused. ``progress(what)`` makes a ``(done, total, detail)`` callback; ``say`` gets one line per
+    step.
+    """
+    check_positive("chunk", chunk)  # before any measuring, also when the table lacks nothing
+    config = config_from_table(table, **(overrides or {}))
+    check_compatible(table, config, timer)  # end-to-end measurements here mean nothing for another device's table
+    exclude = {p[0] for p in table.calibration.points} if table.calibration else set()
+    space_obj, encodings, archs = sample_archs(space, n, seed, resolution, exclude=frozenset(exclude))
+    missing = table.missing(s for a in archs for s in arch_signatures(a))
+    own_context: list[str] = []
+    if missing and strict:
+        raise LatencyTableError(
+            f"{lut} lacks {len(missing)} signatures of the validation architectures, e.g. {missing[0]!r}; "
+            "profile more architectures or drop --strict"
+        )
+    if missing:
+        rng = np.random.default_rng(seed + MUTANT_SEED_OFFSET)
+        contexts, own_context = mutant_contexts(space_obj, encodings, table, rng, exclude={a.id for a in archs} |
+                                                exclude, transform=resolution_transform(resolution))
+        say(f"{len(missing)} signatures missing from {lut}; measuring them in {len(contexts)} other networks of "
+            f"the space ({len(own_context)} only found in their own network)")
+        tick = progress("profile") if progress else None
+        profile_archs(table, contexts, config, path=lut, chunk=chunk, rounds=rounds, progress=tick,
+                      only=set(missing), timer=timer)
+        if own_context:
+            profile_archs(table, archs, config, path=lut, chunk=chunk, rounds=rounds, progress=tick,
+                          only=set(own_context), timer=timer)
+    coverage = coverage_line(space, table, lut, resolution)
+    say(coverage)
+    if table.calibration is None:
+        say("warning: the LUT has no calibration; predictions are plain sums")
+    say(f"measuring {len(archs)} architectures end to end ({config.backend} {config.precision}, "
+        f"{config.threads} thread(s))")
+    report = validate(LatencyPredictor(table), archs, config, rounds=rounds,
+                      progress=progress("validate") if progress else None, timer=timer)
+    report.metrics.update(
+        space=space if isinstance(space, str) else "(mapping)",
+        seed=seed,
+        lut=lut,
+        missing_signatures=len(missing),
+        own_context_signatures=len(own_context),
+        coverage=coverage,
+        measured_on=table.describe_device() if timer is None else timer.device(config).get("measured_by"),
+    )
+    warning = repeatability_warning(report.metrics)
+    report.metrics["warnings"] = [warning] if warning else []
+    return report

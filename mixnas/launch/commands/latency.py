@@ -28,17 +28,22 @@ import sys
 import time
 from typing import Any, Sequence
 
-import numpy as np
-
 from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.backends import BACKEND_NAMES, PRECISIONS
 from mixnas.evaluators.latency.measure import DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_ROUNDS
 from mixnas.evaluators.latency.profile import DEFAULT_CHUNK
+from mixnas.evaluators.latency.sampling import (
+    PROFILE_SEED,
+    VALIDATE_SEED,
+    coverage_line,
+    sample_archs,
+    space_coverage,
+    with_resolution,
+)
 from mixnas.search_space.arch import Architecture
 
 DEFAULT_PROFILE_SAMPLES = 200
 DEFAULT_CALIBRATION = 10
-PROFILE_SEED = 0
-VALIDATE_SEED = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -174,6 +179,8 @@ def _add_import_csv(cmds: argparse._SubParsersAction) -> None:
     ic.add_argument("csv")
     ic.add_argument("--out", required=True)
     ic.add_argument("--backend", required=True, help="the runtime the CSV was measured with (e.g. tflite)")
+    ic.add_argument("--precision", choices=PRECISIONS, default="float32",
+                    help="the precision the CSV was measured in (default float32)")
     ic.add_argument("--threads", type=int, default=1)
     ic.add_argument("--batch-size", type=int, default=1)
     ic.add_argument("--cpu", default="unknown", help="device / CPU name the CSV was measured on")
@@ -238,8 +245,14 @@ def _timer(args: argparse.Namespace) -> Any:
 
 
 def _measure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
-                   help="torch (default) or onnxruntime (the default with --remote and for export-layers)")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
+                   help="torch (default) or onnxruntime (the default with --remote, for export-layers and for "
+                   "--precision int8)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="float32 (default) or int8 (onnxruntime: static QDQ quantisation, per-channel weights)")
+    p.add_argument("--calibration-data", metavar="DATA", default=None,
+                   help="int8: images that calibrate the quantisation (digits, an image folder, an IDX / CIFAR / "
+                   "npz file); default: a stand-in of seeded standard-normal images, recorded in the table")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default 1; with --remote, the agent's --threads)")
     p.add_argument("--batch-size", type=int, default=1)
@@ -282,8 +295,11 @@ def _config(args: argparse.Namespace, timer: Any = None) -> Any:
     if threads is None:
         threads = timer.client.info().get("threads", 1) if timer is not None else 1
     onnx_only = getattr(args, "remote", None) is not None or args.func is run_export_layers
+    onnx_only = onnx_only or args.precision != "float32"
     return MeasureConfig(
         backend=args.backend or ("onnxruntime" if onnx_only else "torch"),
+        precision=args.precision,
+        calibration_data=args.calibration_data,
         threads=threads,
         batch_size=args.batch_size,
         device=args.device,
@@ -301,69 +317,10 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _with_resolution(arch: Architecture, resolution: int | None) -> Architecture:
-    if resolution is None or resolution == arch.resolution:
-        return arch
-    from mixnas.errors import ArchitectureError
-
-    try:
-        return arch.replace(resolution=resolution)
-    except ValueError as exc:
-        raise ArchitectureError(str(exc)) from None
-
-
 def _resolve(specs: Sequence[str], resolution: int | None) -> list[Architecture]:
     from mixnas.launch.archref import resolve_cli_arch
 
-    return [_with_resolution(resolve_cli_arch(s), resolution) for s in specs]
-
-
-def sample_archs(
-    space_spec: str, n: int, seed: int, resolution: int | None = None, exclude: frozenset[str] = frozenset()
-) -> tuple[Any, list[tuple[int, ...]], list[Architecture]]:
-    """The space and ``n`` distinct architectures sampled from it with ``seed`` (ids in ``exclude`` skipped).
-
-    Returns ``(space, encodings, architectures)``. Sampling stops with an error after ``50 * n`` draws.
-    """
-    from mixnas.search_space.spaces import load_space
-
-    space = load_space(space_spec)
-    rng = np.random.default_rng(seed)
-    found: dict[str, tuple[tuple[int, ...], Architecture]] = {}
-    for _ in range(50 * max(n, 1)):
-        if len(found) >= n:
-            break
-        encoding = space.sample(rng)
-        arch = space.decode(encoding)
-        if not isinstance(arch, Architecture):
-            raise LatencyTableError(
-                f"space {space_spec!r} does not decode to architectures (got {type(arch).__name__})"
-            )
-        arch = _with_resolution(arch, resolution)
-        if arch.id not in exclude:
-            found.setdefault(arch.id, (tuple(encoding), arch))
-    if len(found) < n:
-        raise LatencyTableError(f"space {space_spec!r}: found only {len(found)} distinct architectures for -n {n}")
-    return space, [e for e, _ in found.values()], [a for _, a in found.values()]
-
-
-def space_coverage(space_spec: str, resolution: int | None = None) -> Any:
-    """Every signature of the space (:class:`~mixnas.evaluators.latency.signatures.SpaceSignatures`)."""
-    from mixnas.evaluators.latency.signatures import space_signatures
-    from mixnas.search_space.spaces import StageSpace, load_space
-
-    space = load_space(space_spec)
-    if not isinstance(space, StageSpace):
-        raise LatencyTableError(f"space {space_spec!r} does not decode to architectures (it has no latency)")
-    return space_signatures(space, transform=lambda a: _with_resolution(a, resolution))
-
-
-def _coverage_line(space_spec: str, table: Any, lut: str, resolution: int | None) -> str:
-    """``"L holds 812 of 812 signatures the space 'tiny' can produce"``, or why it cannot be counted."""
-    try:
-        return space_coverage(space_spec, resolution).describe(table, lut)
-    except LatencyTableError as exc:
-        return f"{lut}: coverage not counted ({exc})"
+    return [with_resolution(resolve_cli_arch(s), resolution) for s in specs]
 
 
 class _Progress:
@@ -407,7 +364,7 @@ def run_measure(args: argparse.Namespace) -> int:
         print(
             f"{r['arch'][:40]:<40} {r['resolution']:>4}px  p10 {r['p10_ms']:.3f}  median {r['median_ms']:.3f} ms  "
             f"iqr {r['iqr_ms']:.3f}  mean {r['mean_ms']:.3f} ± {r['std_ms']:.3f}  "
-            f"(n={r['count']}, {config.backend}, {config.threads} thread(s))"
+            f"(n={r['count']}, {config.backend} {config.precision}, {config.threads} thread(s))"
         )
     return 0
 
@@ -449,7 +406,8 @@ def run_profile(args: argparse.Namespace) -> int:
     missing = table.missing(s for a in archs for s in arch_signatures(a))
     contexts = select_contexts(table, archs)
     _say(f"profile: {len(archs)} architectures, {len(distinct)} distinct signatures, {len(missing)} to measure "
-         f"in {len(contexts)} networks ({config.backend}, {config.threads} thread(s), batch {config.batch_size}, "
+         f"in {len(contexts)} networks ({config.backend} {config.precision}, {config.threads} thread(s), "
+         f"batch {config.batch_size}, "
          f"{config.resolved_clock} clock) -> {args.out}")
     profile_archs(
         table, archs, config, path=args.out, chunk=args.chunk, rounds=args.rounds, progress=_Progress("profile"),
@@ -465,18 +423,18 @@ def run_profile(args: argparse.Namespace) -> int:
         table.save(args.out)
         _say(f"calibrate: {cal.describe()}")
     print(
-        f"{args.out}: {len(table)} signatures ({config.backend}, {config.threads} thread(s), "
+        f"{args.out}: {len(table)} signatures ({config.backend} {config.precision}, {config.threads} thread(s), "
         f"batch {config.batch_size})"
     )
     if coverage is not None:
         print(coverage.describe(table, args.out))
     elif args.space:
-        print(_coverage_line(args.space, table, args.out, args.resolution))
+        print(coverage_line(args.space, table, args.out, args.resolution))
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mixnas.evaluators.latency.measure_missing import load_predictor
+    from mixnas.evaluators.latency.predictor import load_predictor
 
     predictor = load_predictor(args.lut, measure_missing=args.measure_missing)
     archs = _resolve(args.archs, args.resolution)
@@ -488,7 +446,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if len(predictor.table) > before:  # the predictor has added them to the file
         _say(f"predict: measured {len(predictor.table) - before} missing signatures into {args.lut}")
     if args.json:
-        json.dump({"lut": args.lut, "backend": predictor.table.backend, "results": rows}, sys.stdout)
+        json.dump({"lut": args.lut, "backend": predictor.table.backend, "precision": predictor.table.precision,
+                   "results": rows}, sys.stdout)
         sys.stdout.write("\n")
         return 0
     for r in rows:
@@ -498,100 +457,38 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_validate(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency.lut import LatencyTable
-    from mixnas.evaluators.latency.predictor import LatencyPredictor
-    from mixnas.evaluators.latency.profile import check_compatible, check_positive, config_from_table
-    from mixnas.evaluators.latency.validate import plot_scatter, repeatability_warning, validate
+    from mixnas.evaluators.latency.validate import plot_scatter, validate_space
 
-    check_positive("chunk", args.chunk)  # before any measuring, also when the table lacks nothing
     table = LatencyTable.load(args.lut)
     overrides = {
         k: v
         for k, v in (("repeats", args.repeats), ("warmup", args.warmup), ("min_seconds", args.min_seconds))
         if v is not None
     }
-    config = config_from_table(table, **overrides)
-    timer = _timer(args)
-    check_compatible(table, config, timer)  # end-to-end measurements here mean nothing for another device's table
-    exclude = {p[0] for p in table.calibration.points} if table.calibration else set()
-    space, encodings, archs = sample_archs(args.space, args.n, args.seed, args.resolution, exclude=frozenset(exclude))
-    missing, own_context = _measure_missing_elsewhere(args, table, config, space, encodings, archs, exclude, timer)
-    coverage = _coverage_line(args.space, table, args.lut, args.resolution)
-    _say(f"validate: {coverage}")
-    if table.calibration is None:
-        _say("validate: warning: the LUT has no calibration; predictions are plain sums")
-    _say(f"validate: measuring {len(archs)} architectures end to end ({config.backend}, {config.threads} thread(s))")
-    report = validate(
-        LatencyPredictor(table), archs, config, rounds=args.rounds, progress=_Progress("validate"), timer=timer
+    report = validate_space(
+        table, args.space, args.n, lut=args.lut, seed=args.seed, resolution=args.resolution, overrides=overrides,
+        rounds=args.rounds, chunk=args.chunk, strict=args.strict, timer=_timer(args), progress=_Progress,
+        say=lambda line: _say(f"validate: {line}"),
     )
-    report.metrics.update(
-        space=args.space,
-        seed=args.seed,
-        lut=args.lut,
-        missing_signatures=len(missing),
-        own_context_signatures=len(own_context),
-        coverage=coverage,
-        measured_on=table.describe_device() if timer is None else timer.device(config).get("measured_by"),
-    )
-    warning = repeatability_warning(report.metrics)
-    report.metrics["warnings"] = [warning] if warning else []
-    if warning:
+    m = report.metrics
+    for warning in m["warnings"]:
         _say(f"validate: warning: {warning}")
     if args.plot:
-        plot_scatter(report, args.plot, title=f"{args.space} space, {config.backend}, {config.threads} thread(s)")
+        plot_scatter(report, args.plot, title=f"{args.space} space, {m['backend']} {m['precision']}, "
+                     f"{m['threads']} thread(s)")
         _say(f"validate: plot written to {args.plot}")
     if args.json:
         json.dump(report.to_dict(), sys.stdout)
         sys.stdout.write("\n")
     else:
-        _print_validation(report.metrics, args.space)
+        _print_validation(m, args.space)
     return 0
-
-
-def _measure_missing_elsewhere(
-    args: argparse.Namespace,
-    table: Any,
-    config: Any,
-    space: Any,
-    encodings: list[tuple[int, ...]],
-    archs: list[Architecture],
-    exclude: set[str],
-    timer: Any = None,
-) -> tuple[list[str], list[str]]:
-    """Measure the signatures of the validation ``archs`` that ``table`` lacks, inside *other* networks.
-
-    Returns the missing signatures and those no mutant contained (measured in their own network). With
-    ``--strict``, a missing signature is an error instead.
-    """
-    from mixnas.evaluators.latency.profile import mutant_contexts, profile_archs
-    from mixnas.evaluators.latency.signatures import arch_signatures
-
-    missing = table.missing(s for a in archs for s in arch_signatures(a))
-    if not missing:
-        return [], []
-    if args.strict:
-        raise LatencyTableError(
-            f"{args.lut} lacks {len(missing)} signatures of the validation architectures, e.g. {missing[0]!r}; "
-            "profile more architectures or drop --strict"
-        )
-    rng = np.random.default_rng(args.seed + 1_000_003)
-    contexts, own_context = mutant_contexts(
-        space, encodings, table, rng, exclude={a.id for a in archs} | exclude,
-        transform=lambda a: _with_resolution(a, args.resolution),
-    )
-    _say(f"validate: {len(missing)} signatures missing from {args.lut}; measuring them in {len(contexts)} other "
-         f"networks of the space ({len(own_context)} only found in their own network)")
-    progress = _Progress("profile")
-    profile_archs(table, contexts, config, path=args.lut, chunk=args.chunk, rounds=args.rounds, progress=progress,
-                  only=set(missing), timer=timer)
-    if own_context:
-        profile_archs(table, archs, config, path=args.lut, chunk=args.chunk, rounds=args.rounds, progress=progress,
-                      only=set(own_context), timer=timer)
-    return missing, own_context
 
 
 def _print_validation(m: dict[str, Any], space: str) -> None:
     """The validation report as a few lines for people."""
-    print(f"latency predictor on {m['n']} architectures of {space} ({m['backend']}, {m['threads']} thread(s)):")
+    print(f"latency predictor on {m['n']} architectures of {space} ({m['backend']} {m['precision']}, "
+          f"{m['threads']} thread(s)):")
     print(f"  within ±5%  {100 * m['within_5pct']:5.1f}%    within ±10% {100 * m['within_10pct']:5.1f}%")
     print(
         f"  RMSE {m['rmse_ms']:.3f} ms   RMSPE {m['rmspe']:.2f}%   MAPE {m['mape']:.2f}%   "
@@ -635,6 +532,7 @@ def run_import_csv(args: argparse.Namespace) -> int:
         threads=args.threads,
         batch_size=args.batch_size,
         device={"cpu": args.cpu, "accelerator": "cpu"},
+        precision=args.precision,
     )
     table.save(args.out)
     print(f"{args.out}: {len(table)} signatures imported from {args.csv}")
@@ -661,7 +559,9 @@ def run_agent_script(args: argparse.Namespace) -> int:
     from mixnas.evaluators.latency import agent
     from mixnas.textio import os_reason, write_text_atomic
 
-    source = Path(agent.__file__).read_text(encoding="utf-8")
+    from mixnas.evaluators.latency.remote import agent_script
+
+    source = agent_script()
     try:
         mixnas_version = version("mixnas")
     except PackageNotFoundError:
@@ -669,7 +569,7 @@ def run_agent_script(args: argparse.Namespace) -> int:
     header = (
         f"#!/usr/bin/env python3\n# mixnas latency agent {agent.AGENT_VERSION}, written by mixnas "
         f"{mixnas_version} (mixnas latency agent-script). Needs Python 3.9+, numpy and "
-        "onnxruntime only.\n# Serve: python agent.py --token-file token.txt [--host 0.0.0.0 --port 8765]; offline: "
+        "onnxruntime only (float32 and int8 ONNX models).\n# Serve: python agent.py --token-file token.txt [--host 0.0.0.0 --port 8765]; offline: "
         "python agent.py --measure-dir DIR --out results.csv\n"
     )
     try:

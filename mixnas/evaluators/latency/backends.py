@@ -1,0 +1,354 @@
+"""Latency backends: how a part or a network is converted for a runtime, and how that runtime runs it.
+
+A :class:`Backend` is registered once in :data:`BACKENDS`; its name is what ``--backend`` and ``latency.backend``
+accept, and what a lookup table records. Every backend turns a torch module (a part of a network, a whole network,
+the reference network) into the runtime's own model (:attr:`Backend.convert`) and that model into a *stage*, a
+function from a backend input to a backend output (:attr:`Backend.load`), which the timing rules of
+:mod:`.timing` run. Backends whose models are files (:attr:`Backend.file_suffix`) can also be timed by the
+latency agent on another device, or written out for it (``export-layers``).
+
+* ``torch``: eager PyTorch in ``eval()`` and ``inference_mode``, ``channels_last`` by default (MixConv's split /
+  per-group depthwise / concat is much faster in that layout on CPU); on CUDA every run is followed by
+  ``torch.cuda.synchronize()``. float32 only.
+* ``onnxruntime``: the module is exported with the TorchScript exporter (``dynamo=False``; no onnxscript needed)
+  and run on the CPU execution provider (the agent's session settings: ``intra_op_num_threads``, full graph
+  optimisation, sequential execution). ``int8``: ONNX Runtime static quantisation of the exported model, QDQ
+  format, per-channel int8 weights and uint8 activations (:func:`quantize_onnx`), after ONNX Runtime's
+  pre-processing (shape inference and graph optimisation, which folds batch norm into the convolutions as a
+  deployed model has it).
+
+Precision ``int8`` needs calibration inputs (:func:`calibration_inputs`): images of the data set named by
+``calibration_data`` (the experiment's data in a search), else a stand-in that the table records
+(:data:`STAND_IN`). The ranges of a part are calibrated on the activations the parts before it produce from
+those images (:func:`convert_pipeline`), so a part inside a network is quantised as it would be in the whole
+network. Latency depends on shapes, not on the weights' values, but the calibration is kept honest all the same:
+an export (``mixnas export --int8``) calibrates on the real data.
+
+Steady allocator (torch backend, Linux / glibc): before the first torch measurement in a process,
+:func:`steady_allocator` raises glibc malloc's mmap and trim thresholds, so activations of any size are reused
+from the heap instead of being mapped (and page-faulted) afresh on every inference. glibc's own thresholds adapt
+to the process's allocation history, which made the same network measure 28-47 ms in one process and 21 ms in
+another (a 7 MB activation at 112x112); with the thresholds fixed, repeat measurements agree within ~5%.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import io
+import logging
+import os
+import platform
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Sequence
+
+from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.agent import AgentError, import_onnxruntime, onnx_stage
+from mixnas.evaluators.latency.timing import Stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("float32", "int8")
+ONNX_OPSET = 17
+CALIBRATION_IMAGES = 16
+CALIBRATION_SEED = 1234
+STAND_IN = f"stand-in: {CALIBRATION_IMAGES} seeded standard-normal images (no calibration data given)"
+INT8_SCHEME = "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One runtime: what it accepts and how it converts and runs a module.
+
+    Attributes:
+        name: the name users give (``--backend``, ``latency.backend``) and tables record.
+        precisions: the precisions it can run (:data:`PRECISIONS`).
+        devices: ``cpu``, and ``cuda`` where the runtime can use it.
+        convert: ``(module, input_shape, config, calibration) -> model``: the runtime's form of a module in eval
+            mode; ``calibration`` is a batch of inputs (int8) or None.
+        load: ``(model, config) -> stage``.
+        file_suffix: the suffix of the model's file where the model is bytes (an agent can time it), else None.
+        versions: the runtime's library versions, for the device metadata of a table.
+    """
+
+    name: str
+    precisions: tuple[str, ...]
+    devices: tuple[str, ...]
+    convert: Callable[[Any, tuple[int, ...], Any, Any], Any]
+    load: Callable[[Any, Any], Stage]
+    file_suffix: str | None
+    versions: Callable[[], dict[str, Any]]
+
+    def check(self, precision: str, device: str) -> None:
+        """A :class:`LatencyTableError` naming what this backend allows when it cannot run ``precision`` on
+        ``device``."""
+        if precision not in PRECISIONS:
+            raise LatencyTableError(f"precision: expected one of {list(PRECISIONS)}, got {precision!r}")
+        if precision not in self.precisions:
+            raise LatencyTableError(
+                f"precision {precision!r} is not available with backend {self.name!r} (it runs "
+                f"{', '.join(self.precisions)}); backends with {precision}: {backends_with(precision)}"
+            )
+        if device not in self.devices:
+            raise LatencyTableError(f"device {device!r} is not supported by backend {self.name!r} "
+                                    f"(devices: {list(self.devices)})")
+
+
+# --- torch ----------------------------------------------------------------------------------------------------
+_MALLOC_THRESHOLD = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+@functools.cache
+def steady_allocator() -> bool:
+    """Fix glibc malloc's mmap / trim thresholds for the process (once); False where that is not possible."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        done = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MALLOC_THRESHOLD)) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, _MALLOC_THRESHOLD)
+        )
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return False
+    if not done:
+        logger.warning("mallopt refused the steady-allocator thresholds; torch latencies may depend on history")
+    return done
+
+
+def _torch_convert(module: torch.nn.Module, input_shape: tuple[int, ...], config: Any, calibration: Any) -> Any:
+    import torch
+
+    steady_allocator()
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LatencyTableError("device 'cuda' was requested but torch sees no CUDA device")
+    module = module.eval().to(device)
+    if config.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def _torch_load(module: Any, config: Any) -> Stage:
+    if config.device != "cuda":
+        return module
+    import torch
+
+    sync = torch.cuda.synchronize
+
+    def run(x: Any) -> Any:
+        y = module(x)
+        sync()
+        return y
+
+    return run
+
+
+def _torch_versions() -> dict[str, Any]:
+    return {"steady_allocator": steady_allocator()}
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------------------------
+def require_onnxruntime() -> Any:
+    """onnxruntime, or a :class:`LatencyTableError` naming the extra to install."""
+    try:
+        return import_onnxruntime()
+    except AgentError:
+        raise LatencyTableError(
+            "the onnxruntime backend needs onnxruntime and onnx: pip install 'mixnas[onnx]'"
+        ) from None
+
+
+def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = False) -> bytes:
+    """Serialise ``module`` (in eval mode) to an ONNX model for one input of ``input_shape`` (with
+    ``dynamic_batch``: any batch size, the first axis of ``input`` and ``output`` named ``batch``)."""
+    import torch
+
+    try:
+        import onnx  # noqa: F401  (the legacy exporter needs it)
+    except ImportError:
+        raise LatencyTableError("exporting to ONNX needs onnx: pip install 'mixnas[onnx]'") from None
+    module = module.eval()
+    example = torch.zeros(*input_shape)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["input"],
+            output_names=["output"],
+            do_constant_folding=True,
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
+        )
+    return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """onnxruntime.quantization logs advice on the root logger for every model; keep it out of the terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_onnx(model: bytes, calibration: Sequence[np.ndarray], *, input_name: str = "input") -> bytes:
+    """An int8 model of a float32 ONNX model: ONNX Runtime static quantisation (:data:`INT8_SCHEME`).
+
+    ``calibration``: inputs of the model's input shape whose activation ranges set the quantisation scales.
+    The model is pre-processed first (shape inference, graph optimisation: batch norm folded into the
+    convolutions), as ONNX Runtime recommends, so that no float operator is left between quantised ones.
+    """
+    require_onnxruntime()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{input_name: x} for x in calibration])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory(prefix="mixnas-int8-") as tmp, _quiet_quantizer():
+        source, prepared, target = (os.path.join(tmp, n) for n in ("float.onnx", "pre.onnx", "int8.onnx"))
+        with open(source, "wb") as fh:
+            fh.write(model)
+        try:
+            quant_pre_process(source, prepared, skip_symbolic_shape=True)
+            quantize_static(prepared, target, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            extra_options={"CalibTensorRangeSymmetric": False})
+        except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise LatencyTableError(f"int8 quantisation failed ({first})") from None
+        with open(target, "rb") as fh:
+            return fh.read()
+
+
+def _onnx_convert(module: torch.nn.Module, input_shape: tuple[int, ...], config: Any, calibration: Any) -> bytes:
+    require_onnxruntime()
+    model = export_onnx(module, input_shape)
+    if config.precision != "int8":
+        return model
+    return quantize_onnx(model, list(calibration))
+
+
+def _onnx_load(model: bytes, config: Any) -> Stage:
+    require_onnxruntime()
+    try:
+        return onnx_stage(model, config.threads)  # the agent's session settings
+    except AgentError as exc:
+        raise LatencyTableError(str(exc)) from None
+
+
+def _onnx_versions() -> dict[str, Any]:
+    return {"onnxruntime": require_onnxruntime().__version__}
+
+
+# --- the registry ---------------------------------------------------------------------------------------------
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions),
+    "onnxruntime": Backend("onnxruntime", ("float32", "int8"), ("cpu",), _onnx_convert, _onnx_load, ".onnx",
+                           _onnx_versions),
+}
+BACKEND_NAMES = tuple(BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``; an unknown name is an error listing the known ones."""
+    try:
+        return BACKENDS[name]
+    except (KeyError, TypeError):
+        raise LatencyTableError(f"unknown latency backend {name!r}: expected one of {list(BACKENDS)}") from None
+
+
+def backends_with(precision: str) -> list[str]:
+    return [b.name for b in BACKENDS.values() if precision in b.precisions]
+
+
+# --- calibration inputs ---------------------------------------------------------------------------------------
+def calibration_inputs(data: str | None, input_shape: Sequence[int], count: int = CALIBRATION_IMAGES) -> np.ndarray:
+    """``count`` inputs of ``input_shape`` (batch included) for int8 calibration, stacked on a new first axis.
+
+    ``data``: a data set as the proxy trainer reads it (``digits``, an image folder, an IDX / CIFAR / npz file;
+    :class:`~mixnas.evaluators.data.DataSpec`), resized to the input's resolution and normalised by the chosen
+    images' channel statistics; None: the stand-in (:data:`STAND_IN`).
+    """
+    import numpy as np
+
+    shape = tuple(int(d) for d in input_shape)
+    if data is None:
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        return rng.standard_normal((count, *shape), dtype=np.float32)
+    return _data_inputs(data, shape, count)
+
+
+@functools.lru_cache(maxsize=8)
+def _data_inputs(data: str, shape: tuple[int, ...], count: int) -> np.ndarray:
+    import numpy as np
+
+    from mixnas.evaluators.data import DataSpec, load_images
+
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+        raise LatencyTableError(f"calibration data: expected an image input (batch, 3, side, side), got {shape}")
+    batch, _, side, _ = shape
+    images = load_images(DataSpec(source=data, resolution=side)).images  # uint8 (n, side, side, c)
+    if images.shape[3] == 1:
+        images = np.repeat(images, 3, axis=3)
+    need = count * batch
+    order = np.random.default_rng(CALIBRATION_SEED).permutation(len(images))
+    chosen = images[np.resize(order, need)].astype(np.float32) / 255.0
+    mean = chosen.mean(axis=(0, 1, 2))
+    std = np.maximum(chosen.std(axis=(0, 1, 2)), 1e-3)
+    x = ((chosen - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
+    return np.ascontiguousarray(x.reshape(count, batch, 3, side, side))
+
+
+def _forward(module: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:
+    """``module`` (float32 torch, eval) on every input of ``inputs`` (stacked on the first axis)."""
+    import numpy as np
+    import torch
+
+    count, batch = inputs.shape[:2]
+    with torch.inference_mode():
+        out = module.eval()(torch.from_numpy(np.ascontiguousarray(inputs.reshape(count * batch, *inputs.shape[2:]))))
+    return out.numpy().reshape(count, batch, *out.shape[1:])
+
+
+def convert_pipeline(pipeline: Sequence[Any], config: Any, skip: Collection[str] = ()) -> Iterator[tuple[Any, Any]]:
+    """``(stage spec, runtime model)`` for every stage of ``pipeline`` (:class:`~.measure.StageSpec`) whose key is
+    not in ``skip`` (converted once per key).
+
+    For int8, every stage is calibrated on the activations that the float32 stages before it produce from the
+    calibration inputs (:func:`calibration_inputs` of ``config.calibration_data``), as in the whole network.
+    """
+    backend = get_backend(config.backend)
+    int8 = config.precision == "int8"
+    inputs = calibration_inputs(config.calibration_data, pipeline[0].input_shape) if int8 and pipeline else None
+    done = set(skip)
+    for i, spec in enumerate(pipeline):
+        convert = spec.key not in done
+        later = int8 and any(s.key not in done and s.key != spec.key for s in pipeline[i + 1:])
+        if not convert and not later:
+            continue
+        module = spec.build()
+        if convert:
+            done.add(spec.key)
+            yield spec, backend.convert(module, spec.input_shape, config, inputs)
+        if later:
+            inputs = _forward(module, inputs)
