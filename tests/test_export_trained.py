@@ -154,6 +154,38 @@ def test_every_format_and_the_readme_code_run(exported: tuple[Path, Path, Path],
     assert tuple(ran["logits"].shape) == (3, 10)
 
 
+def test_an_int8_export_is_calibrated_and_scored_in_its_runtime(exported: tuple[Path, Path, Path],
+                                                                 tmp_path: Path) -> None:
+    import onnx
+
+    _, train, _ = exported
+    done = _cli("export", str(train), "--format", "onnx", "onnx-int8", "-o", str(tmp_path / "int8"))
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "int8"
+    ops = {n.op_type for n in onnx.load(str(folder / "model.int8.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    deployed = json.loads((folder / "arch.json").read_text())["deployed"]
+    files = {f["file"]: f for f in deployed["files"]}
+    assert set(files) == {"model.onnx", "model.int8.onnx"}
+    assert deployed["int8_calibration"]["images"] > 0 and "QDQ" in deployed["int8_calibration"]["scheme"]
+    final = json.loads((train / "metrics.json").read_text())
+    assert files["model.onnx"]["images"] == files["model.int8.onnx"]["images"] > 0
+    # float32 in ONNX Runtime is the PyTorch model; int8 may lose a little
+    assert files["model.onnx"]["max_abs_logit_diff_vs_torch"] < 1e-3
+    assert files["model.onnx"]["top1"] == pytest.approx(final["top1"], abs=1e-6)
+    assert abs(files["model.int8.onnx"]["top1"] - final["top1"]) <= 0.1
+    # the int8 model runs from its own metadata, like model.onnx
+    session = ort.InferenceSession(str(folder / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    assert set(ONNX_METADATA) <= set(session.get_modelmeta().custom_metadata_map)
+    readme = (folder / "README.md").read_text()
+    assert "## Deployed files, scored in their runtime" in readme and "| `model.int8.onnx` | onnxruntime | int8 |" in readme
+    # a search run holds no weights to quantise
+    run_dir = exported[0]
+    done = _cli("export", str(run_dir), "--format", "onnx-int8", "-o", str(tmp_path / "nope"))
+    assert done.returncode == 2 and "holds architectures, not trained weights" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_a_folder_trained_before_preprocessing_was_recorded_exports_the_same(
         exported: tuple[Path, Path, Path], tmp_path: Path) -> None:
     _, train, export = exported

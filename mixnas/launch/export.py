@@ -25,8 +25,10 @@ reward of every exported trial. Candidates of a generic (non-architecture) space
 with ``torch.load(weights_only=True)``) and ``arch.json`` (the architecture under ``"architecture"``, plus the test
 metrics, the input preprocessing and the timm stages) always, since :func:`mixnas.load_model` reads those two;
 ``tf.txt``, ``timm.txt`` and ``model.onnx`` (the trained weights, a dynamic batch axis and the
-:data:`ONNX_METADATA` entries in ``metadata_props``) as ``formats`` asks; and a ``README.md`` with the test metrics
-and the few lines that run the model in ONNX Runtime and PyTorch.
+:data:`ONNX_METADATA` entries in ``metadata_props``) as ``formats`` asks; with ``onnx-int8``, ``model.int8.onnx``
+(static int8 quantisation calibrated on the training images) and every ONNX file scored in ONNX Runtime on the
+evaluation split (:mod:`mixnas.launch.deployed`); and a ``README.md`` with the test metrics and the few lines that
+run the model in ONNX Runtime and PyTorch.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("tf", "timm", "json", "onnx")
+DEFAULT_FORMATS = ("tf", "timm", "json", "onnx")
+DEPLOY_FORMATS = ("onnx-int8",)  # trained models only: converted for a runtime, calibrated and scored on the data
+FORMATS = (*DEFAULT_FORMATS, *DEPLOY_FORMATS)
 UNTRAINED = ("these are architectures, not trained models: model.onnx holds random initial weights; for trained "
              "ones run `mixnas train RUN_DIR:TRIAL --data DATA --output TRAIN_DIR`, then `mixnas export TRAIN_DIR`")
 ONNX_METADATA = {  # key -> what its value (a string; JSON but for mixnas_version) holds
@@ -92,6 +96,10 @@ class TrainedExport(Written):
     source: Path
     trained: dict[str, Any]
     preprocessing: dict[str, Any]
+    scores: list[dict[str, Any]] = field(default_factory=list)  # deployed files scored in their runtime
+    calibration: dict[str, Any] | None = None  # of model.int8.onnx
+    eval_split: str | None = None
+    timm_text: str | None = None
 
 
 def select(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, top: int | None = None,
@@ -173,7 +181,8 @@ def _write_json(item: Written, doc: dict[str, Any], timm_text: str | None) -> No
     if timm_text is not None:
         doc["timm_stages"] = [line.split() for line in timm_text.splitlines()[1:]]
     write_text_atomic(item.folder / "arch.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    item.files.append("arch.json")
+    if "arch.json" not in item.files:
+        item.files.append("arch.json")
 
 
 def _write_strings(item: Written, arch: Architecture, formats: Sequence[str], timm: tuple[str | None, str | None]
@@ -212,21 +221,31 @@ def onnx_metadata(arch: Architecture, trained: dict[str, Any] | None = None,
     return meta
 
 
+def _with_metadata(model: bytes, meta: dict[str, str]) -> bytes:
+    import onnx
+
+    proto = onnx.load_model_from_string(model)
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()
+
+
+def _onnx_bytes(arch: Architecture, module: nn.Module | None = None) -> bytes:
+    """The float32 ONNX model of ``module`` (default: ``arch`` built with random weights), any batch size."""
+    from mixnas.evaluators.latency.backends import export_onnx
+    from mixnas.evaluators.latency.measure import arch_input_shape, build_network
+
+    return export_onnx(module if module is not None else build_network(arch), arch_input_shape(arch, 1),
+                       dynamic_batch=True)
+
+
 def _write_onnx(item: Written, arch: Architecture, meta: dict[str, str], module: nn.Module | None = None) -> None:
     """``model.onnx`` of ``module`` (default: ``arch`` built with random weights), any batch size, with ``meta``."""
     try:
-        import onnx
-
-        from mixnas.evaluators.latency.backends import export_onnx
-        from mixnas.evaluators.latency.measure import arch_input_shape, build_network
-
-        model = onnx.load_model_from_string(export_onnx(module if module is not None else build_network(arch),
-                                                        arch_input_shape(arch, 1), dynamic_batch=True))
-        for key, value in meta.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
+        model = _with_metadata(_onnx_bytes(arch, module), meta)
         with atomic_file(item.folder / "model.onnx", "wb") as fh:
-            fh.write(model.SerializeToString())
+            fh.write(model)
         item.files.append("model.onnx")
     except (ImportError, MixnasError, RuntimeError) as exc:
         item.notes.append(f"no ONNX file: {type(exc).__name__}: {exc}")
@@ -259,11 +278,17 @@ def _check_formats(formats: Sequence[str]) -> None:
 
 
 def export_run(run_dir: str | Path, *, top: int | None = None, pareto: bool = False,
-               formats: Sequence[str] = FORMATS, out_dir: str | Path | None = None) -> tuple[Path, list[Exported]]:
+               formats: Sequence[str] = DEFAULT_FORMATS, out_dir: str | Path | None = None
+               ) -> tuple[Path, list[Exported]]:
     """Export a run's best or Pareto-optimal trials; returns the export folder and what was written."""
     paths = RunPaths(Path(run_dir))
     cfg = load_run_config(paths)
     _check_formats(formats)
+    deploy = [f for f in formats if f in DEPLOY_FORMATS]
+    if deploy:
+        raise RunError(f"--format {deploy[0]}: a search run holds architectures, not trained weights; train one "
+                       "first (mixnas train RUN_DIR:TRIAL --data DATA --output T), then mixnas export T --format "
+                       f"{deploy[0]}")
     with Ledger(paths.ledger, readonly=True) as ledger:
         records = with_repeats(ledger.trials(), ledger.repeats())  # re-ranked trials: their means over seeds
     chosen = select(cfg, records, top=top, pareto=pareto)
@@ -286,6 +311,9 @@ FILE_NOTES = {
     "model.onnx": "the network with the trained weights (opset 17): input `input` float32 (batch, 3, RES, RES), "
                   "output `output` logits (batch, CLASSES), any batch size; `metadata_props` hold the "
                   "architecture, input shape, normalisation, class names, mixnas version and test metrics",
+    "model.int8.onnx": "the same network quantised to int8 (ONNX Runtime static quantisation: QDQ, per-channel "
+                       "int8 weights, uint8 activations, calibrated on training images); same input, output and "
+                       "metadata as model.onnx",
 }
 ONNX_SNIPPET = '''```python
 import json
@@ -356,7 +384,7 @@ def _preprocessing(run: dict[str, Any], source: Path) -> dict[str, Any]:
     return load_training_data(spec).preprocessing()
 
 
-def export_trained(train_dir: str | Path, *, formats: Sequence[str] = FORMATS,
+def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
                    out_dir: str | Path | None = None) -> TrainedExport:
     """Export the trained model of a ``mixnas train`` folder (default into ``TRAIN_DIR/export``)."""
     from mixnas.training import checkpoint as ckpt
@@ -378,13 +406,45 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = FORMATS,
     ckpt.save_tensors(out / ckpt.WEIGHTS_FILE, ckpt.load_tensors(source / ckpt.WEIGHTS_FILE))
     item.files.append(ckpt.WEIGHTS_FILE)
     timm = _timm_text(arch)
-    _write_json(item, {"architecture": arch.to_dict(), "source": str(source), "trained": trained,
-                       "preprocessing": item.preprocessing, "mixnas_version": _version()}, timm[0])
+    item.timm_text = timm[0]
+    _write_json(item, _trained_doc(arch, item), timm[0])
     _write_strings(item, arch, formats, timm)
+    meta = onnx_metadata(arch, trained, item.preprocessing)
     if "onnx" in formats:
-        _write_onnx(item, arch, onnx_metadata(arch, trained, item.preprocessing), module=model)
+        _write_onnx(item, arch, meta, module=model)
+    if "onnx-int8" in formats:
+        _write_deployed(item, arch, model, meta, run)
     write_text_atomic(out / "README.md", trained_readme(arch, item))
     return item
+
+
+def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, meta: dict[str, str],
+                    run: dict[str, Any]) -> None:
+    """``model.int8.onnx``, and every ONNX model (float32 too) scored in ONNX Runtime on the evaluation split."""
+    from mixnas.launch import deployed
+
+    data = deployed.EvalData(run, item.source, item.preprocessing)
+    float_model = _onnx_bytes(arch, model)
+    item.calibration = deployed.write_onnx_int8(item.folder, float_model, data)
+    int8_path = item.folder / "model.int8.onnx"
+    int8_path.write_bytes(_with_metadata(int8_path.read_bytes(), meta))
+    item.files.append("model.int8.onnx")
+    float_file = "model.onnx" if "model.onnx" in item.files else "(float32 ONNX, not written)"
+    for file, precision, source in ((float_file, "float32", float_model), ("model.int8.onnx", "int8", str(int8_path))):
+        score = deployed.score(deployed.onnx_runner(source), model, data, file=file, runtime="onnxruntime",
+                               precision=precision)
+        item.scores.append(score.to_dict())
+        logger.info("%s (%s): top-1 %.4f on %d images", file, precision, score.top1, score.images)
+    item.eval_split = data.split
+    _write_json(item, _trained_doc(arch, item), item.timm_text)
+
+
+def _trained_doc(arch: Architecture, item: TrainedExport) -> dict[str, Any]:
+    doc = {"architecture": arch.to_dict(), "source": str(item.source), "trained": item.trained,
+           "preprocessing": item.preprocessing, "mixnas_version": _version()}
+    if item.scores:
+        doc["deployed"] = {"eval_split": item.eval_split, "files": item.scores, "int8_calibration": item.calibration}
+    return doc
 
 
 def _rounded(values: Sequence[float]) -> list[float]:
@@ -419,6 +479,18 @@ def trained_readme(arch: Architecture, item: TrainedExport) -> str:
         f"`arch.json`, the ONNX metadata), {arch.resolution}x{arch.resolution}. "
         f"Classes, in the order of the logits: {', '.join(map(str, prep['class_names']))}.",
     ]
+    if item.scores:
+        torch_top1 = _number(t["top1"], ".4f")
+        lines += ["", f"## Deployed files, scored in their runtime ({item.eval_split}, "
+                  f"{item.scores[0]['images']} images)", "",
+                  "| file | runtime | precision | top-1 | PyTorch top-1 | max abs logit diff vs PyTorch |",
+                  "|---|---|---|---|---|---|",
+                  *(f"| `{s['file']}` | {s['runtime']} | {s['precision']} | {s['top1']:.4f} | {torch_top1} | "
+                    f"{s['max_abs_logit_diff_vs_torch']:.3g} |" for s in item.scores)]
+        if item.calibration:
+            c = item.calibration
+            lines += ["", f"int8 calibration: {c['scheme']}; {c['images']} images from {c['from']} (seed "
+                      f"{c['seed']})."]
     if item.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in item.notes)]
     lines += ["", "## Run it", ""]

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mixnas.launch.export import FORMATS
+from mixnas.launch.export import DEFAULT_FORMATS, FORMATS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--pareto", action="store_true", help="the Pareto front of the run's objectives (search runs)")
     p.add_argument("--format", dest="formats", action="extend", nargs="+", choices=FORMATS, metavar="F",
                    help=f"what to write, one or more of {', '.join(FORMATS)} (--format tf timm, or repeated; "
-                   "default: all; a train folder's export always has weights.pt and arch.json)")
+                   f"default: {' '.join(DEFAULT_FORMATS)}; a train folder's export always has weights.pt and "
+                   "arch.json; onnx-int8, train folders only: model.int8.onnx calibrated on the training images, "
+                   "and every ONNX file scored in ONNX Runtime on the test split)")
     p.add_argument("-o", "--output", metavar="DIR", help="export folder (default PATH/export)")
     p.set_defaults(func=run)
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top is not None and args.top < 1:
         raise RunError(f"--top: expected an integer >= 1, got {args.top}")
-    formats = list(dict.fromkeys(args.formats or FORMATS))  # in the order given, each once
+    formats = list(dict.fromkeys(args.formats or DEFAULT_FORMATS))  # in the order given, each once
     if export_kind(args.run_dir) == "train":
         if args.top is not None or args.pareto:
             raise RunError(f"--top / --pareto choose trials of a search run; {args.run_dir} is a mixnas train "
