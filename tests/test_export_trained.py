@@ -167,7 +167,8 @@ def test_an_int8_export_is_calibrated_and_scored_in_its_runtime(exported: tuple[
     deployed = json.loads((folder / "arch.json").read_text())["deployed"]
     files = {f["file"]: f for f in deployed["files"]}
     assert set(files) == {"model.onnx", "model.int8.onnx"}
-    assert deployed["int8_calibration"]["images"] > 0 and "QDQ" in deployed["int8_calibration"]["scheme"]
+    calibration = deployed["int8_calibration"]["model.int8.onnx"]
+    assert calibration["images"] > 0 and "QDQ" in calibration["scheme"]
     final = json.loads((train / "metrics.json").read_text())
     assert files["model.onnx"]["images"] == files["model.int8.onnx"]["images"] > 0
     # float32 in ONNX Runtime is the PyTorch model; int8 may lose a little

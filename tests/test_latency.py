@@ -11,6 +11,7 @@ import math
 import random
 import statistics
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import pytest
 import torch
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency import agent
 from mixnas.evaluators.latency import profile as profile_module
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import (
@@ -826,3 +826,33 @@ def test_a_search_trial_on_a_lut_that_lacks_signatures_measures_them(tmp_path: P
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0
     assert LatencyTable.load(path).missing(sigs) == []
+
+
+def test_a_local_timer_never_holds_more_prepared_stages_than_its_limit() -> None:
+    # live runtime sessions beyond the bound made a 2,000-network profile time its parts up to 3% differently
+    from mixnas.evaluators.latency.measure import LocalTimer, StageSpec
+
+    built: list[str] = []
+
+    def spec(key: str) -> StageSpec:
+        def build() -> torch.nn.Module:
+            built.append(key)
+            return torch.nn.Conv2d(3, 3, 1)
+
+        return StageSpec(key, build, (1, 3, 4, 4))
+
+    sizes: list[int] = []
+
+    class Watched(OrderedDict):  # records its size after every insertion
+        def __setitem__(self, key, value):  # noqa: ANN001
+            super().__setitem__(key, value)
+            sizes.append(len(self))
+
+    timer = LocalTimer(limit=2)
+    timer.stages = Watched()
+    pipeline = [spec("a"), spec("b"), spec("c"), spec("a"), spec("d")]  # longer than the limit, "a" twice
+    measured, _ = timer.time([pipeline], MeasureConfig(warmup=0, repeats=2, min_seconds=0), rounds=1)
+    assert set(measured) == {"a", "b", "c", "d"}
+    assert measured["a"].count == 4  # one stage for both places
+    assert max(sizes) <= 3 and len(timer.stages) <= 2  # at most one over the limit, for an instant
+    assert built.count("a") == 1

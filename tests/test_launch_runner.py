@@ -236,6 +236,28 @@ def test_tiny_proxy_search_and_timm_onnx_export(tmp_path, ray_address):
     assert "| rank | trial | params | MACs |" in (run_dir / "export" / "README.md").read_text()
 
 
+def test_a_search_on_int8_latency_runs_end_to_end(tmp_path, ray_address):
+    # the deployed latency: an int8 table profiled on two networks, missing signatures measured on the workers
+    pytest.importorskip("onnxruntime")
+    lut = tmp_path / "int8.json"
+    _cli("latency", "profile", "--space", "tiny", "-n", "2", "--calibrate", "2", "--precision", "int8",
+         "--calibration-data", "digits", "--out", str(lut), "--warmup", "1", "--repeats", "4", "--rounds", "2",
+         "--min-seconds", "0", timeout=240)
+    before = len(json.loads(lut.read_text())["entries"])
+    overrides = [
+        f"execution.address={ray_address}", "execution.trials=3", "execution.max_concurrent=2",
+        "evaluator.budget={steps: 4}", "evaluator.subset.images_per_class=20", "logging.tensorboard=false",
+        f"latency={{type: lut, lut: {lut}}}",
+    ]
+    run_dir = tmp_path / "int8run"
+    _cli("search", str(EXPERIMENTS / "quickstart.yaml"), "--output", str(run_dir), "-q",
+         *[x for o in overrides for x in ("--set", o)], timeout=300)
+    rows = _rows(run_dir)
+    assert len(rows) == 3 and all(r["status"] == "ok" and r["metrics"]["latency_ms"] > 0 for r in rows)
+    table = json.loads(lut.read_text())
+    assert table["precision"] == "int8" and len(table["entries"]) >= before
+
+
 # ------------------------------------------------------------------------------------------------------ robustness
 def test_deterministic_ledger_does_not_depend_on_concurrency(shared_dir, tmp_path, ray_address):
     essences = []

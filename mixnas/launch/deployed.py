@@ -1,5 +1,9 @@
 """What gets deployed: a trained model converted for its runtime, each file scored *in* that runtime.
 
+``--format executorch`` / ``executorch-int8`` write ``model.pte`` / ``model.int8.pte``: ExecuTorch programs lowered
+to the XNNPACK delegate (int8 through PT2E quantisation calibrated on the same training images), for batch 1, run
+by ExecuTorch's own runtime for their score (the optional extra ``mixnas[executorch]``).
+
 ``mixnas export TRAIN_DIR --format onnx-int8`` writes ``model.int8.onnx``: the trained network quantised by ONNX
 Runtime's static quantisation (the latency backend's :func:`~mixnas.evaluators.latency.backends.quantize_onnx`:
 QDQ, per-channel int8 weights, uint8 activations, batch norm folded first), calibrated on images of the model's
@@ -138,3 +142,37 @@ def write_onnx_int8(folder: Path, float_model: bytes, data: EvalData) -> dict[st
         fh.write(model)
     return {"scheme": INT8_SCHEME, "images": sum(len(b) for b in batches),
             "from": "the training split of the run's data, preprocessed as the input", "seed": CALIBRATION_SEED}
+
+
+def write_pte(folder: Path, model: nn.Module, resolution: int, data: EvalData, precision: str) -> tuple[str, dict]:
+    """``model.pte`` (float32) or ``model.int8.pte``: the ExecuTorch program for one image; its file name and
+    calibration record (None for float32)."""
+    import numpy as np
+
+    from mixnas.evaluators.latency.backends import to_pte
+    from mixnas.textio import atomic_file
+
+    name = "model.int8.pte" if precision == "int8" else "model.pte"
+    calibration = None
+    record = None
+    if precision == "int8":
+        calibration = [x[i:i + 1] for x in data.calibration() for i in range(len(x))]
+        record = {"scheme": "ExecuTorch PT2E, XNNPACKQuantizer symmetric, per-channel int8 weights",
+                  "images": len(calibration), "from": "the training split of the run's data, preprocessed as the "
+                  "input", "seed": CALIBRATION_SEED}
+    program = to_pte(model, (1, 3, resolution, resolution), precision,
+                     [np.ascontiguousarray(c) for c in calibration] if calibration else None)
+    with atomic_file(folder / name, "wb") as fh:
+        fh.write(program)
+    return name, record
+
+
+def executorch_batch_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """ExecuTorch (one thread) on a ``.pte`` of batch 1: a batch of inputs -> logits, one image at a time."""
+    import numpy as np
+    import torch
+
+    from mixnas.evaluators.latency.backends import executorch_runner
+
+    run = executorch_runner(path, 1)
+    return lambda x: np.concatenate([run(torch.from_numpy(x[i:i + 1].copy())).numpy() for i in range(len(x))])

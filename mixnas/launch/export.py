@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_FORMATS = ("tf", "timm", "json", "onnx")
-DEPLOY_FORMATS = ("onnx-int8",)  # trained models only: converted for a runtime, calibrated and scored on the data
+# trained models only: converted for a runtime, calibrated and scored on the data (mixnas.launch.deployed)
+DEPLOY_FORMATS = ("onnx-int8", "executorch", "executorch-int8")
 FORMATS = (*DEFAULT_FORMATS, *DEPLOY_FORMATS)
 UNTRAINED = ("these are architectures, not trained models: model.onnx holds random initial weights; for trained "
              "ones run `mixnas train RUN_DIR:TRIAL --data DATA --output TRAIN_DIR`, then `mixnas export TRAIN_DIR`")
@@ -314,6 +315,11 @@ FILE_NOTES = {
     "model.int8.onnx": "the same network quantised to int8 (ONNX Runtime static quantisation: QDQ, per-channel "
                        "int8 weights, uint8 activations, calibrated on training images); same input, output and "
                        "metadata as model.onnx",
+    "model.pte": "the network as an ExecuTorch program lowered to the XNNPACK delegate (float32), input "
+                 "(1, 3, RES, RES) normalised as below: `executorch.runtime.Runtime.get().load_program(path)"
+                 ".load_method('forward').execute([x])`, or ExecuTorch's runners on a phone",
+    "model.int8.pte": "the same ExecuTorch program quantised to int8 (PT2E, XNNPACK quantizer, per-channel weights, "
+                      "calibrated on training images)",
 }
 ONNX_SNIPPET = '''```python
 import json
@@ -412,29 +418,45 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FO
     meta = onnx_metadata(arch, trained, item.preprocessing)
     if "onnx" in formats:
         _write_onnx(item, arch, meta, module=model)
-    if "onnx-int8" in formats:
-        _write_deployed(item, arch, model, meta, run)
+    deploy = [f for f in formats if f in DEPLOY_FORMATS]
+    if deploy:
+        _write_deployed(item, arch, model, meta, run, deploy)
     write_text_atomic(out / "README.md", trained_readme(arch, item))
     return item
 
 
 def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, meta: dict[str, str],
-                    run: dict[str, Any]) -> None:
-    """``model.int8.onnx``, and every ONNX model (float32 too) scored in ONNX Runtime on the evaluation split."""
+                    run: dict[str, Any], deploy: Sequence[str]) -> None:
+    """The deployed files ``deploy`` asks for, and every deployed file (the float32 ONNX model too) scored in its
+    runtime on the evaluation split."""
+    from mixnas.evaluators.latency.backends import require_executorch
     from mixnas.launch import deployed
 
+    if any(f.startswith("executorch") for f in deploy):
+        require_executorch()  # before the data is read: one line naming the extra
     data = deployed.EvalData(run, item.source, item.preprocessing)
     float_model = _onnx_bytes(arch, model)
-    item.calibration = deployed.write_onnx_int8(item.folder, float_model, data)
-    int8_path = item.folder / "model.int8.onnx"
-    int8_path.write_bytes(_with_metadata(int8_path.read_bytes(), meta))
-    item.files.append("model.int8.onnx")
     float_file = "model.onnx" if "model.onnx" in item.files else "(float32 ONNX, not written)"
-    for file, precision, source in ((float_file, "float32", float_model), ("model.int8.onnx", "int8", str(int8_path))):
-        score = deployed.score(deployed.onnx_runner(source), model, data, file=file, runtime="onnxruntime",
-                               precision=precision)
+    runs: list[tuple[str, str, str, Any]] = [(float_file, "onnxruntime", "float32",
+                                              lambda: deployed.onnx_runner(float_model))]
+    if "onnx-int8" in deploy:
+        item.calibration = {"model.int8.onnx": deployed.write_onnx_int8(item.folder, float_model, data)}
+        int8_path = item.folder / "model.int8.onnx"
+        int8_path.write_bytes(_with_metadata(int8_path.read_bytes(), meta))
+        item.files.append("model.int8.onnx")
+        runs.append(("model.int8.onnx", "onnxruntime", "int8", lambda: deployed.onnx_runner(str(int8_path))))
+    for fmt, precision in (("executorch", "float32"), ("executorch-int8", "int8")):
+        if fmt in deploy:
+            name, record = deployed.write_pte(item.folder, model, arch.resolution, data, precision)
+            item.files.append(name)
+            if record:
+                item.calibration = {**(item.calibration or {}), name: record}
+            path = str(item.folder / name)
+            runs.append((name, "executorch (XNNPACK)", precision, lambda p=path: deployed.executorch_batch_runner(p)))
+    for file, runtime, precision, runner in runs:
+        score = deployed.score(runner(), model, data, file=file, runtime=runtime, precision=precision)
         item.scores.append(score.to_dict())
-        logger.info("%s (%s): top-1 %.4f on %d images", file, precision, score.top1, score.images)
+        logger.info("%s (%s %s): top-1 %.4f on %d images", file, runtime, precision, score.top1, score.images)
     item.eval_split = data.split
     _write_json(item, _trained_doc(arch, item), item.timm_text)
 
@@ -487,9 +509,8 @@ def trained_readme(arch: Architecture, item: TrainedExport) -> str:
                   "|---|---|---|---|---|---|",
                   *(f"| `{s['file']}` | {s['runtime']} | {s['precision']} | {s['top1']:.4f} | {torch_top1} | "
                     f"{s['max_abs_logit_diff_vs_torch']:.3g} |" for s in item.scores)]
-        if item.calibration:
-            c = item.calibration
-            lines += ["", f"int8 calibration: {c['scheme']}; {c['images']} images from {c['from']} (seed "
+        for name, c in (item.calibration or {}).items():
+            lines += ["", f"`{name}` calibration: {c['scheme']}; {c['images']} images from {c['from']} (seed "
                       f"{c['seed']})."]
     if item.notes:
         lines += ["", "Notes:", *(f"- {note}" for note in item.notes)]

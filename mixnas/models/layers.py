@@ -17,7 +17,11 @@ at the bottom / right instead; the shapes, parameters and multiply-adds are iden
 Speed on CPU: the per-group convolutions run on :func:`torch.split` views and the results are joined with one
 :func:`torch.cat`; in ``channels_last`` this is about twice as fast as in the default layout (see
 ``benchmarks/mixconv.py`` and ``docs/models.md``). ``torch.split`` is used rather than slicing because its
-backward is a single concatenation, whereas each slice's backward materialises a full-size zero tensor. In CPU
+backward is a single concatenation, whereas each slice's backward materialises a full-size zero tensor. Under
+``torch.export`` (the graph ExecuTorch lowers) the groups are ``narrow`` slices instead (:func:`channel_groups`):
+XNNPACK takes slices into its delegate but leaves ``split_with_sizes`` to the portable CPU kernels, which cut a
+``mixnet_tiny`` into 12 delegated subgraphs with 55 nodes between them (grouped 1x1 convolutions keep their split:
+see :class:`GroupedConv1x1`). In CPU
 training, the weight gradient of a stride-1 kernel larger than 3x3 is computed as 3x3 tiles, which oneDNN does
 much faster (1.2-1.6x per layer at 28-56 px for 5x5-9x9 kernels).
 """
@@ -101,6 +105,15 @@ class _DepthwiseConv(torch.autograd.Function):
         if want_w and tiled:
             grad_w = _depthwise_weight_grad_tiled(grad_out, x, kernel)
         return grad_x, grad_w, None, None
+
+
+def channel_groups(x: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """``x`` split along channels into groups of ``sizes``: :func:`torch.split` views, or ``narrow`` slices while
+    ``torch.export`` traces (see the module docstring; same values either way)."""
+    if torch.compiler.is_exporting():
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [x.narrow(1, start, n) for start, n in zip(starts, sizes)]
+    return list(torch.split(x, list(sizes), dim=1))
 
 
 def make_activation(swish: bool) -> nn.Module:
@@ -206,7 +219,7 @@ class MixConv(nn.Module):
         fast = self._fast_backward(x)
         if len(self.convs) == 1:
             return self._conv(self.convs[0], x, fast)
-        chunks = torch.split(x, self.splits, dim=1)
+        chunks = channel_groups(x, self.splits)
         return torch.cat([self._conv(conv, chunk, fast) for conv, chunk in zip(self.convs, chunks)], dim=1)
 
     def _scripted_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,6 +270,8 @@ class GroupedConv1x1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.convs) == 1:
             return self.convs[0](x)
+        # torch.split also under torch.export: XNNPACK's int8 failed at run time on slices feeding grouped 1x1
+        # convolutions (executorch 1.5.1, "Attempted to resize a static tensor"), so these stay undelegated
         chunks = torch.split(x, list(self.in_splits), dim=1)
         # enumerate, not zip: TorchScript can iterate a ModuleList only alongside an index
         return torch.cat([conv(chunks[i]) for i, conv in enumerate(self.convs)], dim=1)

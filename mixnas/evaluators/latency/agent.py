@@ -50,7 +50,6 @@ import sys
 import tempfile
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable, Mapping, Sequence
 

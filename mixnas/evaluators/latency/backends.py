@@ -10,6 +10,9 @@ latency agent on another device, or written out for it (``export-layers``).
 * ``torch``: eager PyTorch in ``eval()`` and ``inference_mode``, ``channels_last`` by default (MixConv's split /
   per-group depthwise / concat is much faster in that layout on CPU); on CUDA every run is followed by
   ``torch.cuda.synchronize()``. float32 only.
+* ``executorch``: the mobile runtime (optional extra ``mixnas[executorch]``): ``torch.export``, lowered to the
+  XNNPACK delegate, run by ExecuTorch's Python runtime on this CPU; ``int8`` through PT2E quantisation with
+  XNNPACK's quantizer (:func:`to_pte`). ExecuTorch sets its thread pool once per process.
 * ``onnxruntime``: the module is exported with the TorchScript exporter (``dynamo=False``; no onnxscript needed)
   and run on the CPU execution provider (the agent's session settings: ``intra_op_num_threads``, full graph
   optimisation, sequential execution). ``int8``: ONNX Runtime static quantisation of the exported model, QDQ
@@ -74,8 +77,10 @@ class Backend:
         convert: ``(module, input_shape, config, calibration) -> model``: the runtime's form of a module in eval
             mode; ``calibration`` is a batch of inputs (int8) or None.
         load: ``(model, config) -> stage``.
-        file_suffix: the suffix of the model's file where the model is bytes (an agent can time it), else None.
+        file_suffix: the suffix of the model's file where the model is bytes, else None.
         versions: the runtime's library versions, for the device metadata of a table.
+        tensor_input: stages take torch tensors (else float32 numpy arrays).
+        agent: the latency agent (``agent.py``) runs its files, over the network and offline.
     """
 
     name: str
@@ -85,6 +90,8 @@ class Backend:
     load: Callable[[Any, Any], Stage]
     file_suffix: str | None
     versions: Callable[[], dict[str, Any]]
+    tensor_input: bool = False
+    agent: bool = False
 
     def check(self, precision: str, device: str) -> None:
         """A :class:`LatencyTableError` naming what this backend allows when it cannot run ``precision`` on
@@ -260,11 +267,113 @@ def _onnx_versions() -> dict[str, Any]:
     return {"onnxruntime": require_onnxruntime().__version__}
 
 
+# --- ExecuTorch (the mobile runtime; optional extra) ------------------------------------------------------
+EXECUTORCH_EXTRA = "pip install 'mixnas[executorch]'"
+
+
+def require_executorch() -> Any:
+    """The ExecuTorch package, or a :class:`LatencyTableError` naming the extra to install."""
+    try:
+        import executorch
+        import executorch.exir  # noqa: F401
+    except ImportError:
+        raise LatencyTableError(f"the executorch backend needs ExecuTorch: {EXECUTORCH_EXTRA}") from None
+    return executorch
+
+
+def to_pte(module: torch.nn.Module, input_shape: Sequence[int], precision: str,
+           calibration: Sequence[Any] | None = None) -> bytes:
+    """An ExecuTorch program (``.pte``) of ``module`` for one input of ``input_shape``, lowered to XNNPACK.
+
+    float32: ``torch.export`` then ``to_edge_transform_and_lower`` with the XNNPACK partitioner. int8: PT2E
+    quantisation first (XNNPACK's quantizer, symmetric, per-channel weights; ``prepare_pt2e``, the calibration
+    inputs, ``convert_pt2e``), then the same lowering: what ExecuTorch documents for int8 on XNNPACK.
+    """
+    require_executorch()
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    module = module.eval()
+    example = (torch.zeros(*input_shape),)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if precision == "int8":
+            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+                XNNPACKQuantizer,
+                get_symmetric_quantization_config,
+            )
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+            prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
+            for x in calibration if calibration is not None else [example[0].numpy()]:
+                prepared(torch.from_numpy(np_float32(x)))
+            module = convert_pt2e(prepared)
+        lowered = to_edge_transform_and_lower(torch.export.export(module, example),
+                                              partitioner=[XnnpackPartitioner()])
+        return bytes(lowered.to_executorch().buffer)
+
+
+def np_float32(x: Any) -> Any:
+    import numpy as np
+
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@functools.cache
+def _executorch_runtime(threads: int) -> Any:
+    """ExecuTorch's runtime with its thread pool (XNNPACK's) set to ``threads``: once per process, before any
+    program is loaded (resetting it after a run crashes the process)."""
+    if _executorch_runtime.cache_info().currsize:
+        raise LatencyTableError("executorch: its thread pool is set once per process; measure other thread counts "
+                                "in another process")
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    portable_lib._unsafe_reset_threadpool(threads)
+    return Runtime.get()
+
+
+def executorch_runner(model: bytes | str, threads: int) -> Callable[[Any], Any]:
+    """A function from a torch tensor to the first output of an ExecuTorch program (bytes or a ``.pte`` path).
+
+    The program's bytes and the program object are kept alive with the method: the method reads their memory,
+    and a dropped one made XNNPACK read garbage shapes ("Attempted to resize a static tensor").
+    """
+    require_executorch()
+    program = _executorch_runtime(threads).load_program(model)
+    method = program.load_method("forward")
+
+    def run(x: Any, _keep: Any = (model, program, method)) -> Any:
+        return method.execute([x])[0]
+
+    return run
+
+
+def _executorch_convert(module: torch.nn.Module, input_shape: tuple[int, ...], config: Any, calibration: Any) -> bytes:
+    return to_pte(module, input_shape, config.precision, calibration)
+
+
+def _executorch_load(model: bytes, config: Any) -> Stage:
+    return executorch_runner(model, config.threads)
+
+
+def _executorch_versions() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    require_executorch()
+    return {"executorch": version("executorch"), "delegate": "xnnpack"}
+
+
 # --- the registry ---------------------------------------------------------------------------------------------
 BACKENDS: dict[str, Backend] = {
-    "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions),
+    "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions,
+                     tensor_input=True),
     "onnxruntime": Backend("onnxruntime", ("float32", "int8"), ("cpu",), _onnx_convert, _onnx_load, ".onnx",
-                           _onnx_versions),
+                           _onnx_versions, agent=True),
+    "executorch": Backend("executorch", ("float32", "int8"), ("cpu",), _executorch_convert, _executorch_load, ".pte",
+                          _executorch_versions, tensor_input=True),
 }
 BACKEND_NAMES = tuple(BACKENDS)
 

@@ -68,12 +68,12 @@ def export_layers(
 ) -> dict[str, Any]:
     """Write the models and ``manifest.json`` that profile ``archs`` and calibrate on ``calibration``; the manifest.
 
-    ``config`` must name a backend whose models are files (:attr:`~.backends.Backend.file_suffix`; the agent runs
-    ``onnxruntime``, float32 or int8) on the CPU.
+    ``config`` must name a backend whose files the agent runs (:attr:`~.backends.Backend.agent`: ``onnxruntime``,
+    float32 or int8) on the CPU.
     """
     backend = get_backend(config.backend)
-    if backend.file_suffix is None or config.device != "cpu":
-        usable = [b.name for b in BACKENDS.values() if b.file_suffix]
+    if not backend.agent or config.device != "cpu":
+        usable = [b.name for b in BACKENDS.values() if b.agent]
         raise LatencyTableError(f"export-layers writes model files for a device: use --backend {' or '.join(usable)} "
                                 f"(CPU), not {config.backend!r} on {config.device!r}")
     check_positive("chunk", chunk)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.agent import AGENT_VERSION
-from mixnas.evaluators.latency.backends import convert_pipeline
+from mixnas.evaluators.latency.backends import convert_pipeline, get_backend
 from mixnas.evaluators.latency.measure import (
     MeasureConfig,
     Measurement,
@@ -182,7 +182,7 @@ class RemoteTimer:
         self.ids: dict[str, str] = {}  # stage key -> model id on the agent
 
     def _check(self, config: MeasureConfig) -> None:
-        if config.backend != "onnxruntime" or config.device != "cpu":
+        if not get_backend(config.backend).agent or config.device != "cpu":
             raise LatencyTableError(
                 f"a latency agent runs ONNX models with onnxruntime on its CPU; got backend {config.backend!r} "
                 f"on {config.device!r} (use --backend onnxruntime)"
