@@ -308,14 +308,14 @@ def to_pte(module: torch.nn.Module, input_shape: Sequence[int], precision: str,
             quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
             prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
             for x in calibration if calibration is not None else [example[0].numpy()]:
-                prepared(torch.from_numpy(np_float32(x)))
+                prepared(torch.from_numpy(_float32(x)))
             module = convert_pt2e(prepared)
         lowered = to_edge_transform_and_lower(torch.export.export(module, example),
                                               partitioner=[XnnpackPartitioner()])
         return bytes(lowered.to_executorch().buffer)
 
 
-def np_float32(x: Any) -> Any:
+def _float32(x: Any) -> Any:
     import numpy as np
 
     return np.ascontiguousarray(x, dtype=np.float32)

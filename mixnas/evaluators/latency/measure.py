@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mappi
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.agent import host_info
 from mixnas.evaluators.latency.backends import (
-    BACKEND_NAMES,
     INT8_SCHEME,
     STAND_IN,
     convert_pipeline,
@@ -55,7 +54,6 @@ from mixnas.torch_runtime import torch_threads
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-BACKENDS = BACKEND_NAMES
 DEFAULT_REPEATS = 100
 DEFAULT_ROUNDS = 20
 DEFAULT_MIN_SECONDS = 4.0
