@@ -241,10 +241,12 @@ def _onnx_bytes(arch: Architecture, module: nn.Module | None = None) -> bytes:
                        dynamic_batch=True)
 
 
-def _write_onnx(item: Written, arch: Architecture, meta: dict[str, str], module: nn.Module | None = None) -> None:
-    """``model.onnx`` of ``module`` (default: ``arch`` built with random weights), any batch size, with ``meta``."""
+def _write_onnx(item: Written, arch: Architecture, meta: dict[str, str], module: nn.Module | None = None,
+                model: bytes | None = None) -> None:
+    """``model.onnx`` of ``module`` (default: ``arch`` built with random weights), any batch size, with ``meta``;
+    ``model``: that ONNX model already exported."""
     try:
-        model = _with_metadata(_onnx_bytes(arch, module), meta)
+        model = _with_metadata(model if model is not None else _onnx_bytes(arch, module), meta)
         with atomic_file(item.folder / "model.onnx", "wb") as fh:
             fh.write(model)
         item.files.append("model.onnx")
@@ -416,16 +418,17 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FO
     _write_json(item, _trained_doc(arch, item), timm[0])
     _write_strings(item, arch, formats, timm)
     meta = onnx_metadata(arch, trained, item.preprocessing)
-    if "onnx" in formats:
-        _write_onnx(item, arch, meta, module=model)
     deploy = [f for f in formats if f in DEPLOY_FORMATS]
+    float_model = _onnx_bytes(arch, model) if deploy else None  # exported once: written, and scored beside int8
+    if "onnx" in formats:
+        _write_onnx(item, arch, meta, module=model, model=float_model)
     if deploy:
-        _write_deployed(item, arch, model, meta, run, deploy)
+        _write_deployed(item, arch, model, float_model, meta, run, deploy)
     write_text_atomic(out / "README.md", trained_readme(arch, item))
     return item
 
 
-def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, meta: dict[str, str],
+def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, float_model: bytes, meta: dict[str, str],
                     run: dict[str, Any], deploy: Sequence[str]) -> None:
     """The deployed files ``deploy`` asks for, and every deployed file (the float32 ONNX model too) scored in its
     runtime on the evaluation split."""
@@ -435,7 +438,6 @@ def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, m
     if any(f.startswith("executorch") for f in deploy):
         require_executorch()  # before the data is read: one line naming the extra
     data = deployed.EvalData(run, item.source, item.preprocessing)
-    float_model = _onnx_bytes(arch, model)
     float_file = "model.onnx" if "model.onnx" in item.files else "(float32 ONNX, not written)"
     runs: list[tuple[str, str, str, Any]] = [(float_file, "onnxruntime", "float32",
                                               lambda: deployed.onnx_runner(float_model))]
