@@ -428,8 +428,8 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FO
     return item
 
 
-def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, float_model: bytes, meta: dict[str, str],
-                    run: dict[str, Any], deploy: Sequence[str]) -> None:
+def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, float_model: bytes,
+                    meta: dict[str, str], run: dict[str, Any], deploy: Sequence[str]) -> None:
     """The deployed files ``deploy`` asks for, and every deployed file (the float32 ONNX model too) scored in its
     runtime on the evaluation split."""
     from mixnas.evaluators.latency.backends import require_executorch
