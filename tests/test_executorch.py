@@ -81,10 +81,13 @@ def test_an_executorch_table_is_built_validated_and_used_by_a_trial(tmp_path: Pa
     assert outcome.metrics["latency_ms"] > 0
 
 
-def test_the_agent_does_not_run_executorch_programs(capsys) -> None:
-    assert main(["latency", "export-layers", "--space", "tiny", "-n", "1", "-o", "/nonexistent/x",
-                 "--backend", "executorch", *FAST]) == 2
-    assert "use --backend onnxruntime" in capsys.readouterr().err
+def test_export_layers_writes_pte_files_for_executor_runner_on_a_phone(tmp_path: Path, capsys) -> None:
+    assert main(["latency", "export-layers", "--space", "tiny", "-n", "1", "--calibrate", "0", "-o",
+                 str(tmp_path / "ph"), "--backend", "executorch", *FAST]) == 0
+    manifest = json.loads((tmp_path / "ph" / "manifest.json").read_text())
+    assert manifest["program"] == "executor_runner"
+    assert all(r["model"].endswith(".pte") for r in manifest["runs"])
+    assert "--model_path=" in (tmp_path / "ph" / "run_benchmarks.sh").read_text()
 
 
 def test_a_trained_model_exports_to_executorch_scored_in_its_runtime(tmp_path: Path) -> None:

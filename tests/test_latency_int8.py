@@ -55,7 +55,7 @@ def test_quantized_model_is_int8_and_close_to_float() -> None:
 
 def test_precision_is_checked_against_the_backend() -> None:
     assert MeasureConfig(backend="onnxruntime", precision="int8").to_dict()["calibration_data"] == STAND_IN
-    with pytest.raises(LatencyTableError, match="backends with int8: \\['onnxruntime', 'executorch'\\]"):
+    with pytest.raises(LatencyTableError, match="backends with int8: \\['onnxruntime', 'executorch', 'litert'\\]"):
         MeasureConfig(backend="torch", precision="int8")
     with pytest.raises(LatencyTableError, match="precision: expected one of"):
         MeasureConfig(backend="onnxruntime", precision="int4")

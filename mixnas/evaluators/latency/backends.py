@@ -43,6 +43,7 @@ import io
 import logging
 import os
 import platform
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -202,8 +203,8 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_
 
 
 @contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """onnxruntime.quantization logs advice on the root logger for every model; keep it out of the terminal."""
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization and litert_torch log advice on the root logger for every model; keep it out of the terminal."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -231,7 +232,7 @@ def quantize_onnx(model: bytes, calibration: Sequence[np.ndarray], *, input_name
         def get_next(self) -> dict[str, Any] | None:
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory(prefix="mixnas-int8-") as tmp, _quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix="mixnas-int8-") as tmp, _quiet_root_logger():
         source, prepared, target = (os.path.join(tmp, n) for n in ("float.onnx", "pre.onnx", "int8.onnx"))
         with open(source, "wb") as fh:
             fh.write(model)
@@ -366,6 +367,122 @@ def _executorch_versions() -> dict[str, Any]:
     return {"executorch": version("executorch"), "delegate": "xnnpack"}
 
 
+# --- LiteRT (TensorFlow Lite; optional extra) -----------------------------------------------------------------
+LITERT_EXTRA = "pip install 'mixnas[litert]'"
+
+
+def require_litert() -> Any:
+    """litert_torch (the converter), or a :class:`LatencyTableError` naming the extra to install."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+        import litert_torch
+    except ImportError:
+        raise LatencyTableError(f"the litert backend needs LiteRT and its torch converter: {LITERT_EXTRA}") from None
+    return litert_torch
+
+
+def to_tflite(module: torch.nn.Module, input_shape: Sequence[int], precision: str,
+              calibration: Sequence[Any] | None = None) -> bytes:
+    """A LiteRT (``.tflite``) model of ``module`` for one input of ``input_shape`` (NCHW, as the torch module takes).
+
+    float32: ``litert_torch.convert``. int8: PT2E static quantisation first with litert_torch's quantizer
+    (symmetric, per-channel weights; ``prepare_pt2e``, the calibration inputs, ``convert_pt2e``), then the same
+    conversion with that quantizer: what litert-torch documents for a fully quantised model.
+    """
+    litert_torch = require_litert()
+    import torch
+
+    module = module.eval()
+    example = (torch.zeros(*input_shape),)
+    options: dict[str, Any] = {}
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger(), \
+            _quiet_stderr_fd():
+        warnings.simplefilter("ignore")  # the converter prints its progress and warns at length
+        if precision == "int8":
+            from litert_torch.quantize import pt2e_quantizer
+            from litert_torch.quantize.quant_config import QuantConfig
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+            quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+                pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+            prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
+            for x in calibration if calibration is not None else [example[0].numpy()]:
+                prepared(torch.from_numpy(_float32(x)))
+            module = convert_pt2e(prepared, fold_quantize=False)
+            options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+        try:
+            return bytes(litert_torch.convert(module, example, **options).model_content())
+        except Exception as exc:  # the converter raises errors of many kinds
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise LatencyTableError(f"LiteRT conversion failed ({first})") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """The converter's C++ code logs a line per model to file descriptor 2 (absl); send it to /dev/null meanwhile.
+    Its failures still surface as Python exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable descriptor 2
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def litert_runner(model: bytes, threads: int) -> Callable[[Any], Any]:
+    """A function from a float32 numpy input to the first output of a LiteRT model, on LiteRT's interpreter
+    (XNNPACK on the CPU, ``threads`` threads). The model's bytes are kept alive with the interpreter."""
+    require_litert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    import numpy as np
+
+    interpreter = Interpreter(model_content=model, num_threads=threads)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    target = interpreter.get_output_details()[0]["index"]
+    dtype, (scale, zero) = np.dtype(source["dtype"]), source["quantization"]
+    set_tensor, invoke, get_tensor, index = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor, \
+        source["index"]
+    last: list[Any] = [None, None]  # the latest float input and its quantised form, made once, outside the runs
+
+    def run(x: Any, _keep: Any = (model, interpreter)) -> Any:
+        if x.dtype != dtype:  # a float input to a fully quantised model (an int8 part's output passes as is)
+            if x is not last[0]:
+                info = np.iinfo(dtype)
+                last[:] = [x, np.clip(np.rint(x / (scale or 1.0)) + zero, info.min, info.max).astype(dtype)]
+            x = last[1]
+        set_tensor(index, x)
+        invoke()
+        return get_tensor(target)
+
+    return run
+
+
+def _litert_convert(module: torch.nn.Module, input_shape: tuple[int, ...], config: Any, calibration: Any) -> bytes:
+    return to_tflite(module, input_shape, config.precision, calibration)
+
+
+def _litert_load(model: bytes, config: Any) -> Stage:
+    return litert_runner(model, config.threads)
+
+
+def _litert_versions() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    require_litert()
+    return {"ai-edge-litert": version("ai-edge-litert"), "litert-torch": version("litert-torch")}
+
+
 # --- the registry ---------------------------------------------------------------------------------------------
 BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions,
@@ -374,6 +491,8 @@ BACKENDS: dict[str, Backend] = {
                            _onnx_versions, agent=True),
     "executorch": Backend("executorch", ("float32", "int8"), ("cpu",), _executorch_convert, _executorch_load, ".pte",
                           _executorch_versions, tensor_input=True),
+    "litert": Backend("litert", ("float32", "int8"), ("cpu",), _litert_convert, _litert_load, ".tflite",
+                      _litert_versions),
 }
 BACKEND_NAMES = tuple(BACKENDS)
 

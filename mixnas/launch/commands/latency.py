@@ -12,7 +12,8 @@
     mixnas latency merge LUT.json ... --out LUT.json [--force]
     mixnas latency agent-script -o agent.py
     mixnas latency export-layers --space SPACE -n N -o DIR [--calibrate K]
-    mixnas latency import-results DIR results.csv --out LUT.json
+    mixnas latency export-layers --backend executorch|litert --space SPACE -n N -o DIR [--validate K] [--program P]
+    mixnas latency import-results DIR [results.csv] --out LUT.json
 
 ``measure``, ``profile`` and ``validate`` take ``--remote URL --token-file F`` to measure on a latency agent
 (``agent.py`` on the target device) instead of this machine.
@@ -29,8 +30,9 @@ import time
 from typing import Any, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.backends import BACKEND_NAMES, PRECISIONS
+from mixnas.evaluators.latency.backends import BACKEND_NAMES, PRECISIONS, get_backend
 from mixnas.evaluators.latency.measure import DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_ROUNDS
+from mixnas.evaluators.latency.phone import PROGRAMS
 from mixnas.evaluators.latency.profile import DEFAULT_CHUNK
 from mixnas.evaluators.latency.sampling import (
     PROFILE_SEED,
@@ -212,15 +214,24 @@ def _add_export_layers(cmds: argparse._SubParsersAction) -> None:
     e.add_argument("--resolution", type=int, help="override the architectures' input resolution")
     e.add_argument("-o", "--out", required=True, help="folder to write (models/ and manifest.json)")
     e.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                   help=f"networks timed together in one measurement (default {DEFAULT_CHUNK}; as profile --chunk)")
+                   help=f"networks timed together in one measurement (default {DEFAULT_CHUNK}; as profile --chunk); "
+                   "for a phone: models run between two runs of the reference network")
+    e.add_argument("--program", choices=sorted(PROGRAMS), default=None,
+                   help="for --backend executorch or litert: the runtime's benchmark program that run_benchmarks.sh "
+                   "runs over adb (default: executor_runner for executorch, benchmark_model for litert)")
+    e.add_argument("--validate", type=int, default=0, metavar="K",
+                   help="for a phone: also export K held-out networks (seed 1), whose measured latencies "
+                   "import-results compares with the table's predictions (default 0)")
     _measure_options(e)
     e.set_defaults(func=run_export_layers)
 
 
 def _add_import_results(cmds: argparse._SubParsersAction) -> None:
-    i = cmds.add_parser("import-results", help="build a LUT from an export folder and the agent's results CSV")
+    i = cmds.add_parser("import-results", help="build a LUT from an export folder and its measurements (the "
+                        "agent's results CSV, or the outputs of run_benchmarks.sh on a phone)")
     i.add_argument("folder", help="the folder export-layers wrote")
-    i.add_argument("results", help="the CSV agent.py --measure-dir wrote")
+    i.add_argument("results", nargs="?", help="the CSV agent.py --measure-dir wrote (not for a phone folder: "
+                   "its outputs/ are read)")
     i.add_argument("--out", required=True, help="LUT JSON file to write")
     i.set_defaults(func=run_import_results)
 
@@ -589,6 +600,11 @@ def run_export_layers(args: argparse.Namespace) -> int:
     _, _, archs = sample_archs(args.space, args.n, args.seed, args.resolution)
     _say(f"export-layers: {len(archs)} architectures of {args.space!r} -> {args.out}")
     calibration = choose_calibration(archs, args.calibrate)
+    if not get_backend(config.backend).agent:
+        return _export_phone(args, config, archs, calibration)
+    if args.program is not None or args.validate:
+        raise LatencyTableError("--program and --validate are for a phone's backends (executorch, litert); the "
+                                "agent validates with mixnas latency validate --remote")
     manifest = export_layers(args.out, archs, calibration, config, rounds=args.rounds, chunk=args.chunk)
     meta = manifest["mixnas"]
     print(f"{args.out}: {meta['signatures']} signatures in {meta['networks']} networks, "
@@ -597,9 +613,55 @@ def run_export_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_import_results(args: argparse.Namespace) -> int:
-    from mixnas.evaluators.latency.offline import import_results
+def _export_phone(args: argparse.Namespace, config: Any, archs: list[Any], calibration: list[Any]) -> int:
+    from mixnas.evaluators.latency.phone import SCRIPT, export_phone
 
+    if args.validate < 0 or args.validate == 1:
+        raise LatencyTableError(f"--validate: expected 0 or at least 2 networks, got {args.validate}")
+    validation: list[Any] = []
+    if args.validate:
+        _, _, validation = sample_archs(args.space, args.validate, VALIDATE_SEED, args.resolution,
+                                        exclude=frozenset(a.id for a in archs))
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 25 == 0:
+            _say(f"  {done}/{total} models written ({time.monotonic() - started:.0f} s)")
+
+    manifest = export_phone(args.out, archs, calibration, config, program=args.program, validation=validation,
+                            runs=args.repeats, warmup=args.warmup, reference_every=args.chunk, progress=progress)
+    meta = manifest["mixnas"]
+    print(f"{args.out}: {meta['signatures']} signatures, {len(calibration)} calibration and {len(validation)} "
+          f"validation networks, {len(manifest['runs'])} runs of {manifest['program']}; with the phone on USB: "
+          f"sh {args.out}/{SCRIPT}, then mixnas latency import-results {args.out} --out LUT.json")
+    return 0
+
+
+def run_import_results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mixnas.evaluators.latency.offline import import_results
+    from mixnas.evaluators.latency.phone import import_phone, is_phone_folder
+    from mixnas.textio import write_json_atomic
+
+    if is_phone_folder(args.folder):
+        if args.results is not None:
+            raise LatencyTableError(f"{args.folder} is a phone folder: its outputs/ are read; drop {args.results}")
+        imported = import_phone(args.folder)
+        imported.table.save(args.out)
+        if imported.table.calibration is not None:
+            _say(f"import-results: calibration {imported.table.calibration.describe()}")
+        if imported.coarse_line():
+            _say(f"import-results: warning: {imported.coarse_line()}")
+        if imported.validation is not None:
+            v = imported.validation
+            write_json_atomic(Path(args.folder) / "validation.json", v, indent=1)
+            print(f"validation: {v['n']} held-out networks, {100 * v['within_10pct']:.0f}% within ±10%, "
+                  f"Spearman {v['spearman']:.3f}, RMSPE {v['rmspe']:.1f}% ({args.folder}/validation.json)")
+        print(f"{args.out}: {len(imported.table)} signatures measured by {imported.program}")
+        return 0
+    if args.results is None:
+        raise LatencyTableError("import-results DIR RESULTS: give the CSV agent.py --measure-dir wrote")
     table = import_results(args.folder, args.results)
     table.save(args.out)
     if table.calibration is not None:

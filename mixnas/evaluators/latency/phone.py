@@ -1,0 +1,542 @@
+"""The phone path: a mobile runtime's own benchmark program, run on a phone over adb, read into a lookup table.
+
+Phone users time models with the program their runtime ships for it, not with a Python agent (a phone runs no
+Python): ExecuTorch's ``executor_runner`` (built with XNNPACK), LiteRT's ``benchmark_model`` (TensorFlow Lite's,
+prebuilt for Android) or, where Python runs, LiteRT's Python mirror of it, ``benchmark_litert_model.py``.
+:data:`PROGRAMS` holds each one: the backend whose files it runs, its command line, the output it prints
+(parsed by one pure function per program; each cites the source file whose format it reads) and the
+statistics it reports.
+
+``mixnas latency export-layers --backend executorch|litert`` (:func:`export_phone`) writes a folder:
+
+* ``models/``: every part (one file per signature, converted as in a profile: an int8 part calibrated on the
+  activations of the parts before it), the reference network, the calibration networks and the validation
+  networks, in the runtime's format (``.pte``, ``.tflite``);
+* ``run_benchmarks.sh``: a POSIX shell script that pushes ``models/`` to the phone once (``adb push``) and runs
+  the program on every model in turn (``adb shell``), keeping each output in ``outputs/NNNNN.txt``; ``ADB=``
+  (empty) runs the program on this machine instead, ``RUNNER`` names the program, ``ADB`` may carry ``-s
+  SERIAL``. It resumes: a model with an output is skipped. For ``executor_runner``, whose Android builds log to
+  logcat, the log of the run (tag ``ExecuTorch``) is appended to the output;
+* ``manifest.json``: the runs in order (reference, part, calibrate, validate), the settings and the networks.
+
+The reference network runs first and again after every chunk of models, so that a phone that heats up and
+slows down (or a machine shared with other work) is corrected for: a model's time is rescaled by the baseline
+over the mean of the reference runs just before and just after it. ``mixnas latency import-results DIR``
+(:func:`import_phone`) parses the outputs, builds the table (entries by the configured statistic, the
+calibration fitted on the calibration networks) and, where validation networks were exported, compares the
+table's predictions with their measured latencies (``validation.json`` in the folder).
+
+Unlike the agent, which times every part inside its network (the caches as the network leaves them), a
+benchmark program times a part alone, from a cold start of the program; the calibration fitted on whole
+networks absorbs what that changes on average, and the validation networks say how well.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import statistics
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mixnas.errors import LatencyTableError
+from mixnas.evaluators.latency.backends import convert_pipeline, get_backend
+from mixnas.evaluators.latency.lut import LatencyTable
+from mixnas.evaluators.latency.measure import (
+    REFERENCE_ARCH,
+    MeasureConfig,
+    Measurement,
+    check_positive,
+    network_spec,
+    reference_spec,
+)
+from mixnas.evaluators.latency.profile import context_pipeline, select_contexts, store_calibration, store_measured
+from mixnas.evaluators.latency.signatures import arch_signatures
+from mixnas.search_space.arch import Architecture
+from mixnas.textio import os_reason, path_kind, read_bytes, read_text, write_json_atomic, write_text_atomic
+
+PHONE_FORMAT = "mixnas-phone-benchmarks"
+PHONE_VERSION = 1
+SCRIPT = "run_benchmarks.sh"
+DEFAULT_RUNS = 50
+DEFAULT_WARMUP = 5
+DEFAULT_REFERENCE_EVERY = 25
+KINDS = ("reference", "part", "calibrate", "validate")
+COARSE_STEPS = 20  # a time under this many steps of a program's resolution is read to worse than 2.5%
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """What one run of a benchmark program reports, in milliseconds (``None``: the program does not report it)."""
+
+    min_ms: float
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    count: int
+    p10_ms: float | None = None
+
+    def measurement(self) -> Measurement:
+        nan = math.nan
+        p10 = self.p10_ms if self.p10_ms is not None else nan
+        return Measurement(median_ms=self.median_ms, mean_ms=self.mean_ms, std_ms=self.std_ms, iqr_ms=nan,
+                           min_ms=self.min_ms, p10_ms=p10, count=self.count)
+
+    def value(self, statistic: str) -> float:
+        value = getattr(self, f"{statistic}_ms")
+        if value is None:
+            raise LatencyTableError(f"statistic {statistic!r} is not reported by this program")
+        return float(value)
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise LatencyTableError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise LatencyTableError(f"{where}: expected a finite non-negative time, got {text!r}")
+    return value
+
+
+def _not_found(text: str, where: str, program: str, expected: str) -> LatencyTableError:
+    """The error for an output without results: what was expected, and the output's last line as a clue."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    clue = f"; its last line: {lines[-1][:200]!r}" if lines else "; the output is empty"
+    return LatencyTableError(f"{where}: no {expected} in the output (is this {program}'s output, and did it "
+                             f"finish?){clue}")
+
+
+# --- executor_runner (ExecuTorch) ------------------------------------------------------------------------------
+_ET_ITERATION = re.compile(r"Iteration (\d+) of (\d+): ([-+0-9.eE]+|nan|inf) ms")
+
+
+def parse_executor_runner(text: str, where: str = "output", warmup: int = 0) -> ProgramRun:
+    """The timings of ExecuTorch's ``executor_runner`` (``--num_executions N``), its first ``warmup`` runs dropped.
+
+    Format: ``examples/portable/executor_runner/executor_runner.cpp`` of ExecuTorch v1.4.1 logs, for every
+    execution, ``Iteration %u of %u: %f ms`` (ET_LOG, Info), whether the log goes to stderr (prefixed ``I
+    00:00:00.123456 executorch:executor_runner.cpp:777]``) or to logcat (prefixed by logcat's own columns).
+    """
+    runs: dict[int, float] = {}
+    total = 0
+    for match in _ET_ITERATION.finditer(text):
+        i, n = int(match.group(1)), int(match.group(2))
+        runs[i] = _number(match.group(3), f"{where}: iteration {i}")
+        total = max(total, n)
+    if not runs:
+        raise _not_found(text, where, "executor_runner", "'Iteration i of N: X ms' lines")
+    if sorted(runs) != list(range(1, total + 1)):
+        raise LatencyTableError(f"{where}: holds {len(runs)} of the {total} iterations (did executor_runner stop?)")
+    samples = [runs[i] for i in range(warmup + 1, total + 1)]
+    if not samples:
+        raise LatencyTableError(f"{where}: all {total} iterations are warm-up ({warmup}); nothing was timed")
+    timed = Measurement.from_samples(samples)
+    return ProgramRun(min_ms=timed.min_ms, median_ms=timed.median_ms, mean_ms=timed.mean_ms, std_ms=timed.std_ms,
+                      count=timed.count, p10_ms=timed.p10_ms)
+
+
+# --- benchmark_model (LiteRT / TensorFlow Lite, C++) -----------------------------------------------------------
+_NUM = r"([-+0-9.eE]+|nan|inf)"
+_TFL_STAT = re.compile(
+    r"count=(\d+)(?: first=\S+ curr=\S+ min=" + _NUM + r" max=\S+ avg=" + _NUM + r" std=" + _NUM
+    + r"| curr=" + _NUM + r"(?:\(all same\))?) p5=\S+ median=" + _NUM
+)
+_TFL_DONE = "Inference timings in us:"
+
+
+def parse_benchmark_model(text: str, where: str = "output", warmup: int = 0) -> ProgramRun:
+    """The timings of LiteRT's (TensorFlow Lite's) C++ ``benchmark_model``, in microseconds in its output.
+
+    Format: ``tflite/tools/benchmark/benchmark_model.cc`` (google-ai-edge/LiteRT; the same file in
+    tensorflow/lite before) logs the statistics of the warm-up runs and then of the timed runs, each as
+    ``Stat::OutputToStream`` of ``StatWithPercentiles<int64_t>`` writes it (``xla/tsl/util/stats_calculator.h``):
+    ``count=50 first=1234 curr=1200 min=1190 max=1500 avg=1210.5 std=30 p5=1195 median=1205 p95=1300`` (or
+    ``count=50 curr=1200(all same) p5=... median=... p95=...``), then ``Inference timings in us: Init: ...,
+    First inference: ..., Warmup (avg): ..., Inference (avg): ...``. The timed runs are the last statistics line
+    before that summary. ``warmup`` is unused: the program times its warm-up separately.
+    """
+    end = text.find(_TFL_DONE)
+    if end < 0:
+        raise _not_found(text, where, "benchmark_model", f"'{_TFL_DONE}' summary")
+    stats = list(_TFL_STAT.finditer(text, 0, end))
+    if not stats:
+        raise _not_found(text[:end], where, "benchmark_model", "'count=... median=...' statistics")
+    m = stats[-1]
+    count = int(m.group(1))
+    median = _number(m.group(6), f"{where}: median") / 1000
+    if m.group(5) is not None:  # all runs took the same time
+        same = _number(m.group(5), f"{where}: curr") / 1000
+        return ProgramRun(min_ms=same, median_ms=median, mean_ms=same, std_ms=0.0, count=count)
+    return ProgramRun(min_ms=_number(m.group(2), f"{where}: min") / 1000, median_ms=median,
+                      mean_ms=_number(m.group(3), f"{where}: avg") / 1000,
+                      std_ms=_number(m.group(4), f"{where}: std") / 1000, count=count)
+
+
+# --- benchmark_litert_model.py (LiteRT's Python mirror) --------------------------------------------------------
+_LITERT_PY = re.compile(r"Inference \((avg|min|median|std)\):\s+" + _NUM + r" ms(?: \((\d+) runs\))?")
+
+
+def parse_benchmark_litert_model(text: str, where: str = "output", warmup: int = 0) -> ProgramRun:
+    """The timings of LiteRT's Python benchmark, ``ai_edge_litert/tools/benchmark_litert_model.py``.
+
+    Format: that file of ai-edge-litert 2.3.0 (lines 453-471) prints ``Inference (avg):       0.06 ms (50 runs)``,
+    then ``Inference (min|max|median|std|p5|p95): X ms``, each with two decimals (so a part faster than
+    ~0.2 ms is read to within 2.5% or worse; the C++ program prints microseconds).
+    """
+    found: dict[str, float] = {}
+    count = 0
+    for m in _LITERT_PY.finditer(text):
+        found[m.group(1)] = _number(m.group(2), f"{where}: {m.group(1)}")
+        if m.group(3):
+            count = int(m.group(3))
+    missing = [k for k in ("avg", "min", "median", "std") if k not in found]
+    if missing or not count:
+        raise _not_found(text, where, "benchmark_litert_model.py", "'Inference (avg|min|median|std): X ms' lines")
+    return ProgramRun(min_ms=found["min"], median_ms=found["median"], mean_ms=found["avg"], std_ms=found["std"],
+                      count=count)
+
+
+# --- the programs ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchmarkProgram:
+    """A runtime's benchmark program.
+
+    Attributes:
+        name: what ``--program`` accepts.
+        backend: the backend whose files it runs (:data:`~.backends.BACKENDS`).
+        runner: the program's default path (on the phone for adb, ``RUNNER=`` overrides it).
+        arguments: ``(model path, warm-up runs, timed runs, threads) -> arguments``.
+        parse: ``(output, where, warm-up runs) -> ProgramRun``.
+        statistics: the statistics its output gives (a table's statistic must be one of them).
+        logcat_tag: where its Android build logs (the script appends that log to the output), if not stdout.
+        where_to_get: one line for the docs and the script: where the program comes from.
+        resolution_ms: the smallest step of the times it prints.
+    """
+
+    name: str
+    backend: str
+    runner: str
+    arguments: Callable[[str, int, int, int], list[str]]
+    parse: Callable[[str, str, int], ProgramRun]
+    statistics: tuple[str, ...]
+    logcat_tag: str | None
+    where_to_get: str
+    resolution_ms: float
+
+
+def _executor_runner_args(model: str, warmup: int, runs: int, threads: int) -> list[str]:
+    return [f"--model_path={model}", f"--num_executions={warmup + runs}", f"--cpu_threads={threads}",
+            "--print_output=none"]
+
+
+def _benchmark_model_args(model: str, warmup: int, runs: int, threads: int) -> list[str]:
+    return [f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}", f"--num_runs={runs}"]
+
+
+def _litert_python_args(model: str, warmup: int, runs: int, threads: int) -> list[str]:
+    return ["--model", model, "--num_threads", str(threads), "--warmup_runs", str(warmup), "--num_runs", str(runs)]
+
+
+PROGRAMS: dict[str, BenchmarkProgram] = {
+    "executor_runner": BenchmarkProgram(
+        "executor_runner", "executorch", "/data/local/tmp/executor_runner", _executor_runner_args,
+        parse_executor_runner, ("min", "p10", "median", "mean"), "ExecuTorch",
+        "ExecuTorch's executor_runner built for the phone with the XNNPACK delegate (cmake -DANDROID_ABI=arm64-v8a "
+        "-DEXECUTORCH_BUILD_XNNPACK=ON; the wheel ships no runner)", 1e-6),
+    "benchmark_model": BenchmarkProgram(
+        "benchmark_model", "litert", "/data/local/tmp/benchmark_model", _benchmark_model_args,
+        parse_benchmark_model, ("min", "median", "mean"), None,
+        "LiteRT's (TensorFlow Lite's) benchmark_model for Android (the prebuilt android_aarch64_benchmark_model "
+        "binary, or bazel build -c opt --config=android_arm64 //tflite/tools/benchmark:benchmark_model)", 1e-3),
+    "benchmark_litert_model": BenchmarkProgram(
+        "benchmark_litert_model", "litert", "litert-benchmark", _litert_python_args,
+        parse_benchmark_litert_model, ("min", "median", "mean"), None,
+        "LiteRT's Python benchmark (ai-edge-litert's litert-benchmark command; runs where Python runs, e.g. "
+        "ADB= on this machine)", 1e-2),
+}
+DEFAULT_PROGRAMS = {"executorch": "executor_runner", "litert": "benchmark_model"}
+
+
+def get_program(name: str | None, backend: str) -> BenchmarkProgram:
+    """The program ``name`` (default: the backend's), which must run ``backend``'s files."""
+    if name is None:
+        if backend not in DEFAULT_PROGRAMS:
+            usable = sorted(DEFAULT_PROGRAMS)
+            raise LatencyTableError(f"backend {backend!r} has no phone benchmark program (backends with one: "
+                                    f"{usable}; onnxruntime files are timed by the agent, agent.py --measure-dir)")
+        name = DEFAULT_PROGRAMS[backend]
+    program = PROGRAMS.get(name)
+    if program is None:
+        raise LatencyTableError(f"unknown benchmark program {name!r}: expected one of {sorted(PROGRAMS)}")
+    if program.backend != backend:
+        raise LatencyTableError(f"{name} runs {program.backend} files, not {backend}: use --backend "
+                                f"{program.backend}, or a program for {backend}: "
+                                f"{sorted(p.name for p in PROGRAMS.values() if p.backend == backend)}")
+    return program
+
+
+# --- export ---------------------------------------------------------------------------------------------------
+def export_phone(
+    folder: str | os.PathLike[str],
+    archs: Sequence[Architecture],
+    calibration: Sequence[Architecture],
+    config: MeasureConfig,
+    *,
+    program: str | None = None,
+    validation: Sequence[Architecture] = (),
+    runs: int = DEFAULT_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    reference_every: int = DEFAULT_REFERENCE_EVERY,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the models, ``run_benchmarks.sh`` and ``manifest.json`` that profile ``archs`` on a phone; the manifest.
+
+    Every signature of ``archs`` and ``calibration`` gets one model file; ``calibration`` and ``validation``
+    networks are exported whole. ``progress(done, total)`` is called after every model written.
+    """
+    chosen = get_program(program, config.backend)
+    if config.device != "cpu":
+        raise LatencyTableError(f"export-layers writes models for a phone's CPU, not {config.device!r}")
+    if config.statistic not in chosen.statistics:
+        raise LatencyTableError(f"statistic {config.statistic!r}: {chosen.name} reports {list(chosen.statistics)}")
+    for name, value in (("runs", runs), ("reference_every", reference_every)):
+        check_positive(name, value)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise LatencyTableError(f"warmup: expected a non-negative integer, got {warmup!r}")
+    root = Path(folder)
+    if path_kind(root) not in (None, "dir"):
+        raise LatencyTableError(f"{root}: exists and is not a folder")
+    if path_kind(root / "manifest.json") is not None:
+        raise LatencyTableError(f"{root}: already holds an export (manifest.json); choose a new folder")
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    suffix = get_backend(config.backend).file_suffix
+    contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
+                                            precision=config.precision), [*archs, *calibration, *validation])
+    pipelines = [context_pipeline(a, config.batch_size) for a in contexts]
+    total = len({s.key for p in pipelines for s in p}) + 1 + len(calibration) + len(validation)
+    files: dict[str, str] = {}
+
+    def write(spec: Any, model: bytes) -> str:
+        name = f"models/{len(files):05d}{suffix}"
+        try:
+            (root / name).write_bytes(model)
+        except OSError as exc:
+            raise LatencyTableError(f"{root / name}: cannot write the model ({os_reason(exc)})") from None
+        files[spec.key] = name
+        if progress is not None:
+            progress(len(files), total)
+        return name
+
+    reference = reference_spec(config)
+    for spec, model in convert_pipeline([reference], config):
+        write(spec, model)
+    models: list[tuple[str, str, str]] = []  # (kind, key, file)
+    for pipeline in pipelines:
+        for spec, model in convert_pipeline(pipeline, config, skip=set(files)):
+            models.append(("part", spec.key, write(spec, model)))
+    for kind, nets in (("calibrate", calibration), ("validate", validation)):
+        for i, arch in enumerate(nets):
+            spec = network_spec(arch, config.batch_size, key=f"{kind}{i}:{arch.id}")
+            for done, model in convert_pipeline([spec], config):
+                models.append((kind, done.key, write(done, model)))
+    runs_list = [("reference", reference.key, files[reference.key])]
+    for start in range(0, len(models), reference_every):
+        runs_list.extend(models[start:start + reference_every])
+        runs_list.append(("reference", reference.key, files[reference.key]))
+    manifest = {
+        "format": PHONE_FORMAT,
+        "format_version": PHONE_VERSION,
+        "program": chosen.name,
+        "runs_per_model": runs,
+        "warmup": warmup,
+        "runs": [{"output": f"outputs/{i:05d}.txt", "model": f, "kind": k, "key": key}
+                 for i, (k, key, f) in enumerate(runs_list)],
+        "mixnas": {
+            "config": asdict(config),
+            "reference_key": reference.key,
+            "calibration": [a.to_dict() for a in calibration],
+            "validation": [a.to_dict() for a in validation],
+            "signatures": len({s for a in [*archs, *calibration, *validation] for s in arch_signatures(a)}),
+            "networks": len(contexts),
+        },
+    }
+    try:
+        write_text_atomic(root / SCRIPT, phone_script(chosen, manifest, config))
+        (root / SCRIPT).chmod(0o755)
+        write_json_atomic(root / "manifest.json", manifest, indent=1, sort_keys=False)
+    except OSError as exc:
+        raise LatencyTableError(f"{root}: cannot write the script or the manifest ({os_reason(exc)})") from None
+    return manifest
+
+
+def phone_script(program: BenchmarkProgram, manifest: dict[str, Any], config: MeasureConfig) -> str:
+    """The POSIX shell script that runs ``program`` on every model of the manifest, over adb or here."""
+    runs, warmup = manifest["runs_per_model"], manifest["warmup"]
+    args = " ".join(shlex.quote(a) for a in program.arguments("MODEL", warmup, runs, config.threads))
+    args = args.replace("MODEL", '"$1"')
+    tag = program.logcat_tag
+    lines = [
+        "#!/bin/sh",
+        f"# Written by mixnas latency export-layers: {len(manifest['runs'])} runs of {program.name} "
+        f"({config.backend}, {config.precision}, {config.threads} thread(s)).",
+        f"# The program: {program.where_to_get}.",
+        "# On a phone (USB debugging on, adb on PATH):  sh run_benchmarks.sh",
+        "#   ADB='adb -s SERIAL' picks a phone; RUNNER=/path/on/phone names the program; REMOTE= the folder used.",
+        "# On this machine, without a phone:            ADB= RUNNER=/path/to/program sh run_benchmarks.sh",
+        "# Outputs go to outputs/; a model with an output is not run again. Then:",
+        "#   mixnas latency import-results THIS_FOLDER --out lut.json",
+        "set -u",
+        'cd "$(dirname "$0")" || exit 1',
+        'ADB="${ADB-adb}"',
+        f'RUNNER="${{RUNNER:-{program.runner}}}"',
+        'REMOTE="${REMOTE:-/data/local/tmp/mixnas}"',
+        "mkdir -p outputs",
+        f"args() {{ echo {args}; }}",
+        'if [ -n "$ADB" ]; then',
+        '  $ADB shell mkdir -p "$REMOTE" && $ADB push models "$REMOTE/" >/dev/null || { echo "adb push failed" >&2; '
+        "exit 1; }",
+        "fi",
+        "run() {  # run OUTPUT MODEL",
+        '  [ -s "$1" ] && return 0',
+        '  if [ -n "$ADB" ]; then',
+    ]
+    if tag:
+        lines.append("    $ADB logcat -c 2>/dev/null")
+    lines.append('    $ADB shell "$RUNNER $(args "$REMOTE/$2")" > "$1.tmp" 2>&1')
+    lines.append("    status=$?")
+    if tag:
+        lines.append(f'    $ADB logcat -d -s {tag}:I >> "$1.tmp" 2>/dev/null')
+    lines += [
+        "  else",
+        '    $RUNNER $(args "$2") > "$1.tmp" 2>&1',
+        "    status=$?",
+        "  fi",
+        '  if [ "$status" -ne 0 ]; then',
+        '    mv "$1.tmp" "$1.failed"; failed=$((failed + 1))',
+        '    echo "$1: $RUNNER exited with $status (its output: $1.failed; run the script again to retry)" >&2',
+        "    return 0",
+        "  fi",
+        '  mv "$1.tmp" "$1"',
+        "  count=$((count + 1))",
+        f'  [ $((count % 25)) -eq 0 ] && echo "$count of {len(manifest["runs"])} runs" >&2',
+        "  return 0",
+        "}",
+        "count=0",
+        "failed=0",
+    ]
+    lines += [f"run {r['output']} {r['model']}" for r in manifest["runs"]]
+    lines += [
+        'if [ "$failed" -gt 0 ]; then echo "$failed runs failed; see outputs/*.failed" >&2; exit 1; fi',
+        'echo "done: outputs/ holds the results; next: mixnas latency import-results FOLDER --out lut.json" >&2',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- import ---------------------------------------------------------------------------------------------------
+@dataclass
+class PhoneImport:
+    """A table built from a phone folder, and the validation of its predictions (None without networks)."""
+
+    table: LatencyTable
+    validation: dict[str, Any] | None
+    program: str
+    coarse: int = 0  # parts timed at under COARSE_STEPS steps of the program's resolution
+
+    def coarse_line(self) -> str | None:
+        """A warning when parts were too fast for the program's printed resolution, else None."""
+        if not self.coarse:
+            return None
+        step = PROGRAMS[self.program].resolution_ms
+        return (f"{self.coarse} of {len(self.table)} parts took under {COARSE_STEPS} x {step:g} ms, the step "
+                f"{self.program} prints times in: their entries are coarse (one printed as 0 is entered as half "
+                "a step; a program that prints finer times, or a larger input resolution, avoids it)")
+
+
+def is_phone_folder(folder: str | os.PathLike[str]) -> bool:
+    """True where ``folder/manifest.json`` is a phone export (else it is the agent's, or absent)."""
+    try:
+        return json.loads(read_bytes(Path(folder) / "manifest.json", LatencyTableError)).get("format") == PHONE_FORMAT
+    except (LatencyTableError, ValueError, AttributeError):
+        return False
+
+
+def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
+    """The latency table a phone folder's outputs describe (see the module docstring)."""
+    root = Path(folder)
+    manifest_path = root / "manifest.json"
+    try:
+        manifest = json.loads(read_bytes(manifest_path, LatencyTableError))
+        meta = manifest["mixnas"]
+        config = MeasureConfig(**meta["config"])
+        program = PROGRAMS[manifest["program"]]
+        runs = list(manifest["runs"])
+        warmup = int(manifest["warmup"])
+        calibration = [Architecture.from_dict(a) for a in meta["calibration"]]
+        validation = [Architecture.from_dict(a) for a in meta["validation"]]
+        if manifest.get("format") != PHONE_FORMAT or any(r["kind"] not in KINDS for r in runs):
+            raise ValueError("unknown format or kind")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LatencyTableError(f"{manifest_path}: not a manifest of mixnas latency export-layers for a phone "
+                                f"({exc})") from None
+    results: list[ProgramRun] = []
+    for i, run in enumerate(runs):
+        path = root / run["output"]
+        if path_kind(path) is None:
+            failed = " (it failed: see its .failed file)" if path_kind(Path(f"{path}.failed")) is not None else ""
+            raise LatencyTableError(f"{path}: missing{failed}; run {SCRIPT} again to finish the runs")
+        results.append(program.parse(read_text(path, LatencyTableError), str(path), warmup))
+    statistic = config.statistic
+    refs = [i for i, r in enumerate(runs) if r["kind"] == "reference"]
+    baseline = results[refs[0]].value(statistic)
+
+    def drift(i: int) -> float:
+        if not config.drift_correction:
+            return 1.0
+        before = max(r for r in refs if r < i)
+        after = min((r for r in refs if r > i), default=before)
+        return baseline / statistics.fmean([results[before].value(statistic), results[after].value(statistic)])
+
+    device = {"measured_by": f"{program.name} ({PHONE_FORMAT})", "program": program.name}
+    settings: dict[str, Any] = {**config.to_dict(), "runs_per_model": manifest["runs_per_model"], "warmup": warmup,
+                                "clock": f"{program.name}'s"}
+    if config.drift_correction:
+        settings.update(reference_arch=REFERENCE_ARCH, reference_ms=baseline)
+    table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings,
+                         precision=config.precision)
+    networks: dict[str, list[float]] = {"calibrate": [], "validate": []}
+    step = program.resolution_ms
+    for i, (run, result) in enumerate(zip(runs, results)):
+        if run["kind"] == "part":
+            timed = _as_measurement(result, statistic)
+            if timed.value(statistic) < step:  # printed as 0: below one step, so half a step is the estimate
+                timed = replace(timed, **{f"{s}_ms": max(getattr(timed, f"{s}_ms"), step / 2)
+                                          for s in ("min", "median", "mean")})
+            store_measured(table, {run["key"]: timed}, drift(i), None, statistic)
+        elif run["kind"] in networks:
+            networks[run["kind"]].append(result.value(statistic) * drift(i))
+    if calibration:
+        store_calibration(table, calibration, networks["calibrate"])
+    report = None
+    if len(validation) >= 2:
+        from mixnas.evaluators.latency.predictor import LatencyPredictor
+        from mixnas.evaluators.latency.validate import error_metrics
+
+        predicted = [LatencyPredictor(table).predict(a)[0] for a in validation]
+        report = {**error_metrics(predicted, networks["validate"]), "program": program.name,
+                  "statistic": statistic, "calibrated": table.calibration is not None,
+                  "architectures": [{"arch_id": a.id, "predicted_ms": p, "measured_ms": m}
+                                    for a, p, m in zip(validation, predicted, networks["validate"])]}
+    coarse = sum(1 for run, result in zip(runs, results)
+                 if run["kind"] == "part" and result.value(statistic) < COARSE_STEPS * program.resolution_ms)
+    return PhoneImport(table=table, validation=report, program=program.name, coarse=coarse)
+
+
+def _as_measurement(result: ProgramRun, statistic: str) -> Measurement:
+    """``result`` as a measurement whose ``statistic`` is what the program reported (checked present)."""
+    result.value(statistic)
+    return result.measurement()
