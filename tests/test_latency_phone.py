@@ -267,7 +267,7 @@ def test_export_run_locally_and_import(tmp_path: Path, fake_conversion: dict[str
     done = subprocess.run(["sh", str(tmp_path / "ph" / "run_benchmarks.sh")], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert len(list((tmp_path / "ph" / "outputs").glob("*.txt"))) == len(runs)
+    assert len(list((tmp_path / "ph" / "outputs").glob("*.txt"))) == 2 * len(runs)  # two passes by default
 
     imported = import_phone(tmp_path / "ph")
     table = imported.table
@@ -281,6 +281,14 @@ def test_export_run_locally_and_import(tmp_path: Path, fake_conversion: dict[str
     assert imported.validation["within_10pct"] == 1.0  # sums of parts + 50 us, which the calibration learns
     table.save(tmp_path / "lut.json")
     assert LatencyTable.load(tmp_path / "lut.json").device["program"] == "benchmark_model"
+
+    # the passes pool: by the median of the two (this table's statistic), so a part twice as slow in pass 2 is
+    # entered at 1.5x
+    part = next(r for r in runs if r["kind"] == "part")
+    second = tmp_path / "ph" / part["output"].replace(".txt", ".pass2.txt")
+    us = fake_conversion[part["key"]]
+    second.write_text(second.read_text().replace(f"median={us} ", f"median={2 * us} "))
+    assert import_phone(tmp_path / "ph").table.entries[part["key"]].ms == pytest.approx(1.5 * us / 1000)
 
 
 def test_the_script_over_adb_pushes_once_appends_logcat_and_resumes(tmp_path: Path,
@@ -304,7 +312,7 @@ def test_the_script_over_adb_pushes_once_appends_logcat_and_resumes(tmp_path: Pa
     imported = import_phone(tmp_path / "ph")
     assert imported.validation is None and imported.program == "executor_runner"
     one = next(iter(imported.table.entries))
-    assert imported.table.entries[one].count == 5  # 7 executions, the 2 warm-up runs dropped
+    assert imported.table.entries[one].count == 10  # 7 executions, the 2 warm-up runs dropped, in each of 2 passes
 
     (tmp_path / "ph" / "outputs" / "00002.txt").unlink()
     (tmp_path / "adb.log").unlink()
@@ -350,4 +358,4 @@ def test_cli_import_of_a_phone_folder(tmp_path: Path, fake_conversion: dict[str,
     assert json.loads((tmp_path / "ph" / "validation.json").read_text())["n"] == 3
     assert main(["latency", "export-layers", "--space", "tiny", "-n", "2", "-o", str(tmp_path / "o"),
                  "--validate", "2"]) == 2
-    assert "--program and --validate are for a phone's backends" in capsys.readouterr().err
+    assert "--program, --passes and --validate are for a phone's backends" in capsys.readouterr().err

@@ -39,7 +39,7 @@ import os
 import re
 import shlex
 import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,9 +52,10 @@ from mixnas.evaluators.latency.measure import (
     Measurement,
     check_positive,
     network_spec,
-    reference_spec,
+    StageSpec,
 )
 from mixnas.evaluators.latency.profile import context_pipeline, select_contexts, store_calibration, store_measured
+from mixnas.evaluators.latency.sampling import with_resolution
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
 from mixnas.textio import os_reason, path_kind, read_bytes, read_text, write_json_atomic, write_text_atomic
@@ -65,6 +66,7 @@ SCRIPT = "run_benchmarks.sh"
 DEFAULT_RUNS = 50
 DEFAULT_WARMUP = 5
 DEFAULT_REFERENCE_EVERY = 25
+DEFAULT_PASSES = 2
 KINDS = ("reference", "part", "calibrate", "validate")
 COARSE_STEPS = 20  # a time under this many steps of a program's resolution is read to worse than 2.5%
 
@@ -281,6 +283,22 @@ def get_program(name: str | None, backend: str) -> BenchmarkProgram:
 
 
 # --- export ---------------------------------------------------------------------------------------------------
+def phone_reference(config: MeasureConfig, archs: Sequence[Architecture]) -> StageSpec:
+    """The reference network (the ``mixnet_tiny`` preset) at the largest input resolution of ``archs``: a benchmark
+    program prints coarse times (0.01 ms for LiteRT's Python one), and at its own 32 px the reference takes
+    ~0.1 ms, too short to measure a drift of a few percent."""
+    from mixnas.search_space.presets import resolve_arch
+
+    arch = resolve_arch(REFERENCE_ARCH)
+    arch = with_resolution(arch, max([a.resolution for a in archs], default=arch.resolution))
+    return network_spec(arch, config.batch_size, key=f"reference:{REFERENCE_ARCH}@{arch.resolution}")
+
+
+def pass_output(output: str, index: int) -> str:
+    """The output file of a run in pass ``index`` (0: the manifest's name; then ``NNNNN.pass2.txt``, ...)."""
+    return output if index == 0 else output.replace(".txt", f".pass{index + 1}.txt")
+
+
 def export_phone(
     folder: str | os.PathLike[str],
     archs: Sequence[Architecture],
@@ -292,19 +310,21 @@ def export_phone(
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
     reference_every: int = DEFAULT_REFERENCE_EVERY,
+    passes: int = DEFAULT_PASSES,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write the models, ``run_benchmarks.sh`` and ``manifest.json`` that profile ``archs`` on a phone; the manifest.
 
     Every signature of ``archs`` and ``calibration`` gets one model file; ``calibration`` and ``validation``
-    networks are exported whole. ``progress(done, total)`` is called after every model written.
+    networks are exported whole. The script runs every model ``passes`` times, one pass after the other.
+    ``progress(done, total)`` is called after every model written.
     """
     chosen = get_program(program, config.backend)
     if config.device != "cpu":
         raise LatencyTableError(f"export-layers writes models for a phone's CPU, not {config.device!r}")
     if config.statistic not in chosen.statistics:
         raise LatencyTableError(f"statistic {config.statistic!r}: {chosen.name} reports {list(chosen.statistics)}")
-    for name, value in (("runs", runs), ("reference_every", reference_every)):
+    for name, value in (("runs", runs), ("reference_every", reference_every), ("passes", passes)):
         check_positive(name, value)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise LatencyTableError(f"warmup: expected a non-negative integer, got {warmup!r}")
@@ -332,7 +352,7 @@ def export_phone(
             progress(len(files), total)
         return name
 
-    reference = reference_spec(config)
+    reference = phone_reference(config, [*archs, *calibration, *validation])
     for spec, model in convert_pipeline([reference], config):
         write(spec, model)
     models: list[tuple[str, str, str]] = []  # (kind, key, file)
@@ -354,6 +374,7 @@ def export_phone(
         "program": chosen.name,
         "runs_per_model": runs,
         "warmup": warmup,
+        "passes": passes,
         "runs": [{"output": f"outputs/{i:05d}.txt", "model": f, "kind": k, "key": key}
                  for i, (k, key, f) in enumerate(runs_list)],
         "mixnas": {
@@ -382,8 +403,8 @@ def phone_script(program: BenchmarkProgram, manifest: dict[str, Any], config: Me
     tag = program.logcat_tag
     lines = [
         "#!/bin/sh",
-        f"# Written by mixnas latency export-layers: {len(manifest['runs'])} runs of {program.name} "
-        f"({config.backend}, {config.precision}, {config.threads} thread(s)).",
+        f"# Written by mixnas latency export-layers: {manifest['passes']} x {len(manifest['runs'])} runs of "
+        f"{program.name} ({config.backend}, {config.precision}, {config.threads} thread(s)).",
         f"# The program: {program.where_to_get}.",
         "# On a phone (USB debugging on, adb on PATH):  sh run_benchmarks.sh",
         "#   ADB='adb -s SERIAL' picks a phone; RUNNER=/path/on/phone names the program; REMOTE= the folder used.",
@@ -423,13 +444,14 @@ def phone_script(program: BenchmarkProgram, manifest: dict[str, Any], config: Me
         "  fi",
         '  mv "$1.tmp" "$1"',
         "  count=$((count + 1))",
-        f'  [ $((count % 25)) -eq 0 ] && echo "$count of {len(manifest["runs"])} runs" >&2',
+        f'  [ $((count % 25)) -eq 0 ] && echo "$count of {manifest["passes"] * len(manifest["runs"])} runs" >&2',
         "  return 0",
         "}",
         "count=0",
         "failed=0",
     ]
-    lines += [f"run {r['output']} {r['model']}" for r in manifest["runs"]]
+    for p in range(manifest["passes"]):
+        lines += [f"run {pass_output(r['output'], p)} {r['model']}" for r in manifest["runs"]]
     lines += [
         'if [ "$failed" -gt 0 ]; then echo "$failed runs failed; see outputs/*.failed" >&2; exit 1; fi',
         'echo "done: outputs/ holds the results; next: mixnas latency import-results FOLDER --out lut.json" >&2',
@@ -446,6 +468,7 @@ class PhoneImport:
     validation: dict[str, Any] | None
     program: str
     coarse: int = 0  # parts timed at under COARSE_STEPS steps of the program's resolution
+    notes: list[str] = field(default_factory=list)  # what the import changed, one line each (drift correction off)
 
     def coarse_line(self) -> str | None:
         """A warning when parts were too fast for the program's printed resolution, else None."""
@@ -483,42 +506,53 @@ def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
     except (ValueError, KeyError, TypeError) as exc:
         raise LatencyTableError(f"{manifest_path}: not a manifest of mixnas latency export-layers for a phone "
                                 f"({exc})") from None
-    results: list[ProgramRun] = []
-    for i, run in enumerate(runs):
-        path = root / run["output"]
-        if path_kind(path) is None:
-            failed = " (it failed: see its .failed file)" if path_kind(Path(f"{path}.failed")) is not None else ""
-            raise LatencyTableError(f"{path}: missing{failed}; run {SCRIPT} again to finish the runs")
-        results.append(program.parse(read_text(path, LatencyTableError), str(path), warmup))
-    statistic = config.statistic
+    passes = int(manifest.get("passes", 1))
+    results: list[list[ProgramRun]] = []  # per pass, per run
+    for p in range(passes):
+        results.append([])
+        for run in runs:
+            path = root / pass_output(run["output"], p)
+            if path_kind(path) is None:
+                failed = " (it failed: see its .failed file)" if path_kind(Path(f"{path}.failed")) is not None else ""
+                raise LatencyTableError(f"{path}: missing{failed}; run {SCRIPT} again to finish the runs")
+            results[-1].append(program.parse(read_text(path, LatencyTableError), str(path), warmup))
+    statistic, step = config.statistic, program.resolution_ms
     refs = [i for i, r in enumerate(runs) if r["kind"] == "reference"]
-    baseline = results[refs[0]].value(statistic)
+    baseline = results[0][refs[0]].value(statistic)
+    notes: list[str] = []
+    correct = config.drift_correction
+    if correct and baseline < COARSE_STEPS * step:
+        correct = False
+        notes.append(f"drift correction off: the reference network took {baseline:g} ms, under {COARSE_STEPS} "
+                     f"steps of the {step:g} ms {program.name} prints")
 
-    def drift(i: int) -> float:
-        if not config.drift_correction:
-            return 1.0
-        before = max(r for r in refs if r < i)
-        after = min((r for r in refs if r > i), default=before)
-        return baseline / statistics.fmean([results[before].value(statistic), results[after].value(statistic)])
+    def value(i: int) -> float:
+        """Run ``i``'s statistic over every pass, each rescaled by the reference runs around it in its pass: the
+        least of them for ``min`` (as rounds pool), else their median."""
+        values = []
+        for timed in results:
+            v = max(timed[i].value(statistic), step / 2)  # printed as 0: below one step, so half a step
+            if correct:
+                before = max(r for r in refs if r < i)
+                after = min((r for r in refs if r > i), default=before)
+                v *= baseline / statistics.fmean([timed[before].value(statistic), timed[after].value(statistic)])
+            values.append(v)
+        return min(values) if statistic == "min" else statistics.median(values)
 
     device = {"measured_by": f"{program.name} ({PHONE_FORMAT})", "program": program.name}
     settings: dict[str, Any] = {**config.to_dict(), "runs_per_model": manifest["runs_per_model"], "warmup": warmup,
-                                "clock": f"{program.name}'s"}
-    if config.drift_correction:
-        settings.update(reference_arch=REFERENCE_ARCH, reference_ms=baseline)
+                                "passes": passes, "clock": f"{program.name}'s", "drift_correction": correct}
+    if correct:
+        settings.update(reference_arch=f"{REFERENCE_ARCH}@{runs[refs[0]]['key'].rpartition('@')[2]}",
+                        reference_ms=baseline)
     table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings,
                          precision=config.precision)
     networks: dict[str, list[float]] = {"calibrate": [], "validate": []}
-    step = program.resolution_ms
-    for i, (run, result) in enumerate(zip(runs, results)):
+    for i, run in enumerate(runs):
         if run["kind"] == "part":
-            timed = _as_measurement(result, statistic)
-            if timed.value(statistic) < step:  # printed as 0: below one step, so half a step is the estimate
-                timed = replace(timed, **{f"{s}_ms": max(getattr(timed, f"{s}_ms"), step / 2)
-                                          for s in ("min", "median", "mean")})
-            store_measured(table, {run["key"]: timed}, drift(i), None, statistic)
+            store_measured(table, {run["key"]: _combined(results, i, statistic, value(i))}, 1.0, None, statistic)
         elif run["kind"] in networks:
-            networks[run["kind"]].append(result.value(statistic) * drift(i))
+            networks[run["kind"]].append(value(i))
     if calibration:
         store_calibration(table, calibration, networks["calibrate"])
     report = None
@@ -531,12 +565,20 @@ def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
                   "statistic": statistic, "calibrated": table.calibration is not None,
                   "architectures": [{"arch_id": a.id, "predicted_ms": p, "measured_ms": m}
                                     for a, p, m in zip(validation, predicted, networks["validate"])]}
-    coarse = sum(1 for run, result in zip(runs, results)
-                 if run["kind"] == "part" and result.value(statistic) < COARSE_STEPS * program.resolution_ms)
-    return PhoneImport(table=table, validation=report, program=program.name, coarse=coarse)
+    coarse = sum(1 for i, run in enumerate(runs)
+                 if run["kind"] == "part" and results[0][i].value(statistic) < COARSE_STEPS * step)
+    return PhoneImport(table=table, validation=report, program=program.name, coarse=coarse, notes=notes)
 
 
-def _as_measurement(result: ProgramRun, statistic: str) -> Measurement:
-    """``result`` as a measurement whose ``statistic`` is what the program reported (checked present)."""
-    result.value(statistic)
-    return result.measurement()
+def _combined(results: list[list[ProgramRun]], i: int, statistic: str, value: float) -> Measurement:
+    """Run ``i`` over every pass as one measurement whose ``statistic`` is ``value`` (drift-corrected, pooled)."""
+    runs = [timed[i] for timed in results]
+    for run in runs:
+        run.value(statistic)  # reported by the program, or one line saying it is not
+    scale = value / statistics.median(r.value(statistic) for r in runs)
+    pooled = Measurement(
+        median_ms=statistics.median(r.median_ms for r in runs) * scale,
+        mean_ms=statistics.fmean(r.mean_ms for r in runs) * scale,
+        std_ms=max(r.std_ms for r in runs) * scale, iqr_ms=math.nan,
+        min_ms=min(r.min_ms for r in runs) * scale, p10_ms=math.nan, count=sum(r.count for r in runs))
+    return replace(pooled, **{f"{statistic}_ms": value})

@@ -219,6 +219,9 @@ def _add_export_layers(cmds: argparse._SubParsersAction) -> None:
     e.add_argument("--program", choices=sorted(PROGRAMS), default=None,
                    help="for --backend executorch or litert: the runtime's benchmark program that run_benchmarks.sh "
                    "runs over adb (default: executor_runner for executorch, benchmark_model for litert)")
+    e.add_argument("--passes", type=int, default=2,
+                   help="for a phone: run_benchmarks.sh runs every model this many times, one pass after the "
+                   "other; import-results keeps the least (--statistic min) or the median (default 2)")
     e.add_argument("--validate", type=int, default=0, metavar="K",
                    help="for a phone: also export K held-out networks (seed 1), whose measured latencies "
                    "import-results compares with the table's predictions (default 0)")
@@ -602,9 +605,9 @@ def run_export_layers(args: argparse.Namespace) -> int:
     calibration = choose_calibration(archs, args.calibrate)
     if not get_backend(config.backend).agent:
         return _export_phone(args, config, archs, calibration)
-    if args.program is not None or args.validate:
-        raise LatencyTableError("--program and --validate are for a phone's backends (executorch, litert); the "
-                                "agent validates with mixnas latency validate --remote")
+    if args.program is not None or args.validate or args.passes != 2:
+        raise LatencyTableError("--program, --passes and --validate are for a phone's backends (executorch, "
+                                "litert); the agent validates with mixnas latency validate --remote")
     manifest = export_layers(args.out, archs, calibration, config, rounds=args.rounds, chunk=args.chunk)
     meta = manifest["mixnas"]
     print(f"{args.out}: {meta['signatures']} signatures in {meta['networks']} networks, "
@@ -629,7 +632,8 @@ def _export_phone(args: argparse.Namespace, config: Any, archs: list[Any], calib
             _say(f"  {done}/{total} models written ({time.monotonic() - started:.0f} s)")
 
     manifest = export_phone(args.out, archs, calibration, config, program=args.program, validation=validation,
-                            runs=args.repeats, warmup=args.warmup, reference_every=args.chunk, progress=progress)
+                            runs=args.repeats, warmup=args.warmup, reference_every=args.chunk, passes=args.passes,
+                            progress=progress)
     meta = manifest["mixnas"]
     print(f"{args.out}: {meta['signatures']} signatures, {len(calibration)} calibration and {len(validation)} "
           f"validation networks, {len(manifest['runs'])} runs of {manifest['program']}; with the phone on USB: "
@@ -651,8 +655,8 @@ def run_import_results(args: argparse.Namespace) -> int:
         imported.table.save(args.out)
         if imported.table.calibration is not None:
             _say(f"import-results: calibration {imported.table.calibration.describe()}")
-        if imported.coarse_line():
-            _say(f"import-results: warning: {imported.coarse_line()}")
+        for line in [*imported.notes, *filter(None, [imported.coarse_line()])]:
+            _say(f"import-results: warning: {line}")
         if imported.validation is not None:
             v = imported.validation
             write_json_atomic(Path(args.folder) / "validation.json", v, indent=1)
