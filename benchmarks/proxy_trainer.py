@@ -37,8 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixnas.evaluators.data import DataSpec, ProxyData, load_proxy_data
-from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator
+from mixnas.data.spec import DataSpec
+
+from mixnas.data.sets import ProxyData
+
+from mixnas.data.load import load_proxy_data
+from mixnas.evaluators.proxy import ProxyEvaluator
+from mixnas.training.config import ProxyConfig
 from mixnas.models import build
 from mixnas.search_space.presets import resolve_arch
 

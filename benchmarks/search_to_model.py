@@ -72,7 +72,7 @@ def stage_baselines(out: Path) -> dict:
     done = read_json(out / "baselines.json")
     if done:
         return done
-    from mixnas.search_space.block_string import encode_arch_text
+    from mixnas.search_space.header import encode_arch_text
     from mixnas.search_space.presets import resolve_arch
 
     tiny = resolve_arch("mixnet_tiny")

@@ -36,9 +36,11 @@ import numpy as np
 import torch
 
 from mixnas.errors import MixnasError
-from mixnas.evaluators.data import DataSpec, load_proxy_data
+from mixnas.data.spec import DataSpec
+from mixnas.data.load import load_proxy_data
 from mixnas.evaluators.latency.validate import kendall as kendall_tau  # tau-b
-from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator
+from mixnas.evaluators.proxy import ProxyEvaluator
+from mixnas.training.config import ProxyConfig
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
 from mixnas.evaluators.supernet.layout import extreme_encoding

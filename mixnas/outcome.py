@@ -1,8 +1,9 @@
 """What became of a trial: one :class:`Status` for the whole package and one frozen :class:`TrialOutcome`.
 
-Every evaluator's result ends as a ``TrialOutcome``; the ledger stores it as it is (``to_dict`` /
-``from_dict`` are exact inverses), and ``mixnas.launch.runner.controller_result`` turns it into the controller's
-``Result`` in one place. Statuses:
+Every evaluator's result ends as a ``TrialOutcome``; the ledger stores its fields as columns of the trial's row
+(``mixnas.launch.ledger.Ledger.finish_trial``; ``retryable`` is not kept), and
+``mixnas.launch.journal.controller_result`` turns a ledger record into the controller's ``Result`` in one place.
+Statuses:
 
 * ``running``: asked, not finished (a ledger row only; an outcome is never ``running``);
 * ``ok``: scored; ``metrics`` holds everything measured and ``reward`` the scalar reward (None for Pareto runs);
@@ -106,16 +107,3 @@ class TrialOutcome:
     def failure(cls, reason: str, *, status: Status = Status.FAILED, retryable: bool = True,
                 metrics: Mapping[str, Any] | None = None, **rest: Any) -> TrialOutcome:
         return cls(status, metrics or {}, reason=reason, retryable=retryable, **rest)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value, "metrics": dict(self.metrics), "reward": self.reward,
-            "curve": [dict(p) for p in self.curve], "reason": self.reason, "retryable": self.retryable,
-            "attempt": self.attempt, "worker": self.worker, "started_at": self.started_at,
-            "eval_seconds": self.eval_seconds,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrialOutcome:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})

@@ -19,7 +19,7 @@ from mixnas.search_space.arch import (
     round_repeats,
     split_channels,
 )
-from mixnas.search_space.block_string import decode_arch
+from mixnas.search_space.arch_strings import decode_arch
 from mixnas.search_space.counting import count, count_layer
 from mixnas.search_space.presets import arch_preset_names, load_arch_preset
 

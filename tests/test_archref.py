@@ -18,7 +18,7 @@ from mixnas.launch.config import config_from_dict
 from mixnas.launch.export import export_run
 from mixnas.launch.ledger import Ledger
 from mixnas.outcome import Status, TrialOutcome
-from mixnas.search_space.block_string import encode_arch
+from mixnas.search_space.arch_strings import encode_arch
 from mixnas.search_space.counting import breakdown
 from mixnas.search_space.presets import load_arch_preset, resolve_arch
 

@@ -14,24 +14,17 @@ import pytest
 from mixnas.errors import BlockStringError
 from mixnas.launch.cli import main
 from mixnas.search_space.arch import Architecture, BlockArgs, GlobalParams
-from mixnas.search_space.block_string import (
-    decode_arch,
-    decode_mnasnet,
-    decode_tf,
+from mixnas.search_space.block_string import decode_mnasnet, decode_tf, encode_mnasnet, encode_tf, format_float
+from mixnas.search_space.timm_string import (
     decode_timm,
     decode_timm_arch,
-    encode_arch,
-    encode_mnasnet,
-    encode_tf,
     encode_timm,
     encode_timm_arch,
     encode_timm_stages,
-    format_float,
     group_timm_stages,
-    tf_to_timm,
     timm_problems,
-    timm_to_tf,
 )
+from mixnas.search_space.arch_strings import decode_arch, encode_arch, tf_to_timm, timm_to_tf
 from mixnas.search_space.presets import load_arch_preset
 
 MIXNET_S = [
@@ -696,7 +689,7 @@ def test_huge_values_are_refused_without_converting_them() -> None:
 
 # --- the '# mixnas:' settings header -------------------------------------------------------------------------
 
-from mixnas.search_space.block_string import encode_arch_text, encode_header, parse_header  # noqa: E402
+from mixnas.search_space.header import encode_arch_text, encode_header, parse_header  # noqa: E402
 from mixnas.search_space.counting import breakdown  # noqa: E402
 from mixnas.search_space.presets import resolve_arch  # noqa: E402
 

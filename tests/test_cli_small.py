@@ -112,3 +112,19 @@ def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
     assert all(name in listing.stdout for name in ("search", "status", "train-proxy", "supernet", "latency"))
     typo = subprocess.run([sys.executable, "-m", "mixnas", "stauts"], capture_output=True, text=True, timeout=120)
     assert typo.returncode == 2 and "invalid choice" in typo.stderr and "status" in typo.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["status", "RUN"], ["status", "RUN", "--json"], ["build", "mixnet_s", "--json"],
+                                  ["space", "show", "tiny"], ["train", "--help"], ["train-proxy", "--help"],
+                                  ["supernet", "--help"], ["latency", "--help"], ["search", "--help"]])
+def test_commands_that_neither_train_nor_measure_start_without_torch(tmp_path: Path, argv: list[str]) -> None:
+    """torch takes seconds to import on a small CPU; reading a run or a space must not pay for it."""
+    import subprocess
+    import sys
+
+    run_dir = make_run(tmp_path, {"type": "metric", "metric": "acc", "direction": "max"})
+    argv = [str(run_dir) if a == "RUN" else a for a in argv]
+    code = ("import sys\nfrom mixnas.launch.cli import main\ntry:\n    code = main(%r)\nexcept SystemExit as e:\n"
+            "    code = e.code\nassert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n" % argv)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]

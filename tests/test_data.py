@@ -13,14 +13,10 @@ import torch
 from PIL import Image
 
 from mixnas.errors import DataError
-from mixnas.evaluators.data import (
-    DataSpec,
-    detect_format,
-    load_images,
-    load_proxy_data,
-    select_subset,
-    stratified_split,
-)
+from mixnas.data.spec import DataSpec
+from mixnas.data.readers import detect_format
+from mixnas.data.split import select_subset, stratified_split
+from mixnas.data.load import load_images, load_proxy_data
 
 
 # --- writers of the real formats ---------------------------------------------------------------------------------
@@ -334,7 +330,8 @@ def test_a_data_set_over_the_memory_budget_is_memory_mapped_and_trains_the_same(
 ) -> None:
     # ImageNet-sized subsets cannot be copied into RAM: over the budget, the splits are views of a split-ordered
     # memory-mapped file, and a trial sees exactly the same images as with the data in memory.
-    from mixnas.evaluators.proxy import ProxyConfig, ProxyEvaluator
+    from mixnas.evaluators.proxy import ProxyEvaluator
+    from mixnas.training.config import ProxyConfig
     from mixnas.search_space.presets import load_arch_preset
 
     root = tmp_path / "images"

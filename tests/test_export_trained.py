@@ -29,7 +29,7 @@ from mixnas.launch.export import ONNX_METADATA, export_trained
 from mixnas.launch.ledger import Ledger
 from mixnas.outcome import Status, TrialOutcome
 from mixnas.search_space.arch import Architecture
-from mixnas.search_space.block_string import encode_arch
+from mixnas.search_space.arch_strings import encode_arch
 from mixnas.search_space.counting import breakdown
 from mixnas.search_space.presets import resolve_arch
 

@@ -22,20 +22,15 @@ import numpy as np
 import pytest
 
 from mixnas.errors import ArchitectureError, BlockStringError, ConfigError, DataError, LatencyTableError, MixnasError
-from mixnas.evaluators.data import DataSpec, load_images
+from mixnas.data.spec import DataSpec
+from mixnas.data.load import load_images
 from mixnas.evaluators.latency.lut import Entry, LatencyTable
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.launch.config import load_config, parse_override
 from mixnas.search_space.arch import MAX_LAYERS, Architecture
-from mixnas.search_space.block_string import (
-    decode_arch,
-    decode_mnasnet,
-    decode_tf,
-    decode_timm,
-    encode_tf,
-    encode_timm,
-    encode_timm_arch,
-)
+from mixnas.search_space.block_string import decode_mnasnet, decode_tf, encode_tf
+from mixnas.search_space.timm_string import decode_timm, encode_timm, encode_timm_arch
+from mixnas.search_space.arch_strings import decode_arch
 from mixnas.search_space.presets import arch_preset_names, load_arch_preset, resolve_arch
 
 ROOT = Path(__file__).resolve().parents[1]

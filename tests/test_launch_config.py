@@ -13,7 +13,7 @@ from mixnas.errors import ConfigError, RunError
 from mixnas.launch import cli
 from mixnas.launch.config import Objective, apply_overrides, config_diff, config_from_dict, load_config
 from mixnas.launch.ledger import Ledger
-from mixnas.launch.pool import _RungKeeper
+from mixnas.launch.asha import RungKeeper
 from mixnas.outcome import TrialOutcome
 from mixnas.textio import write_json_atomic
 from mixnas.launch.summary import best_record, pareto_records, summarize
@@ -139,12 +139,12 @@ def test_atomic_json_write_leaves_no_temp_file(tmp_path):
 
 
 def test_asha_stops_trials_below_the_rung_cutoff():
-    keeper = _RungKeeper(grace_period=1, reduction_factor=2, metric="top1")
+    keeper = RungKeeper(grace_period=1, reduction_factor=2, metric="top1")
     assert keeper.report(0, 1, {"top1": 0.5}) is False  # too few values at the rung to judge
     assert keeper.report(1, 1, {"top1": 0.2}) is True  # bottom half of (0.5, 0.2)
     assert keeper.report(2, 1, {"top1": 0.9}) is False
     assert keeper.report(3, 3, {"top1": 0.1}) is False  # epoch 3 is not a rung (1, 2, 4, ...)
-    resumed = _RungKeeper(1, 2, "top1", history=[[{"epoch": 1, "top1": 0.5}], [{"epoch": 1, "top1": 0.9}]])
+    resumed = RungKeeper(1, 2, "top1", history=[[{"epoch": 1, "top1": 0.5}], [{"epoch": 1, "top1": 0.9}]])
     assert resumed.report(4, 1, {"top1": 0.6}) is True
 
 

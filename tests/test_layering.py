@@ -14,11 +14,12 @@ LEAVES = {"errors", "pareto", "torch_runtime", "textio", "confignode", "outcome"
 # What each component may import besides itself and the leaves.
 ALLOWED = {
     "search_space": set(),
+    "data": {"search_space"},
     "models": {"search_space"},
     "controllers": {"search_space"},
-    "evaluators": {"search_space", "models"},
-    "training": {"search_space", "models", "evaluators"},
-    "launch": {"search_space", "models", "controllers", "evaluators", "training"},
+    "training": {"search_space", "models", "data"},
+    "evaluators": {"search_space", "models", "data", "training"},
+    "launch": {"search_space", "models", "data", "controllers", "evaluators", "training"},
     "__init__": {"training"},  # the package root: mixnas.load_model, imported lazily
     "__main__": {"launch"},  # python -m mixnas: the command line
 }

@@ -24,7 +24,7 @@ from mixnas.models import (
 )
 from mixnas.search_space import counting
 from mixnas.search_space.arch import Architecture, GlobalParams
-from mixnas.search_space.block_string import decode_arch
+from mixnas.search_space.arch_strings import decode_arch
 from mixnas.search_space.presets import arch_preset_names, load_arch_preset
 
 PRESETS = arch_preset_names()

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from mixnas.errors import ConfigError
-from mixnas.evaluators.data import DataSpec
-from mixnas.evaluators.proxy import METRICS, ProxyConfig, ProxyEvaluator, RMSpropTF, learning_rate, trial_seed
+from mixnas.data.spec import DataSpec
+from mixnas.evaluators.proxy import METRICS, ProxyEvaluator
+from mixnas.training.config import ProxyConfig, trial_seed
+from mixnas.training.optim import RMSpropTF, learning_rate
 from mixnas.launch.cli import main
 from mixnas.search_space.presets import resolve_arch
 

@@ -18,7 +18,8 @@ import yaml
 import mixnas
 from ledger_watch import kill_when
 from mixnas.errors import ConfigError
-from mixnas.evaluators.data import DataSpec, load_proxy_data
+from mixnas.data.spec import DataSpec
+from mixnas.data.load import load_proxy_data
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
 from mixnas.evaluators.supernet.train import SupernetTrainer, SupernetTraining

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixnas.evaluators.data import DataSpec
+from mixnas.data.spec import DataSpec
 from mixnas.launch import cli
 from mixnas.training.checkpoint import load_model
 from mixnas.training.data import load_training_data

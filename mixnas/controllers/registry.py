@@ -7,10 +7,7 @@ Controllers are imported lazily, so ``import mixnas.controllers`` loads neither 
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mixnas.controllers.base import Controller, Objective, SpaceLike
@@ -103,43 +100,3 @@ def restore_controller(state: Mapping[str, Any], space: SpaceLike) -> Controller
     controller = make_controller(name, space, objectives=[tuple(o) for o in objectives], seed=seed, **options)
     controller.load_state_dict(state)
     return controller
-
-
-@dataclass(frozen=True)
-class RunSetup:
-    """What a search driver needs to build a controller of a run directory (see :func:`run_setup`).
-
-    Attributes:
-        options: the controller options to build it with (the run's defaults filled in).
-        derived_files: files the controller writes as it goes that its replayed journal rebuilds exactly (an
-            Optuna study in the run directory): removed before a replay.
-        external_state: the controller keeps state outside itself that a replay cannot rebuild (a study in a
-            storage the user named): such a run resumes only from an up-to-date snapshot.
-    """
-
-    options: dict[str, Any]
-    derived_files: tuple[str, ...] = ()
-    external_state: bool = False
-
-
-def run_setup(name: str, options: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> RunSetup:
-    """Controller-specific set-up of a search in ``run_dir`` (nothing is written here).
-
-    * ``optuna`` without a ``storage`` option keeps its study in ``run_dir/optuna.db``, so optuna-dashboard can
-      watch the search while it runs; that study is derived from the run's journal. ``storage: null`` keeps it in
-      memory (and in the snapshot).
-    * ``rl``: the driver's torch uses one thread (the policy is tiny; more threads only contend with the trials'
-      workers, 10x slower under load).
-    """
-    options = dict(options)
-    if name == "rl":
-        import torch
-
-        torch.set_num_threads(1)
-    if name == "optuna":
-        if "storage" not in options:  # (an explicit null keeps the study in memory, inside the snapshot)
-            path = Path(run_dir).resolve() / "optuna.db"
-            options["storage"] = f"sqlite:///{path}"
-            return RunSetup(options, derived_files=(str(path),))
-        return RunSetup(options, external_state=options["storage"] is not None)
-    return RunSetup(options)

@@ -1,6 +1,6 @@
 """The one interface every evaluator implements: ``score(candidate, context) -> TrialOutcome``.
 
-The proxy trainer, a tabular benchmark and (later) a weight-sharing supernet all score a candidate of a search
+The proxy trainer, a tabular benchmark and the weight-sharing supernet all score a candidate of a search
 space. What the trial runner (``mixnas/launch/trial.py``) hands them is a :class:`TrialContext`; what they return
 is a :class:`~mixnas.outcome.TrialOutcome` with the metrics they measured (no reward: the trial adds latency,
 constraints and the reward around it). They never raise for a bad candidate: a failure is an outcome.

@@ -15,39 +15,31 @@ metrics of the last finished evaluation) or ``failed`` (with the exception's mes
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from mixnas.confignode import dataclass_fields
-from mixnas.errors import ConfigError
 from mixnas.evaluators.base import TrialContext
-from mixnas.evaluators.data import DataSpec, ProxyData, load_proxy_data
+from mixnas.data.spec import DataSpec
+from mixnas.data.sets import ProxyData
+from mixnas.data.load import load_proxy_data
 from mixnas.models import build as build_model
 from mixnas.outcome import Status, TrialOutcome
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 from mixnas.torch_runtime import torch_threads
+from mixnas.training.batches import augment_batch, to_input
+from mixnas.training.config import ProxyConfig, trial_seed
+from mixnas.training.device import pick_device
+from mixnas.training.optim import learning_rate, make_optimizer
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "rmsprop")
-SCHEDULES = ("cosine", "exponential")
-DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_EPOCHS = 5.0  # MnasNet's proxy budget
-# Budget bounds: far beyond any proxy run, but they turn a typo (epochs: 1e308) into an error at load time
-# instead of a failure (or a run that never ends) in every trial.
-MAX_EPOCHS = 10_000
-MAX_STEPS = 100_000_000
-MAX_SECONDS = 7 * 24 * 3600.0
 # The numeric metrics :meth:`ProxyEvaluator.evaluate` reports (what a reward, scheduler or constraint can name).
 METRICS = ("top1", "top5", "loss", "train_loss", "epochs", "steps", "train_seconds", "eval_seconds",
            "images_per_second", "params", "macs", "seed", "num_classes", "resolution", "train_images", "val_images")
@@ -57,275 +49,8 @@ BuildFn = Callable[..., nn.Module]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ProxyConfig:
-    """How to train one candidate. Frozen and validated at construction; :meth:`from_dict` reads YAML mappings.
-
-    The budget is ``epochs``, ``steps`` and / or ``seconds``: training stops at the first one reached; with none
-    of them set, it is :data:`DEFAULT_EPOCHS` epochs (so ``steps=500`` alone is not capped at 5 epochs). The LR
-    schedule spans the epoch or step budget (the smaller); with only ``seconds`` it spans the time budget, which is
-    then the one thing that is not deterministic.
-
-    Attributes:
-        epochs: passes over the training split (fractions allowed); None = no epoch limit.
-        steps: optimizer steps; None = no step limit.
-        seconds: training wall-clock seconds (evaluation excluded); None = no time limit.
-        batch_size: training batch size (capped at the training split's size).
-        optimizer: ``sgd`` (Nesterov momentum) or ``rmsprop`` (TF1 semantics, as MnasNet / MixNet train).
-        lr: peak learning rate; None = 0.1 * batch_size / 64 for SGD, 0.016 * batch_size / 256 for RMSProp.
-        momentum: SGD / RMSProp momentum.
-        weight_decay: L2 on convolution and dense weights (not on batch-norm parameters and biases).
-        rmsprop_decay: RMSProp's mean-square decay (TF ``decay``).
-        rmsprop_eps: RMSProp epsilon (inside the square root, as in TF).
-        schedule: ``cosine`` (to zero) or ``exponential`` (``decay_rate`` every ``decay_epochs``, staircase).
-        warmup_epochs: linear warm-up from 0 to ``lr`` (capped at a third of the budget's steps).
-        decay_epochs: exponential schedule period in epochs (MnasNet: 2.4).
-        decay_rate: exponential schedule factor (MnasNet: 0.97).
-        label_smoothing: cross-entropy label smoothing.
-        dropout_rate: classifier dropout; None = the architecture's.
-        drop_connect_rate: stochastic depth rate of the MBConv blocks.
-        channels_last: NHWC memory format for the model and its inputs.
-        threads: torch CPU threads for the trial (None = leave torch's setting).
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        amp: mixed precision with a gradient scaler on CUDA (ignored on a CPU).
-        eval_batch_size: batch size of the held-out evaluation.
-        bn_recalibration: before each evaluation, recompute batch-norm statistics as exact averages over this
-            many training images (0 = keep the running averages). With TF's BN momentum (0.99) the running
-            averages lag far behind the weights after the few hundred steps of a proxy run.
-    """
-
-    epochs: float | None = None
-    steps: int | None = None
-    seconds: float | None = None
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    rmsprop_decay: float = 0.9
-    rmsprop_eps: float = 1e-3
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    decay_epochs: float = 2.4
-    decay_rate: float = 0.97
-    label_smoothing: float = 0.1
-    dropout_rate: float | None = None
-    drop_connect_rate: float = 0.0
-    channels_last: bool = True
-    threads: int | None = None
-    device: str = "auto"
-    amp: bool = True
-    eval_batch_size: int = 500
-    bn_recalibration: int = 1024
-
-    def __post_init__(self) -> None:
-        def number(name: str, lo: float, hi: float = math.inf, *, optional: bool = False, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            ok = ok and (value > lo if low_open else value >= lo) and value <= hi
-            if not ok:
-                bound = f"{'>' if low_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-                raise ConfigError(f"proxy: {name}: expected a number {bound}{' or null' if optional else ''}, got {value!r}")
-
-        def integer(name: str, lo: int, hi: int | None = None, *, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-                bound = f">= {lo}" if hi is None else f"in {lo}..{hi:_}"
-                raise ConfigError(f"proxy: {name}: expected an integer {bound}{' or null' if optional else ''}, got {value!r}")
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"proxy: {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
-
-        number("epochs", 0, MAX_EPOCHS, optional=True, low_open=True)
-        integer("steps", 1, MAX_STEPS, optional=True)
-        number("seconds", 0, MAX_SECONDS, optional=True, low_open=True)
-        if self.epochs is None and self.steps is None and self.seconds is None:
-            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
-        integer("batch_size", 1)
-        choice("optimizer", OPTIMIZERS)
-        number("lr", 0, optional=True, low_open=True)
-        number("momentum", 0, 1)
-        number("weight_decay", 0)
-        number("rmsprop_decay", 0, 1)
-        number("rmsprop_eps", 0, low_open=True)
-        choice("schedule", SCHEDULES)
-        number("warmup_epochs", 0)
-        number("decay_epochs", 0, low_open=True)
-        number("decay_rate", 0, 1, low_open=True)
-        number("label_smoothing", 0, 1)
-        if self.label_smoothing >= 1:
-            raise ConfigError(f"proxy: label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}")
-        number("dropout_rate", 0, 0.99, optional=True)
-        number("drop_connect_rate", 0, 0.99)
-        integer("threads", 1, 1024, optional=True)  # torch crashes (SIGSEGV) on absurd thread counts
-        choice("device", DEVICES)
-        integer("eval_batch_size", 1)
-        integer("bn_recalibration", 0)
-        for name in ("channels_last", "amp"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"proxy: {name}: expected true or false, got {getattr(self, name)!r}")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "proxy") -> ProxyConfig:
-        """Build from a YAML mapping; errors name ``where`` (the file and YAML path) and the allowed keys.
-
-        A bad value reads ``{where}.{key}: expected ..., got ...``.
-        """
-        data = dataclass_fields(cls, data, where)
-        try:
-            return cls(**data)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.{str(exc).removeprefix('proxy: ')}") from None  # where.key: problem
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> ProxyConfig:
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def peak_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        if self.optimizer == "sgd":
-            return 0.1 * self.batch_size / 64
-        return 0.016 * self.batch_size / 256
-
-
-def trial_seed(seed: int, arch_id: str) -> int:
-    """The seed of one trial: a hash of the experiment seed and the architecture's content id (63 bits)."""
-    digest = hashlib.sha256(f"{int(seed)}:{arch_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Optimizer and schedule
-# ----------------------------------------------------------------------------------------------------------------
-class RMSpropTF(torch.optim.Optimizer):
-    """RMSProp with TensorFlow 1 semantics, as used to train MnasNet and MixNet.
-
-    It differs from :class:`torch.optim.RMSprop` in three ways that matter at the papers' settings (decay 0.9,
-    momentum 0.9, epsilon 1e-3): the mean square starts at one, epsilon is added inside the square root, and the
-    learning rate multiplies the update *inside* the momentum buffer (so a schedule change acts smoothly)::
-
-        ms  = decay * ms + (1 - decay) * g^2
-        mom = momentum * mom + lr * g / sqrt(ms + eps)
-        w  -= mom
-    """
-
-    def __init__(self, params: Any, lr: float, *, decay: float = 0.9, momentum: float = 0.9, eps: float = 1e-3,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "decay": decay, "momentum": momentum, "eps": eps, "weight_decay": weight_decay})
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["ms"] = torch.ones_like(p, memory_format=torch.preserve_format)
-                    state["mom"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            squares = [self.state[p]["ms"] for p in params]
-            moms = [self.state[p]["mom"] for p in params]
-            torch._foreach_mul_(squares, group["decay"])
-            torch._foreach_addcmul_(squares, grads, grads, value=1.0 - group["decay"])
-            denom = torch._foreach_add(squares, group["eps"])
-            torch._foreach_sqrt_(denom)
-            torch._foreach_mul_(moms, group["momentum"])
-            torch._foreach_addcdiv_(moms, grads, denom, value=group["lr"])
-            torch._foreach_sub_(params, moms)
-        return loss
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on convolution / dense weights only (batch-norm scales and biases are 1-D)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: nn.Module, config: ProxyConfig, device: torch.device) -> torch.optim.Optimizer:
-    groups = _param_groups(model, config.weight_decay)
-    if config.optimizer == "rmsprop":
-        return RMSpropTF(groups, config.peak_lr, decay=config.rmsprop_decay, momentum=config.momentum, eps=config.rmsprop_eps)
-    return torch.optim.SGD(groups, lr=config.peak_lr, momentum=config.momentum, nesterov=config.momentum > 0, fused=True)
-
-
-def learning_rate(step: int, total_steps: int, steps_per_epoch: int, config: ProxyConfig, progress: float | None = None) -> float:
-    """LR at ``step``: linear warm-up, then cosine to zero over the rest or a staircase exponential decay.
-
-    ``progress`` (0..1 of the budget) replaces ``step / total_steps`` for time budgets.
-    """
-    warmup = min(config.warmup_epochs * steps_per_epoch, total_steps / 3)
-    done = step if progress is None else progress * total_steps
-    if done < warmup:
-        return config.peak_lr * min(1.0, (done + 1) / warmup)
-    if config.schedule == "exponential":
-        return config.peak_lr * config.decay_rate ** math.floor((done - warmup) / (config.decay_epochs * steps_per_epoch))
-    fraction = min(1.0, (done - warmup) / max(1.0, total_steps - warmup))
-    return 0.5 * config.peak_lr * (1.0 + math.cos(math.pi * fraction))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Batches
-# ----------------------------------------------------------------------------------------------------------------
-def augment_batch(batch: torch.Tensor, spec: DataSpec, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and padded random crop of a uint8 NHWC batch (one draw per image)."""
-    n, h, w, _ = batch.shape
-    if spec.crop_padding:
-        pad = spec.crop_padding
-        padded = nn.functional.pad(batch, (0, 0, pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(batch.device)
-        dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(batch.device)
-        rows = (dy + torch.arange(h, device=batch.device))[:, :, None]
-        cols = (dx + torch.arange(w, device=batch.device))[:, None, :]
-        batch = padded[torch.arange(n, device=batch.device)[:, None, None], rows, cols]
-    if spec.flip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(batch.device).view(n, 1, 1, 1)
-        batch = torch.where(flip, batch.flip(2), batch)
-    return batch
-
-
-def to_input(batch: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 NHWC -> normalised float NCHW; the permuted view already has channels_last strides."""
-    x = torch.addcmul(shift, batch.permute(0, 3, 1, 2).float(), scale)
-    return x if channels_last else x.contiguous()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The evaluator
 # ----------------------------------------------------------------------------------------------------------------
-def check_device(name: str) -> None:
-    """Refuse ``cuda`` on a machine where torch sees no CUDA device (before training, not inside every trial)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("proxy: device: 'cuda' was asked for but torch sees no CUDA device on this machine; "
-                          "use 'auto' (CUDA when available) or 'cpu'")
-
-
-def pick_device(name: str) -> torch.device:
-    check_device(name)
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 

@@ -59,16 +59,12 @@ def describe_type(hint: Any) -> str:
 def check_controller(cfg: Any, space: Any) -> None:
     """Build the controller once (a study in memory, nothing written) so that a bad option value is an error now,
     naming ``controller.options``, rather than when the search starts."""
-    from mixnas.controllers import make_controller
+    from mixnas.launch.controller_setup import build_controller
 
     options = dict(cfg.controller.options)
     if cfg.controller.type == "optuna":
         options["storage"] = None
-    objectives = list(cfg.reward.controller_objectives)
-    try:
-        make_controller(cfg.controller.type, space, objectives=objectives, seed=cfg.seed, **options)
-    except (MixnasError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{cfg.source}: controller.options: {exc}") from None
+    build_controller(cfg, space, options)
 
 
 def check_files(cfg: Any, space: Any) -> None:
@@ -86,7 +82,7 @@ def check_files(cfg: Any, space: Any) -> None:
     src = cfg.source
     architectures = isinstance(space, StageSpace)
     if cfg.evaluator.type == "proxy":
-        from mixnas.evaluators.data import BUILTIN_SOURCES
+        from mixnas.data.spec import BUILTIN_SOURCES
 
         source = cfg.evaluator.data.get("source")
         if isinstance(source, str) and source not in BUILTIN_SOURCES and not Path(source).exists():
@@ -178,7 +174,7 @@ def _check_devices(cfg: Any) -> None:
         asked.append("latency.options.device")
     if not asked:
         return
-    from mixnas.evaluators.proxy import check_device
+    from mixnas.training.device import check_device
 
     try:
         check_device("cuda")

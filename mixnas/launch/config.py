@@ -75,7 +75,7 @@ class ProxyEvaluatorConfig:
     subset: dict[str, Any]
     budget: dict[str, Any]
     training: dict[str, Any]
-    data_spec: Any = field(default=None, compare=False, metadata=INTERNAL)  # evaluators.data.DataSpec
+    data_spec: Any = field(default=None, compare=False, metadata=INTERNAL)  # mixnas.data.spec.DataSpec
     proxy: Any = field(default=None, compare=False, metadata=INTERNAL)  # evaluators.proxy.ProxyConfig
 
 
@@ -315,7 +315,7 @@ def _evaluator(node: _Node, base: Path) -> EvaluatorConfig:
 
 
 def _supernet_evaluator(e: _Node, base: Path) -> SupernetEvaluatorConfig:
-    from mixnas.evaluators.proxy import DEVICES
+    from mixnas.training.device import DEVICES
 
     return SupernetEvaluatorConfig(
         checkpoint=e.path_value("checkpoint", base, required=True),
@@ -349,8 +349,8 @@ BUDGET_KEYS = ("epochs", "steps", "seconds")
 
 def _proxy_evaluator(data: dict, subset: dict, budget: dict, training: dict, e: _Node) -> ProxyEvaluatorConfig:
     """The proxy sections, checked and parsed once by the trainer's own classes (messages name this file's paths)."""
-    from mixnas.evaluators.data import DataSpec
-    from mixnas.evaluators.proxy import ProxyConfig
+    from mixnas.data.spec import DataSpec
+    from mixnas.training.config import ProxyConfig
 
     cfg = ProxyEvaluatorConfig(data, subset, budget, training)
     for key in cfg.subset:
@@ -482,7 +482,7 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
         cost = r.string("cost", "latency_ms")
         if cost == "latency_ms" and latency.type == "none":
             raise ConfigError(
-                f"{r.source}: reward.cost: 'latency_ms' needs a latency section (type lut or measure); "
+                f"{r.source}: reward.cost: 'latency_ms' needs a latency section (type lut, measure or remote); "
                 "set latency, or use another cost metric such as 'macs' or 'params'"
             )
         cfg = MnasnetReward(
@@ -646,7 +646,7 @@ def check_files(cfg: ExperimentConfig) -> None:
 def _cross_checks(cfg: ExperimentConfig) -> None:
     src = cfg.source
     if cfg.constraints.max_latency_ms is not None and cfg.latency.type == "none":
-        raise ConfigError(f"{src}: constraints.max_latency_ms: needs a latency section (type lut or measure), "
+        raise ConfigError(f"{src}: constraints.max_latency_ms: needs a latency section (type lut, measure or remote), "
                           f"got latency.type 'none'")
     if cfg.execution.scheduler.type == "asha" and cfg.evaluator.type != "proxy":
         raise ConfigError(f"{src}: execution.scheduler: 'asha' stops training early and needs evaluator.type "

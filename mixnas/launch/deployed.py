@@ -58,7 +58,7 @@ class EvalData:
     def __init__(self, run: dict[str, Any], source: Path, preprocessing: dict[str, Any]) -> None:
         import numpy as np
 
-        from mixnas.evaluators.data import DataSpec
+        from mixnas.data.spec import DataSpec
         from mixnas.training.data import load_training_data
 
         try:

@@ -46,7 +46,7 @@ from mixnas.launch.ledger import Ledger, TrialRecord
 from mixnas.launch.rundir import RunPaths, load_run_config
 from mixnas.launch.summary import front_objectives, pareto_records, ranked, with_repeats
 from mixnas.search_space.arch import Architecture
-from mixnas.search_space.block_string import encode_arch_text, encode_header
+from mixnas.search_space.header import encode_arch_text, encode_header
 from mixnas.textio import atomic_file, path_kind, read_json, write_text_atomic
 
 if TYPE_CHECKING:
@@ -384,7 +384,7 @@ def _preprocessing(run: dict[str, Any], source: Path) -> dict[str, Any]:
     """``run.json``'s preprocessing record; for a folder trained before it was kept, made again from the data."""
     if isinstance(run.get("preprocessing"), dict):
         return run["preprocessing"]
-    from mixnas.evaluators.data import DataSpec
+    from mixnas.data.spec import DataSpec
     from mixnas.training.data import load_training_data
 
     logger.info("%s: run.json has no preprocessing record; computing it from the training data", source)

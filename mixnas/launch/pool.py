@@ -12,15 +12,14 @@ node died) comes back as a failed outcome and its actor is replaced.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from mixnas.errors import ConfigError
+from mixnas.launch.asha import RungKeeper
 from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ray_local import RaySession, connect_ray
 from mixnas.outcome import TrialOutcome
@@ -59,41 +58,6 @@ def _cluster_resources() -> tuple[dict[str, float], list[dict[str, float]]]:
 
     nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
     return dict(ray.cluster_resources()), nodes
-
-
-class _RungKeeper:
-    """Asynchronous successive halving (ASHA; Li et al., "A System for Massively Parallel Hyperparameter Tuning",
-    MLSys 2020): at epochs ``grace * eta**k`` a trial continues only if its metric is in the top ``1/eta`` of the
-    values recorded at that rung so far."""
-
-    def __init__(self, grace_period: int, reduction_factor: int, metric: str,
-                 history: Sequence[Sequence[Mapping[str, Any]]] = ()) -> None:
-        self.grace, self.eta, self.metric = grace_period, reduction_factor, metric
-        self.rungs: dict[int, list[float]] = collections.defaultdict(list)
-        for curve in history:
-            for point in curve:
-                self._record(int(point.get("epoch", 0)), point.get(metric))
-
-    def _is_rung(self, epoch: int) -> bool:
-        rung = self.grace
-        while rung < epoch:
-            rung *= self.eta
-        return rung == epoch
-
-    def _record(self, epoch: int, value: Any) -> float | None:
-        if not self._is_rung(epoch) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return None
-        self.rungs[epoch].append(float(value))
-        return float(value)
-
-    def report(self, trial: int, epoch: int, metrics: Mapping[str, Any]) -> bool:
-        del trial
-        value = self._record(int(epoch), metrics.get(self.metric))
-        if value is None:
-            return False
-        values = sorted(self.rungs[int(epoch)], reverse=True)
-        keep = max(1, len(values) // self.eta)
-        return len(values) >= self.eta and value < values[keep - 1]
 
 
 class _Worker:
@@ -161,7 +125,7 @@ class ActorPool:
             check_resources(ex, *_cluster_resources())
             self._actor_cls = ray.remote(num_cpus=ex.cpu, num_gpus=ex.gpu, max_restarts=0)(_Worker)
             if ex.scheduler.type == "asha":
-                self._rungs = ray.remote(num_cpus=0)(_RungKeeper).remote(
+                self._rungs = ray.remote(num_cpus=0)(RungKeeper).remote(
                     ex.scheduler.grace_period, ex.scheduler.reduction_factor, ex.scheduler.metric, self._history)
             self._config = self.cfg.to_dict()
             self._actors = [self._actor_cls.remote(self._config, self._rungs) for _ in range(self.n_actors)]

@@ -1,4 +1,5 @@
-"""A run directory: its files, the lock one driver holds, atomic writes, creating a run and reading its config.
+"""A run directory: its files, the lock one driver holds, creating a run (its config written atomically) and reading
+its config.
 
 The layout is in ``docs/architecture.md`` ("Files on disk").
 """

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from mixnas.errors import ConfigError, MixnasError, RunError
+from mixnas.errors import MixnasError, RunError
 from mixnas.launch.config import ExperimentConfig, check_files, load_search_space
+from mixnas.launch.controller_setup import build_controller, run_setup
 from mixnas.launch.journal import SNAPSHOT_VERSION, Ordering, RunState, replay
 from mixnas.launch.journal import controller_result
 from mixnas.launch.ledger import Ledger, TrialRecord
@@ -124,23 +125,10 @@ class Search:
 
     # ------------------------------------------------------------------ the controller, from the journal
     def _new_controller(self, options: dict[str, Any]) -> Any:
-        from mixnas.controllers import make_controller
-
-        objectives = list(self.cfg.reward.controller_objectives)
-        try:
-            return make_controller(self.cfg.controller.type, self.space, objectives=objectives, seed=self.cfg.seed,
-                                   **options)
-        except TypeError as exc:
-            raise ConfigError(f"{self.cfg.source}: controller.options: {exc}") from None
-        except ConfigError:
-            raise
-        except MixnasError as exc:
-            raise ConfigError(f"{self.cfg.source}: controller: {exc}") from None
+        return build_controller(self.cfg, self.space, options)
 
     def _restore(self) -> Any:
         """The controller the journal describes: a snapshot plus the journal after it, or the whole journal."""
-        from mixnas.controllers.registry import run_setup
-
         setup = run_setup(self.cfg.controller.type, self.cfg.controller.options, self.paths.root)
         rows, events = self.ledger.trials(), self.ledger.journal()
         if [r.trial for r in rows] != list(range(len(rows))):
@@ -228,7 +216,7 @@ class Search:
                            trial, encoding, expected.encoding)
         candidate = self.space.decode(encoding)
         if isinstance(candidate, Architecture):
-            from mixnas.search_space.block_string import encode_arch
+            from mixnas.search_space.arch_strings import encode_arch
 
             arch_id, strings, data = candidate.id, encode_arch(candidate, "tf"), candidate.to_dict()
         else:

@@ -173,7 +173,7 @@ def arch_text(record: TrialRecord, grammar: str = "tf") -> str | None:
     Raises:
         BlockStringError: the grammar cannot express the architecture.
     """
-    from mixnas.search_space.block_string import encode_arch_text
+    from mixnas.search_space.header import encode_arch_text
 
     arch = record_arch(record)
     return None if arch is None else encode_arch_text(arch, grammar)

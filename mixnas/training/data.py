@@ -3,7 +3,7 @@
 The test split is found next to the training files: IDX ``t10k-images-idx3-ubyte[.gz]``, CIFAR-10
 ``test_batch.bin``, CIFAR-100 ``test.bin``, or an image folder's ``val/`` (ImageNet layout: ``train/`` and
 ``val/`` side by side, one subfolder per class). Other formats (digits, synthetic, downsampled-ImageNet npz) are
-evaluated on the held-out part of train that :func:`~mixnas.evaluators.data.load_proxy_data` makes.
+evaluated on the held-out part of train that :func:`~mixnas.data.load.load_proxy_data` makes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import numpy as np
 import torch
 
 from mixnas.errors import DataError
-from mixnas.evaluators.data import BUILTIN_SOURCES, DataSpec, LabelledImages, detect_format, load_images, load_proxy_data
+from mixnas.data.spec import BUILTIN_SOURCES, DataSpec
+from mixnas.data.readers import detect_format
+from mixnas.data.sets import LabelledImages
+from mixnas.data.load import load_images, load_proxy_data
 
 
 @dataclass(frozen=True, eq=False)

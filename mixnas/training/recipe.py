@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixnas.errors import ConfigError
-from mixnas.evaluators.proxy import ProxyConfig
+from mixnas.training.config import ProxyConfig
 
 
 @dataclass(frozen=True)

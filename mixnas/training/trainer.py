@@ -1,7 +1,8 @@
 """Train one architecture fully, with a checkpoint after every epoch and an exact resume.
 
-The optimizer, learning-rate schedule, device choice and input normalisation are the proxy trainer's
-(:mod:`mixnas.evaluators.proxy`), configured by a :class:`~mixnas.training.recipe.Recipe`. Augmentation fits the
+The optimizer, learning-rate schedule, device choice and input normalisation are the training kit the proxy
+trainer uses too (:mod:`~mixnas.training.optim`, :mod:`~mixnas.training.device`, :mod:`~mixnas.training.batches`),
+configured by a :class:`~mixnas.training.recipe.Recipe`. Augmentation fits the
 data: images up to 64 px get a padded random crop (pad = side / 8) and, except for digits and IDX characters, a
 horizontal flip; larger (ImageNet-like) images get a random-resized crop (scale 0.08-1, aspect 3/4-4/3, Szegedy et
 al. 2015) and a flip. With a recipe's ``ema_decay`` the evaluated and saved weights are the exponential moving
@@ -26,7 +27,10 @@ import torch
 from torch import nn
 
 from mixnas.errors import RunError
-from mixnas.evaluators.proxy import augment_batch, learning_rate, make_optimizer, pick_device, to_input, trial_seed
+from mixnas.training.config import trial_seed
+from mixnas.training.device import pick_device
+from mixnas.training.optim import learning_rate, make_optimizer
+from mixnas.training.batches import augment_batch, to_input
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count

@@ -514,7 +514,7 @@ def calibration_inputs(data: str | None, input_shape: Sequence[int], count: int 
     """``count`` inputs of ``input_shape`` (batch included) for int8 calibration, stacked on a new first axis.
 
     ``data``: a data set as the proxy trainer reads it (``digits``, an image folder, an IDX / CIFAR / npz file;
-    :class:`~mixnas.evaluators.data.DataSpec`), resized to the input's resolution and normalised by the chosen
+    :class:`~mixnas.data.spec.DataSpec`), resized to the input's resolution and normalised by the chosen
     images' channel statistics; None: the stand-in (:data:`STAND_IN`).
     """
     import numpy as np
@@ -530,7 +530,9 @@ def calibration_inputs(data: str | None, input_shape: Sequence[int], count: int 
 def _data_inputs(data: str, shape: tuple[int, ...], count: int) -> np.ndarray:
     import numpy as np
 
-    from mixnas.evaluators.data import DataSpec, load_images
+    from mixnas.data.spec import DataSpec
+
+    from mixnas.data.load import load_images
 
     if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
         raise LatencyTableError(f"calibration data: expected an image input (batch, 3, side, side), got {shape}")

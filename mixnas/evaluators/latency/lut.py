@@ -23,8 +23,8 @@ new table, never a torn one::
 naming it); ``devices`` (version 3) lists every device whose measurements a merged table holds, ``device``
 first.
 
-``ms`` is the value the predictor adds up: the table's statistic (``settings.statistic``, by default the 10th
-percentile of the runs) for measured entries, the mean for imported ones.
+``ms`` is the value the predictor adds up: the table's statistic (``settings.statistic``, by default the least
+of the runs) for measured entries, the mean for imported ones.
 Entries are keyed by :mod:`~mixnas.evaluators.latency.signatures` strings. :meth:`LatencyTable.from_csv` imports a
 table measured with another tool (see ``docs/latency.md`` for the CSV format).
 """

@@ -21,8 +21,11 @@ from torch import nn
 
 from mixnas.errors import ConfigError
 from mixnas.evaluators.base import TrialContext
-from mixnas.evaluators.data import DataSpec, ProxyData, load_proxy_data
-from mixnas.evaluators.proxy import pick_device, to_input
+from mixnas.data.spec import DataSpec
+from mixnas.data.sets import ProxyData
+from mixnas.data.load import load_proxy_data
+from mixnas.training.device import pick_device
+from mixnas.training.batches import to_input
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.supernet import Supernet
 from mixnas.outcome import Status, TrialOutcome

@@ -28,9 +28,11 @@ import torch
 from torch import nn
 
 from mixnas.errors import ConfigError, RunError
-from mixnas.evaluators.data import ProxyData
-from mixnas.evaluators.proxy import (ProxyConfig, augment_batch, learning_rate, make_optimizer, pick_device,
-                                     to_input)
+from mixnas.data.sets import ProxyData
+from mixnas.training.config import ProxyConfig
+from mixnas.training.device import pick_device
+from mixnas.training.optim import learning_rate, make_optimizer
+from mixnas.training.batches import augment_batch, to_input
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import evaluate_model, recalibrate_bn
 from mixnas.evaluators.supernet.supernet import Supernet

@@ -8,7 +8,9 @@ import sys
 
 from mixnas.search_space.arch import Architecture
 from mixnas.launch.archref import resolve_cli_arch
-from mixnas.search_space.block_string import encode_arch, encode_header, group_timm_stages
+from mixnas.search_space.timm_string import group_timm_stages
+from mixnas.search_space.arch_strings import encode_arch
+from mixnas.search_space.header import encode_header
 from mixnas.search_space.counting import breakdown
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mixnas.errors import ConfigError
-from mixnas.search_space.block_string import encode_arch
+from mixnas.search_space.arch_strings import encode_arch
 from mixnas.search_space.presets import arch_preset_names, load_arch_preset, space_preset_names
 from mixnas.search_space.spaces import ChoiceSpace, SearchSpace, StageSpace, load_space
 

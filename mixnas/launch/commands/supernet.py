@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mixnas.data.spec import FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
-from mixnas.evaluators.data import FORMATS, DataSpec
-from mixnas.evaluators.proxy import DEVICES, check_device
+from mixnas.training.device import DEVICES, check_device
 
 logger = logging.getLogger(__name__)
 CURVES = ("train_loss", "lr", "images_per_second", "largest_top1", "smallest_top1")  # drawn in TensorBoard
@@ -104,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     training = _training(args)
     import torch
 
-    from mixnas.evaluators.data import load_proxy_data
+    from mixnas.data.load import load_proxy_data
     from mixnas.evaluators.supernet.supernet import Supernet
     from mixnas.evaluators.supernet.train import SupernetTrainer
     from mixnas.search_space.spaces import load_space

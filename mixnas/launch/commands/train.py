@@ -7,17 +7,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mixnas.data.spec import BUILTIN_SOURCES, FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
-from mixnas.evaluators.data import BUILTIN_SOURCES, FORMATS, DataSpec, detect_format
-from mixnas.evaluators.proxy import DEVICES, check_device
 from mixnas.launch.archref import resolve_cli_arch
 from mixnas.textio import read_json
-from mixnas.training import checkpoint as ckpt
-from mixnas.training.data import load_training_data
+from mixnas.training.device import DEVICES, check_device
 from mixnas.training.recipe import RECIPES, get_recipe
-from mixnas.training.trainer import Trainer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mixnas.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 CURVES = ("top1", "top5", "loss", "train_loss", "lr", "images_per_second")  # drawn in TensorBoard
@@ -73,6 +73,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:
+    from mixnas.training import checkpoint as ckpt
+
     state = ckpt.read_state(output)
     if not resume:
         if state is not None:
@@ -95,6 +97,8 @@ def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:
 def _is_image_folder(spec: DataSpec) -> bool:
     if spec.format != "auto":
         return spec.format == "folder"
+    from mixnas.data.readers import detect_format
+
     return spec.source not in BUILTIN_SOURCES and detect_format(Path(spec.source).expanduser()) == "folder"
 
 
@@ -106,10 +110,14 @@ def _short(value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mixnas.training.data import load_training_data
+    from mixnas.training.trainer import Trainer
+
     _check_args(args)
     recipe = get_recipe(args.recipe)
     arch = resolve_cli_arch(args.arch)
-    import torch
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -8,19 +8,12 @@ import math
 import sys
 from typing import Any
 
+from mixnas.data.spec import FORMATS, NORMALIZATIONS, DataSpec
 from mixnas.errors import ArchitectureError, ConfigError
-from mixnas.evaluators.data import FORMATS, NORMALIZATIONS, DataSpec
-from mixnas.evaluators.proxy import (
-    DEFAULT_EPOCHS,
-    DEVICES,
-    OPTIMIZERS,
-    SCHEDULES,
-    ProxyConfig,
-    ProxyEvaluator,
-    check_device,
-)
 from mixnas.launch.archref import resolve_cli_arch, split_trial_ref, trial_record
 from mixnas.textio import path_kind
+from mixnas.training.config import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, ProxyConfig
+from mixnas.training.device import DEVICES, check_device
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ArchitectureError(f"--resolution: {exc}") from None
     spec, config = _recipe(args)
+    from mixnas.evaluators.proxy import ProxyEvaluator
+
     evaluator = ProxyEvaluator(spec, config)
     data = evaluator.proxy_data(arch)
     summary = data.summary()
@@ -166,6 +161,8 @@ def _reproduce(args: argparse.Namespace, ref: tuple[Any, Any]) -> int:
     recorded = _recorded(cfg, record, seed, ref[0])
     print(f"reproducing trial {record.trial} of {ref[0]} with the run's recipe and experiment seed {seed} "
           f"(no per-epoch evaluation, as in the search)", file=sys.stderr, flush=True)
+    from mixnas.evaluators.proxy import ProxyEvaluator
+
     result = ProxyEvaluator(cfg.evaluator.data_spec, cfg.evaluator.proxy).evaluate(arch, seed=seed)
     result["arch"] = arch.name
     names = ("top1", "top5", "loss")

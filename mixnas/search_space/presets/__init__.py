@@ -12,7 +12,9 @@ from typing import Any
 
 from mixnas.errors import ArchitectureError, BlockStringError
 from mixnas.search_space.arch import Architecture, GlobalParams
-from mixnas.search_space.block_string import GRAMMARS, apply_header, decode_arch, split_block_strings, split_header
+from mixnas.search_space.block_string import split_block_strings
+from mixnas.search_space.arch_strings import GRAMMARS, decode_arch
+from mixnas.search_space.header import apply_header, split_header
 from mixnas.textio import parse_json, parse_yaml, path_kind, read_text
 
 _ARCH_DIR = "archs"

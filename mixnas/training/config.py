@@ -1,0 +1,173 @@
+"""How to train one architecture: :class:`ProxyConfig` (budget, optimizer, schedule, regularisation, device),
+validated once at construction, its bounds and choices, and the seed of one trial. No torch here: the command
+line reads these choices without importing it. The proxy trainer, the full trainer and the supernet all train
+with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mixnas.confignode import dataclass_fields
+from mixnas.errors import ConfigError
+from mixnas.training.device import DEVICES
+
+OPTIMIZERS = ("sgd", "rmsprop")
+SCHEDULES = ("cosine", "exponential")
+DEFAULT_EPOCHS = 5.0  # MnasNet's proxy budget
+# Budget bounds: far beyond any proxy run, but they turn a typo (epochs: 1e308) into an error at load time
+# instead of a failure (or a run that never ends) in every trial.
+MAX_EPOCHS = 10_000
+MAX_STEPS = 100_000_000
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """How to train one candidate. Frozen and validated at construction; :meth:`from_dict` reads YAML mappings.
+
+    The budget is ``epochs``, ``steps`` and / or ``seconds``: training stops at the first one reached; with none
+    of them set, it is :data:`DEFAULT_EPOCHS` epochs (so ``steps=500`` alone is not capped at 5 epochs). The LR
+    schedule spans the epoch or step budget (the smaller); with only ``seconds`` it spans the time budget, which is
+    then the one thing that is not deterministic.
+
+    Attributes:
+        epochs: passes over the training split (fractions allowed); None = no epoch limit.
+        steps: optimizer steps; None = no step limit.
+        seconds: training wall-clock seconds (evaluation excluded); None = no time limit.
+        batch_size: training batch size (capped at the training split's size).
+        optimizer: ``sgd`` (Nesterov momentum) or ``rmsprop`` (TF1 semantics, as MnasNet / MixNet train).
+        lr: peak learning rate; None = 0.1 * batch_size / 64 for SGD, 0.016 * batch_size / 256 for RMSProp.
+        momentum: SGD / RMSProp momentum.
+        weight_decay: L2 on convolution and dense weights (not on batch-norm parameters and biases).
+        rmsprop_decay: RMSProp's mean-square decay (TF ``decay``).
+        rmsprop_eps: RMSProp epsilon (inside the square root, as in TF).
+        schedule: ``cosine`` (to zero) or ``exponential`` (``decay_rate`` every ``decay_epochs``, staircase).
+        warmup_epochs: linear warm-up from 0 to ``lr`` (capped at a third of the budget's steps).
+        decay_epochs: exponential schedule period in epochs (MnasNet: 2.4).
+        decay_rate: exponential schedule factor (MnasNet: 0.97).
+        label_smoothing: cross-entropy label smoothing.
+        dropout_rate: classifier dropout; None = the architecture's.
+        drop_connect_rate: stochastic depth rate of the MBConv blocks.
+        channels_last: NHWC memory format for the model and its inputs.
+        threads: torch CPU threads for the trial (None = leave torch's setting).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        amp: mixed precision with a gradient scaler on CUDA (ignored on a CPU).
+        eval_batch_size: batch size of the held-out evaluation.
+        bn_recalibration: before each evaluation, recompute batch-norm statistics as exact averages over this
+            many training images (0 = keep the running averages). With TF's BN momentum (0.99) the running
+            averages lag far behind the weights after the few hundred steps of a proxy run.
+    """
+
+    epochs: float | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1e-3
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    decay_epochs: float = 2.4
+    decay_rate: float = 0.97
+    label_smoothing: float = 0.1
+    dropout_rate: float | None = None
+    drop_connect_rate: float = 0.0
+    channels_last: bool = True
+    threads: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    eval_batch_size: int = 500
+    bn_recalibration: int = 1024
+
+    def __post_init__(self) -> None:
+        def number(name: str, lo: float, hi: float = math.inf, *, optional: bool = False, low_open: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > lo if low_open else value >= lo) and value <= hi
+            if not ok:
+                bound = f"{'>' if low_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
+                raise ConfigError(f"proxy: {name}: expected a number {bound}{' or null' if optional else ''}, got {value!r}")
+
+        def integer(name: str, lo: int, hi: int | None = None, *, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+                bound = f">= {lo}" if hi is None else f"in {lo}..{hi:_}"
+                raise ConfigError(f"proxy: {name}: expected an integer {bound}{' or null' if optional else ''}, got {value!r}")
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"proxy: {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
+
+        number("epochs", 0, MAX_EPOCHS, optional=True, low_open=True)
+        integer("steps", 1, MAX_STEPS, optional=True)
+        number("seconds", 0, MAX_SECONDS, optional=True, low_open=True)
+        if self.epochs is None and self.steps is None and self.seconds is None:
+            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
+        integer("batch_size", 1)
+        choice("optimizer", OPTIMIZERS)
+        number("lr", 0, optional=True, low_open=True)
+        number("momentum", 0, 1)
+        number("weight_decay", 0)
+        number("rmsprop_decay", 0, 1)
+        number("rmsprop_eps", 0, low_open=True)
+        choice("schedule", SCHEDULES)
+        number("warmup_epochs", 0)
+        number("decay_epochs", 0, low_open=True)
+        number("decay_rate", 0, 1, low_open=True)
+        number("label_smoothing", 0, 1)
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"proxy: label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}")
+        number("dropout_rate", 0, 0.99, optional=True)
+        number("drop_connect_rate", 0, 0.99)
+        integer("threads", 1, 1024, optional=True)  # torch crashes (SIGSEGV) on absurd thread counts
+        choice("device", DEVICES)
+        integer("eval_batch_size", 1)
+        integer("bn_recalibration", 0)
+        for name in ("channels_last", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"proxy: {name}: expected true or false, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "proxy") -> ProxyConfig:
+        """Build from a YAML mapping; errors name ``where`` (the file and YAML path) and the allowed keys.
+
+        A bad value reads ``{where}.{key}: expected ..., got ...``.
+        """
+        data = dataclass_fields(cls, data, where)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{str(exc).removeprefix('proxy: ')}") from None  # where.key: problem
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ProxyConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def peak_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        if self.optimizer == "sgd":
+            return 0.1 * self.batch_size / 64
+        return 0.016 * self.batch_size / 256
+
+
+def trial_seed(seed: int, arch_id: str) -> int:
+    """The seed of one trial: a hash of the experiment seed and the architecture's content id (63 bits)."""
+    digest = hashlib.sha256(f"{int(seed)}:{arch_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
