@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mixnas.errors import LatencyTableError
+from mixnas.errors import LatencyTableError, MixnasError
 from mixnas.evaluators.latency.backends import convert_pipeline, get_backend
 from mixnas.evaluators.latency.lut import LatencyTable
 from mixnas.evaluators.latency.measure import (
@@ -315,59 +315,29 @@ def export_phone(
 ) -> dict[str, Any]:
     """Write the models, ``run_benchmarks.sh`` and ``manifest.json`` that profile ``archs`` on a phone; the manifest.
 
-    Every signature of ``archs`` and ``calibration`` gets one model file; ``calibration`` and ``validation``
-    networks are exported whole. The script runs every model ``passes`` times, one pass after the other.
-    ``progress(done, total)`` is called after every model written.
+    Every signature of ``archs``, ``calibration`` and ``validation`` gets one model file (a part timed alone is
+    the same file whichever network brings it); ``calibration`` and ``validation`` networks are also exported
+    whole. The script runs every model ``passes`` times, one pass after the other. ``progress(done, total)`` is
+    called after every model written.
     """
     chosen = get_program(program, config.backend)
-    if config.device != "cpu":
-        raise LatencyTableError(f"export-layers writes models for a phone's CPU, not {config.device!r}")
-    if config.statistic not in chosen.statistics:
-        raise LatencyTableError(f"statistic {config.statistic!r}: {chosen.name} reports {list(chosen.statistics)}")
-    for name, value in (("runs", runs), ("reference_every", reference_every), ("passes", passes)):
-        check_positive(name, value)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise LatencyTableError(f"warmup: expected a non-negative integer, got {warmup!r}")
-    root = Path(folder)
-    if path_kind(root) not in (None, "dir"):
-        raise LatencyTableError(f"{root}: exists and is not a folder")
-    if path_kind(root / "manifest.json") is not None:
-        raise LatencyTableError(f"{root}: already holds an export (manifest.json); choose a new folder")
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    suffix = get_backend(config.backend).file_suffix
+    _check_export(chosen, config, runs=runs, warmup=warmup, reference_every=reference_every, passes=passes)
+    root = _new_folder(folder)
+    everything = [*archs, *calibration, *validation]
     contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
-                                            precision=config.precision), [*archs, *calibration, *validation])
-    pipelines = [context_pipeline(a, config.batch_size) for a in contexts]
-    total = len({s.key for p in pipelines for s in p}) + 1 + len(calibration) + len(validation)
-    files: dict[str, str] = {}
-
-    def write(spec: Any, model: bytes) -> str:
-        name = f"models/{len(files):05d}{suffix}"
-        try:
-            (root / name).write_bytes(model)
-        except OSError as exc:
-            raise LatencyTableError(f"{root / name}: cannot write the model ({os_reason(exc)})") from None
-        files[spec.key] = name
-        if progress is not None:
-            progress(len(files), total)
-        return name
-
-    reference = phone_reference(config, [*archs, *calibration, *validation])
-    for spec, model in convert_pipeline([reference], config):
-        write(spec, model)
-    models: list[tuple[str, str, str]] = []  # (kind, key, file)
-    for pipeline in pipelines:
-        for spec, model in convert_pipeline(pipeline, config, skip=set(files)):
-            models.append(("part", spec.key, write(spec, model)))
+                                            precision=config.precision), everything)
+    reference = phone_reference(config, everything)
+    writer = _ModelWriter(root, get_backend(config.backend).file_suffix, progress)
+    writer.total = len({s for a in contexts for s in arch_signatures(a)}) + 1 + len(calibration) + len(validation)
+    reference_file = writer.convert([reference], config)[0][2]
+    models = [m for a in contexts for m in writer.convert(context_pipeline(a, config.batch_size), config)]
     for kind, nets in (("calibrate", calibration), ("validate", validation)):
         for i, arch in enumerate(nets):
-            spec = network_spec(arch, config.batch_size, key=f"{kind}{i}:{arch.id}")
-            for done, model in convert_pipeline([spec], config):
-                models.append((kind, done.key, write(done, model)))
-    runs_list = [("reference", reference.key, files[reference.key])]
+            models += writer.convert([network_spec(arch, config.batch_size, key=f"{kind}{i}:{arch.id}")], config,
+                                     kind=kind)
+    order = [("reference", reference.key, reference_file)]
     for start in range(0, len(models), reference_every):
-        runs_list.extend(models[start:start + reference_every])
-        runs_list.append(("reference", reference.key, files[reference.key]))
+        order += [*models[start:start + reference_every], ("reference", reference.key, reference_file)]
     manifest = {
         "format": PHONE_FORMAT,
         "format_version": PHONE_VERSION,
@@ -376,13 +346,13 @@ def export_phone(
         "warmup": warmup,
         "passes": passes,
         "runs": [{"output": f"outputs/{i:05d}.txt", "model": f, "kind": k, "key": key}
-                 for i, (k, key, f) in enumerate(runs_list)],
+                 for i, (k, key, f) in enumerate(order)],
         "mixnas": {
             "config": asdict(config),
             "reference_key": reference.key,
             "calibration": [a.to_dict() for a in calibration],
             "validation": [a.to_dict() for a in validation],
-            "signatures": len({s for a in [*archs, *calibration, *validation] for s in arch_signatures(a)}),
+            "signatures": len({s for a in everything for s in arch_signatures(a)}),
             "networks": len(contexts),
         },
     }
@@ -395,13 +365,59 @@ def export_phone(
     return manifest
 
 
-def phone_script(program: BenchmarkProgram, manifest: dict[str, Any], config: MeasureConfig) -> str:
-    """The POSIX shell script that runs ``program`` on every model of the manifest, over adb or here."""
-    runs, warmup = manifest["runs_per_model"], manifest["warmup"]
-    args = " ".join(shlex.quote(a) for a in program.arguments("MODEL", warmup, runs, config.threads))
-    args = args.replace("MODEL", '"$1"')
-    tag = program.logcat_tag
-    lines = [
+def _check_export(program: BenchmarkProgram, config: MeasureConfig, *, runs: int, warmup: int, reference_every: int,
+                  passes: int) -> None:
+    if config.device != "cpu":
+        raise LatencyTableError(f"export-layers writes models for a phone's CPU, not {config.device!r}")
+    if config.statistic not in program.statistics:
+        raise LatencyTableError(f"statistic {config.statistic!r}: {program.name} reports {list(program.statistics)}")
+    for name, value in (("runs", runs), ("reference_every", reference_every), ("passes", passes)):
+        check_positive(name, value)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise LatencyTableError(f"warmup: expected a non-negative integer, got {warmup!r}")
+
+
+def _new_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` with an empty ``models/``, refused where it is a file or already holds an export."""
+    root = Path(folder)
+    if path_kind(root) not in (None, "dir"):
+        raise LatencyTableError(f"{root}: exists and is not a folder")
+    if path_kind(root / "manifest.json") is not None:
+        raise LatencyTableError(f"{root}: already holds an export (manifest.json); choose a new folder")
+    try:
+        (root / "models").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatencyTableError(f"{root}: cannot make the folder ({os_reason(exc)})") from None
+    return root
+
+
+class _ModelWriter:
+    """Converts stages and writes each key's model once, as ``models/NNNNN<suffix>``."""
+
+    def __init__(self, root: Path, suffix: str | None, progress: Callable[[int, int], None] | None) -> None:
+        self.root, self.suffix, self.progress = root, suffix or "", progress
+        self.files: dict[str, str] = {}
+        self.total = 0
+
+    def convert(self, pipeline: Sequence[StageSpec], config: MeasureConfig, kind: str = "part"
+                ) -> list[tuple[str, str, str]]:
+        """``(kind, key, file)`` of every stage of ``pipeline`` not written before (int8: calibrated in context)."""
+        written = []
+        for spec, model in convert_pipeline(pipeline, config, skip=set(self.files)):
+            name = f"models/{len(self.files):05d}{self.suffix}"
+            try:
+                (self.root / name).write_bytes(model)
+            except OSError as exc:
+                raise LatencyTableError(f"{self.root / name}: cannot write the model ({os_reason(exc)})") from None
+            self.files[spec.key] = name
+            written.append((kind, spec.key, name))
+            if self.progress is not None:
+                self.progress(len(self.files), max(self.total, len(self.files)))
+        return written
+
+
+def _script_header(program: BenchmarkProgram, manifest: dict[str, Any], config: MeasureConfig) -> list[str]:
+    return [
         "#!/bin/sh",
         f"# Written by mixnas latency export-layers: {manifest['passes']} x {len(manifest['runs'])} runs of "
         f"{program.name} ({config.backend}, {config.precision}, {config.threads} thread(s)).",
@@ -411,6 +427,17 @@ def phone_script(program: BenchmarkProgram, manifest: dict[str, Any], config: Me
         "# On this machine, without a phone:            ADB= RUNNER=/path/to/program sh run_benchmarks.sh",
         "# Outputs go to outputs/; a model with an output is not run again. Then:",
         "#   mixnas latency import-results THIS_FOLDER --out lut.json",
+    ]
+
+
+def phone_script(program: BenchmarkProgram, manifest: dict[str, Any], config: MeasureConfig) -> str:
+    """The POSIX shell script that runs ``program`` on every model of the manifest, over adb or here."""
+    runs, warmup = manifest["runs_per_model"], manifest["warmup"]
+    args = " ".join(shlex.quote(a) for a in program.arguments("MODEL", warmup, runs, config.threads))
+    args = args.replace("MODEL", '"$1"')
+    tag = program.logcat_tag
+    lines = [
+        *_script_header(program, manifest, config),
         "set -u",
         'cd "$(dirname "$0")" || exit 1',
         'ADB="${ADB-adb}"',
@@ -488,86 +515,125 @@ def is_phone_folder(folder: str | os.PathLike[str]) -> bool:
         return False
 
 
-def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
-    """The latency table a phone folder's outputs describe (see the module docstring)."""
-    root = Path(folder)
-    manifest_path = root / "manifest.json"
+@dataclass(frozen=True)
+class PhoneManifest:
+    """A phone folder's ``manifest.json``, parsed once (:func:`read_manifest`)."""
+
+    config: MeasureConfig
+    program: BenchmarkProgram
+    runs: tuple[dict[str, str], ...]  # output, model, kind (one of KINDS), key
+    warmup: int
+    runs_per_model: int
+    passes: int
+    calibration: tuple[Architecture, ...]
+    validation: tuple[Architecture, ...]
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> PhoneManifest:
+    """The manifest of the phone folder ``folder``, or one :class:`LatencyTableError` saying why not."""
+    path = Path(folder) / "manifest.json"
     try:
-        manifest = json.loads(read_bytes(manifest_path, LatencyTableError))
+        manifest = json.loads(read_bytes(path, LatencyTableError))
         meta = manifest["mixnas"]
-        config = MeasureConfig(**meta["config"])
-        program = PROGRAMS[manifest["program"]]
-        runs = list(manifest["runs"])
-        warmup = int(manifest["warmup"])
-        calibration = [Architecture.from_dict(a) for a in meta["calibration"]]
-        validation = [Architecture.from_dict(a) for a in meta["validation"]]
-        if manifest.get("format") != PHONE_FORMAT or any(r["kind"] not in KINDS for r in runs):
+        runs = tuple(dict(r) for r in manifest["runs"])
+        if manifest.get("format") != PHONE_FORMAT or any(r["kind"] not in KINDS for r in runs) or not runs:
             raise ValueError("unknown format or kind")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LatencyTableError(f"{manifest_path}: not a manifest of mixnas latency export-layers for a phone "
+        return PhoneManifest(
+            config=MeasureConfig(**meta["config"]), program=PROGRAMS[manifest["program"]], runs=runs,
+            warmup=int(manifest["warmup"]), runs_per_model=int(manifest["runs_per_model"]),
+            passes=int(manifest.get("passes", 1)),
+            calibration=tuple(Architecture.from_dict(a) for a in meta["calibration"]),
+            validation=tuple(Architecture.from_dict(a) for a in meta["validation"]))
+    except (ValueError, KeyError, TypeError, AttributeError, MixnasError) as exc:
+        raise LatencyTableError(f"{path}: not a manifest of mixnas latency export-layers for a phone "
                                 f"({exc})") from None
-    passes = int(manifest.get("passes", 1))
-    results: list[list[ProgramRun]] = []  # per pass, per run
-    for p in range(passes):
+
+
+def read_outputs(folder: str | os.PathLike[str], manifest: PhoneManifest) -> list[list[ProgramRun]]:
+    """Every run's parsed output, per pass; a missing output is an error saying how to finish."""
+    results: list[list[ProgramRun]] = []
+    for p in range(manifest.passes):
         results.append([])
-        for run in runs:
-            path = root / pass_output(run["output"], p)
+        for run in manifest.runs:
+            path = Path(folder) / pass_output(run["output"], p)
             if path_kind(path) is None:
                 failed = " (it failed: see its .failed file)" if path_kind(Path(f"{path}.failed")) is not None else ""
                 raise LatencyTableError(f"{path}: missing{failed}; run {SCRIPT} again to finish the runs")
-            results[-1].append(program.parse(read_text(path, LatencyTableError), str(path), warmup))
-    statistic, step = config.statistic, program.resolution_ms
-    refs = [i for i, r in enumerate(runs) if r["kind"] == "reference"]
-    baseline = results[0][refs[0]].value(statistic)
-    notes: list[str] = []
-    correct = config.drift_correction
-    if correct and baseline < COARSE_STEPS * step:
-        correct = False
-        notes.append(f"drift correction off: the reference network took {baseline:g} ms, under {COARSE_STEPS} "
-                     f"steps of the {step:g} ms {program.name} prints")
+            results[-1].append(manifest.program.parse(read_text(path, LatencyTableError), str(path),
+                                                      manifest.warmup))
+    return results
 
-    def value(i: int) -> float:
-        """Run ``i``'s statistic over every pass, each rescaled by the reference runs around it in its pass: the
-        least of them for ``min`` (as rounds pool), else their median."""
+
+class _DriftCorrected:
+    """Run values over the passes of one folder, each rescaled by the reference runs around it in its pass."""
+
+    def __init__(self, manifest: PhoneManifest, results: list[list[ProgramRun]]) -> None:
+        self.results, self.statistic = results, manifest.config.statistic
+        self.step = manifest.program.resolution_ms
+        self.refs = [i for i, r in enumerate(manifest.runs) if r["kind"] == "reference"]
+        self.baseline = results[0][self.refs[0]].value(self.statistic)
+        self.notes: list[str] = []
+        self.correct = manifest.config.drift_correction
+        if self.correct and self.baseline < COARSE_STEPS * self.step:
+            self.correct = False
+            self.notes.append(f"drift correction off: the reference network took {self.baseline:g} ms, under "
+                              f"{COARSE_STEPS} steps of the {self.step:g} ms {manifest.program.name} prints")
+
+    def value(self, i: int) -> float:
+        """Run ``i``'s statistic over every pass: the least of them for ``min`` (as rounds pool), else their
+        median."""
         values = []
-        for timed in results:
-            v = max(timed[i].value(statistic), step / 2)  # printed as 0: below one step, so half a step
-            if correct:
-                before = max(r for r in refs if r < i)
-                after = min((r for r in refs if r > i), default=before)
-                v *= baseline / statistics.fmean([timed[before].value(statistic), timed[after].value(statistic)])
+        for timed in self.results:
+            v = max(timed[i].value(self.statistic), self.step / 2)  # printed as 0: below one step, so half a step
+            if self.correct:
+                before = max(r for r in self.refs if r < i)
+                after = min((r for r in self.refs if r > i), default=before)
+                v *= self.baseline / statistics.fmean([timed[before].value(self.statistic),
+                                                       timed[after].value(self.statistic)])
             values.append(v)
-        return min(values) if statistic == "min" else statistics.median(values)
+        return min(values) if self.statistic == "min" else statistics.median(values)
 
-    device = {"measured_by": f"{program.name} ({PHONE_FORMAT})", "program": program.name}
-    settings: dict[str, Any] = {**config.to_dict(), "runs_per_model": manifest["runs_per_model"], "warmup": warmup,
-                                "passes": passes, "clock": f"{program.name}'s", "drift_correction": correct}
-    if correct:
-        settings.update(reference_arch=f"{REFERENCE_ARCH}@{runs[refs[0]]['key'].rpartition('@')[2]}",
-                        reference_ms=baseline)
-    table = LatencyTable(config.backend, config.threads, config.batch_size, device=device, settings=settings,
+
+def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
+    """The latency table a phone folder's outputs describe (see the module docstring)."""
+    manifest = read_manifest(folder)
+    config, program, runs = manifest.config, manifest.program, manifest.runs
+    results = read_outputs(folder, manifest)
+    drift = _DriftCorrected(manifest, results)
+    settings: dict[str, Any] = {**config.to_dict(), "runs_per_model": manifest.runs_per_model,
+                                "warmup": manifest.warmup, "passes": manifest.passes, "clock": f"{program.name}'s",
+                                "drift_correction": drift.correct}
+    if drift.correct:
+        settings.update(reference_arch=runs[drift.refs[0]]["key"].removeprefix("reference:"),
+                        reference_ms=drift.baseline)
+    table = LatencyTable(config.backend, config.threads, config.batch_size, settings=settings,
+                         device={"measured_by": f"{program.name} ({PHONE_FORMAT})", "program": program.name},
                          precision=config.precision)
     networks: dict[str, list[float]] = {"calibrate": [], "validate": []}
     for i, run in enumerate(runs):
         if run["kind"] == "part":
-            store_measured(table, {run["key"]: _combined(results, i, statistic, value(i))}, 1.0, None, statistic)
+            pooled = _combined(results, i, config.statistic, drift.value(i))
+            store_measured(table, {run["key"]: pooled}, 1.0, None, config.statistic)
         elif run["kind"] in networks:
-            networks[run["kind"]].append(value(i))
-    if calibration:
-        store_calibration(table, calibration, networks["calibrate"])
-    report = None
-    if len(validation) >= 2:
-        from mixnas.evaluators.latency.predictor import LatencyPredictor
-        from mixnas.evaluators.latency.validate import error_metrics
-
-        predicted = [LatencyPredictor(table).predict(a)[0] for a in validation]
-        report = {**error_metrics(predicted, networks["validate"]), "program": program.name,
-                  "statistic": statistic, "calibrated": table.calibration is not None,
-                  "architectures": [{"arch_id": a.id, "predicted_ms": p, "measured_ms": m}
-                                    for a, p, m in zip(validation, predicted, networks["validate"])]}
+            networks[run["kind"]].append(drift.value(i))
+    if manifest.calibration:
+        store_calibration(table, manifest.calibration, networks["calibrate"])
     coarse = sum(1 for i, run in enumerate(runs)
-                 if run["kind"] == "part" and results[0][i].value(statistic) < COARSE_STEPS * step)
-    return PhoneImport(table=table, validation=report, program=program.name, coarse=coarse, notes=notes)
+                 if run["kind"] == "part" and results[0][i].value(config.statistic) < COARSE_STEPS * drift.step)
+    report = _validation(table, manifest, networks["validate"]) if len(manifest.validation) >= 2 else None
+    return PhoneImport(table=table, validation=report, program=program.name, coarse=coarse, notes=drift.notes)
+
+
+def _validation(table: LatencyTable, manifest: PhoneManifest, measured: list[float]) -> dict[str, Any]:
+    """The table's predictions of the validation networks against their measured latencies."""
+    from mixnas.evaluators.latency.predictor import LatencyPredictor
+    from mixnas.evaluators.latency.validate import error_metrics
+
+    predicted = [LatencyPredictor(table).predict(a)[0] for a in manifest.validation]
+    return {**error_metrics(predicted, measured), "program": manifest.program.name,
+            "statistic": manifest.config.statistic, "calibrated": table.calibration is not None,
+            "architectures": [{"arch_id": a.id, "predicted_ms": p, "measured_ms": m}
+                              for a, p, m in zip(manifest.validation, predicted, measured)]}
 
 
 def _combined(results: list[list[ProgramRun]], i: int, statistic: str, value: float) -> Measurement:
