@@ -117,6 +117,11 @@ def test_rerank_keeps_repeats_in_the_ledger_and_status_ranks_by_the_mean(digits_
     assert shown.returncode == 0, shown.stderr
     assert [r["trial"] for r in json.loads(shown.stdout)["ranking"]] == [r.trial for r in result.ranking]
 
+    # the best by the mean over seeds, reproduced against its own recorded score (not against the mean)
+    again = _cli("train-proxy", "--arch", f"{run_dir}:best", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["reproduced"] is True
+
 
 def test_rerank_resumes_after_sigkill_with_the_same_results(digits_run, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"

@@ -32,7 +32,8 @@ def split_trial_ref(spec: str) -> tuple[Path, int | str] | None:
 
 def trial_record(run_dir: Path, trial: int | str) -> tuple[Any, Any]:
     """``(config, record)`` of one trial of a run (``trial="best"``: the run's best, by the mean over seeds for
-    trials that ``mixnas rerank`` re-evaluated, as ``mixnas status`` ranks them).
+    trials that ``mixnas rerank`` re-evaluated, as ``mixnas status`` ranks them). The record is the trial's own,
+    as the search recorded it: means over seeds are only used to choose the best.
 
     Raises:
         ArchitectureError: not a run directory, no such trial, or no best trial yet.
@@ -46,9 +47,10 @@ def trial_record(run_dir: Path, trial: int | str) -> tuple[Any, Any]:
         cfg = load_run_config(paths)
         with Ledger(paths.ledger, readonly=True) as ledger:
             if trial == "best":
-                record = best_record(cfg, with_repeats(ledger.trials(), ledger.repeats()))
-                if record is None:
+                best = best_record(cfg, with_repeats(ledger.trials(), ledger.repeats()))
+                if best is None:
                     raise ArchitectureError(f"{run_dir}:best: the run has no successful trial with a reward yet")
+                record = ledger.get(best.trial)
             else:
                 record = ledger.get(int(trial))
                 if record is None:
