@@ -51,15 +51,19 @@ class Status(str, enum.Enum):
 FINISHED = tuple(s for s in Status if s.finished)
 
 
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (not a bool): the one test of "a usable number" for metrics, rewards and curves."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number, else None (a NaN loss is stored as no loss)."""
+    return float(value) if is_finite_number(value) else None
+
+
 def finite_numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The numeric, finite entries of a metrics mapping (what controllers and TensorBoard can use)."""
-    out = {}
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(value):
-            out[key] = float(value)
-    return out
+    return {key: float(value) for key, value in metrics.items() if is_finite_number(value)}
 
 
 @dataclass(frozen=True)

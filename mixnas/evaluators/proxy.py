@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixnas.evaluators.base import TrialContext
-from mixnas.data.spec import DataSpec
-from mixnas.data.sets import ProxyData
 from mixnas.data.load import load_proxy_data
+from mixnas.data.sets import ProxyData
+from mixnas.data.spec import DataSpec
+from mixnas.evaluators.base import TrialContext
 from mixnas.models import build as build_model
-from mixnas.outcome import Status, TrialOutcome
+from mixnas.outcome import Status, TrialOutcome, finite_or_none
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 from mixnas.torch_runtime import torch_threads
@@ -51,10 +51,6 @@ BuildFn = Callable[..., nn.Module]
 # ----------------------------------------------------------------------------------------------------------------
 # The evaluator
 # ----------------------------------------------------------------------------------------------------------------
-def _finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 class ProxyEvaluator:
     """Scores architectures by proxy training on one data set.
 
@@ -317,6 +313,6 @@ class _Trial:
             correct1 += int(hits[:, 0].sum())
             correct5 += int(hits.any(dim=1).sum())
         self.result.update(
-            top1=correct1 / n, top5=correct5 / n, loss=_finite_or_none(loss_sum / n),
+            top1=correct1 / n, top5=correct5 / n, loss=finite_or_none(loss_sum / n),
             eval_seconds=round(self.result["eval_seconds"] + time.perf_counter() - start, 4),
         )

@@ -7,8 +7,9 @@ Python, no Ray: the pool wraps it in an actor.
 from __future__ import annotations
 
 import collections
-import math
 from typing import Any, Mapping, Sequence
+
+from mixnas.outcome import is_finite_number
 
 
 class RungKeeper:
@@ -31,7 +32,7 @@ class RungKeeper:
         return rung == epoch
 
     def _record(self, epoch: int, value: Any) -> float | None:
-        if not self._is_rung(epoch) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not self._is_rung(epoch) or not is_finite_number(value):
             return None
         self.rungs[epoch].append(float(value))
         return float(value)

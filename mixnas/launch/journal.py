@@ -11,7 +11,6 @@ prefix of the journal, written once per batch of tells, that saves the replay of
 from __future__ import annotations
 
 import collections
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,7 +18,7 @@ from mixnas.controllers.base import Result
 from mixnas.errors import RunError
 from mixnas.evaluators.reward import RewardConfig
 from mixnas.launch.ledger import ASK, TrialRecord
-from mixnas.outcome import Status
+from mixnas.outcome import Status, is_finite_number
 
 SNAPSHOT_VERSION = 2  # 2: {journal_length, controller}; 1 (before the journal): {asked, told, controller}
 
@@ -29,8 +28,7 @@ def controller_result(record: TrialRecord, reward: RewardConfig) -> Result:
     if record.status is Status.OK:
         return Result(Status.OK, reward.objective_values(record.metrics, record.reward))
     if record.status is Status.PRUNED:
-        values = {k: v for k, v in record.metrics.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        values = {k: v for k, v in record.metrics.items() if is_finite_number(v)}
         return Result(Status.PRUNED, values or None, reason="stopped early by the scheduler")
     return Result(record.status, reason=record.reason)
 

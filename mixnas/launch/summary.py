@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from mixnas.controllers.base import Objective
 from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ledger import RepeatRecord, TrialRecord
-from mixnas.outcome import Status
+from mixnas.outcome import Status, is_finite_number
 
 if TYPE_CHECKING:
     from mixnas.search_space.arch import Architecture
@@ -47,7 +47,7 @@ def _values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float
     out = []
     for o in objectives:
         v = record.metrics.get(o.name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if not is_finite_number(v):
             return None
         out.append(float(v))
     return tuple(out)
@@ -219,21 +219,17 @@ def metric_columns(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> lis
     names = [o.name for o in front_objectives(cfg)] + list(KEY_METRICS)
     if cfg.reward.type == "metric":
         names = [n for n in names if n != cfg.reward.metric]
-    present = [n for n in dict.fromkeys(names) if any(_is_number(r.metrics.get(n)) for r in records)]
+    present = [n for n in dict.fromkeys(names) if any(is_finite_number(r.metrics.get(n)) for r in records)]
     return present
 
 
 def format_metric(name: str, value: Any) -> str:
     """A metric value for a text table: counts in millions (``4.10M``), other numbers with 5 significant digits."""
-    if not _is_number(value):
+    if not is_finite_number(value):
         return "-"
     if name in _COUNT_METRICS:
         return f"{value / 1e6:.3f}M"
     return f"{value:.5g}"
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -260,13 +256,13 @@ def _mean_record(record: TrialRecord, evals: list[tuple[dict[str, Any], float]])
     metrics = dict(record.metrics)
     for key, first in record.metrics.items():
         values = [m.get(key) for m, _ in evals]
-        if key not in _NOT_AVERAGED and all(_is_number(v) for v in values) and len(set(values)) > 1:
+        if key not in _NOT_AVERAGED and all(is_finite_number(v) for v in values) and len(set(values)) > 1:
             metrics[key] = statistics.fmean(values)
     rewards = [w for _, w in evals]
     metrics.update(n_seeds=len(evals), first_reward=record.reward, reward_sem=sem(rewards))
     for key in SEM_METRICS:
         values = [m.get(key) for m, _ in evals]
-        if all(_is_number(v) for v in values):
+        if all(is_finite_number(v) for v in values):
             metrics[f"{key}_sem"] = sem(values)
     return dataclasses.replace(record, metrics=metrics, reward=statistics.fmean(rewards))
 
@@ -300,7 +296,7 @@ def seed_noise(records: Sequence[TrialRecord], repeats: Sequence[RepeatRecord]) 
 
     def pooled(values_of: Any) -> float | None:
         sets = [[values_of(m, w) for m, w in g] for g in groups]
-        sets = [v for v in sets if all(_is_number(x) for x in v)]
+        sets = [v for v in sets if all(is_finite_number(x) for x in v)]
         dof = sum(len(v) - 1 for v in sets)
         if not dof:
             return None

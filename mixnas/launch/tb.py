@@ -20,6 +20,7 @@ from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ledger import TrialRecord
 from mixnas.launch.runner import SearchState
 from mixnas.launch.summary import front_objectives, pareto_records
+from mixnas.outcome import is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class TensorBoardLogger:
             for dim, index in zip(self._dims, record.encoding):
                 params[dim.name] = _hparam_value(dim.choices[index])
             metrics = {f"hparam/{k}": float(record.metrics[k]) for k in HPARAM_METRICS
-                       if isinstance(record.metrics.get(k), (int, float)) and math.isfinite(record.metrics[k])}
+                       if is_finite_number(record.metrics.get(k))}
             if record.reward is not None:
                 metrics["hparam/reward"] = float(record.reward)
             exp, ssi, sei = hparams(params, metrics)

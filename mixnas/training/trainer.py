@@ -27,16 +27,17 @@ import torch
 from torch import nn
 
 from mixnas.errors import RunError
-from mixnas.training.config import trial_seed
-from mixnas.training.device import pick_device
-from mixnas.training.optim import learning_rate, make_optimizer
-from mixnas.training.batches import augment_batch, to_input
 from mixnas.models import build as build_model
+from mixnas.outcome import finite_or_none
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 from mixnas.textio import write_json_atomic
 from mixnas.training import checkpoint as ckpt
+from mixnas.training.batches import augment_batch, to_input
+from mixnas.training.config import trial_seed
 from mixnas.training.data import TrainingData
+from mixnas.training.device import pick_device
+from mixnas.training.optim import learning_rate, make_optimizer
 from mixnas.training.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class Trainer:
             run.epoch += 1
             evaluated = self._evaluate(run.model, run.ema, run.scale, run.shift)
             steps_per_epoch = int(run.train_y.numel()) // self.batch_size
-            result = {"epoch": run.epoch, "step": run.step, "train_loss": _finite(train_loss),
+            result = {"epoch": run.epoch, "step": run.step, "train_loss": finite_or_none(train_loss),
                       "lr": run.optimizer.param_groups[0]["lr"], "train_seconds": round(train_seconds, 3),
                       "images_per_second": round(steps_per_epoch * self.batch_size / train_seconds, 1), **evaluated}
             run.history.append(result)
@@ -267,7 +268,7 @@ class Trainer:
         if ema is not None:
             model.load_state_dict(raw)
         n = int(y_all.numel())
-        return {"top1": correct1 / n, "top5": correct5 / n, "loss": _finite(loss_sum / n),
+        return {"top1": correct1 / n, "top5": correct5 / n, "loss": finite_or_none(loss_sum / n),
                 "eval_seconds": round(time.perf_counter() - start, 3)}
 
     def _save(self, epoch: int, step: int, history: list[dict[str, Any]], model: nn.Module,
@@ -296,7 +297,3 @@ class Trainer:
             "resolution": self.data.resolution, "train_images": int(self.data.train_labels.numel()),
             "eval_images": int(self.data.eval_labels.numel()), "history": history,
         }
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
