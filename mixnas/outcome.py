@@ -107,6 +107,11 @@ class TrialOutcome:
     def replace(self, **changes: Any) -> TrialOutcome:
         return dataclasses.replace(self, **changes)
 
+    def retried(self, attempt: int, max_failures: int) -> bool:
+        """The one retry rule of searches and reranks: a retryable failure or divergence of attempt ``attempt``
+        (counted from 0) is tried again while fewer than ``max_failures`` attempts have failed."""
+        return self.status in (Status.FAILED, Status.DIVERGED) and self.retryable and attempt < max_failures
+
     @classmethod
     def failure(cls, reason: str, *, status: Status = Status.FAILED, retryable: bool = True,
                 metrics: Mapping[str, Any] | None = None, **rest: Any) -> TrialOutcome:

@@ -240,3 +240,12 @@ def test_a_repeat_keeps_the_trials_latency_and_is_not_measured_again():
     assert repeat.metrics["seed"] == 1
     first = evaluator.run(encoding, 0)
     assert first.metrics["latency_ms"] < 100  # measured: a tiny network runs in well under a millisecond
+
+
+def test_one_retry_rule_for_searches_and_reranks():
+    failed = TrialOutcome.failure("worker lost")
+    assert failed.retried(0, 2) and failed.retried(1, 2) and not failed.retried(2, 2)
+    assert TrialOutcome.failure("nan loss", status=Status.DIVERGED).retried(0, 1)
+    assert not TrialOutcome.failure("no such key", retryable=False).retried(0, 2)
+    assert not TrialOutcome(Status.OK, {"top1": 0.9}).retried(0, 2)
+    assert not TrialOutcome.failure("over max_params", status=Status.INFEASIBLE).retried(0, 2)

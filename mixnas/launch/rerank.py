@@ -138,8 +138,7 @@ def _known(record: TrialRecord) -> dict[str, Any]:
 def _finish(cfg: ExperimentConfig, ledger: Ledger, finished: Finished, repeat: int) -> bool:
     """Record a finished repeat, or say it should be retried (True)."""
     o = finished.outcome
-    if (o.status in (Status.FAILED, Status.DIVERGED) and o.retryable
-            and finished.attempt < cfg.execution.max_failures_per_trial):
+    if o.retried(finished.attempt, cfg.execution.max_failures_per_trial):
         logger.info("trial %d repeat %d attempt %d %s (%s); retrying", finished.trial, repeat, finished.attempt,
                     o.status, o.reason)
         return True

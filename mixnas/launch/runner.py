@@ -289,8 +289,7 @@ class Search:
 
     def _finish(self, finished: Finished, view: SearchState) -> None:
         trial, attempt, outcome = finished.trial, finished.attempt, finished.outcome
-        if (outcome.status in (Status.FAILED, Status.DIVERGED) and outcome.retryable
-                and attempt < self.cfg.execution.max_failures_per_trial):
+        if outcome.retried(attempt, self.cfg.execution.max_failures_per_trial):
             logger.info("trial %d attempt %d %s (%s); retrying", trial, attempt, outcome.status, outcome.reason)
             self.ledger.record_failure(trial, attempt=attempt + 1, reason=outcome.reason or "failed")
             self.state.queue.appendleft((trial, attempt + 1))
