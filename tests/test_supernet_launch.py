@@ -134,12 +134,12 @@ def test_config_checks_the_supernet_section(tmp_path, supernet_dir):
         config_from_dict({**base, "evaluator": {**base["evaluator"], "epochs": 3}}, source="x.yaml")
     with pytest.raises(ConfigError, match="no trial reports metric 'accuracy'"):
         config_from_dict({**base, "reward": {"type": "metric", "metric": "accuracy"}}, source="x.yaml")
-    from mixnas.launch.checks import check_files
+    from mixnas.launch.checks import check_machine
 
     missing = config_from_dict({**base, "evaluator": {**base["evaluator"], "checkpoint": str(tmp_path)}},
                                source="x.yaml")
     with pytest.raises(ConfigError, match="evaluator.checkpoint.*supernet.json"):
-        check_files(missing, load_space("tiny"))
+        check_machine(missing, load_space("tiny"))
 
 
 def test_extract_writes_a_loadable_exportable_model(tmp_path, supernet_dir, capsys):

@@ -3,7 +3,7 @@
 * at load (:func:`~mixnas.launch.config.config_from_dict`): controller option values (the controller is built
   once, its study in memory), the metric names a reward / scheduler / constraint uses against what the proxy
   trainer reports, the types of a tabular evaluator's options;
-* before a search starts or resumes (:func:`check_files`, on the machine of the driver): the data path, the
+* before a search starts or resumes (:func:`check_machine`, on the machine of the driver): the data path, the
   tabular benchmark (its keys against the space, its columns against the metrics named), the supernet folder
   (trained weights of the search space), the LUT, and a CUDA device asked for on a local run.
 
@@ -67,7 +67,7 @@ def check_controller(cfg: Any, space: Any) -> None:
     build_controller(cfg, space, options)
 
 
-def check_files(cfg: Any, space: Any) -> None:
+def check_machine(cfg: Any, space: Any) -> None:
     """Check, on this machine, what every trial needs: files (data set, tabular benchmark, supernet, LUT), metrics,
     device.
 
@@ -176,7 +176,4 @@ def _check_devices(cfg: Any) -> None:
         return
     from mixnas.training.device import check_device
 
-    try:
-        check_device("cuda")
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg.source}: {asked[0]}: {str(exc).removeprefix('proxy: device: ')}") from None
+    check_device("cuda", where=f"{cfg.source}: {asked[0]}")

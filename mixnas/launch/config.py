@@ -635,12 +635,12 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
 
 
 def check_files(cfg: ExperimentConfig) -> None:
-    """Check, on this machine, what every trial needs (:func:`mixnas.launch.checks.check_files`).
+    """Check, on this machine, what every trial needs (:func:`mixnas.launch.checks.check_machine`).
 
     Called before a search starts or resumes; not part of :func:`config_from_dict`, so that a config can be
     validated (and the example experiments tested) on a machine without the data.
     """
-    checks.check_files(cfg, load_search_space(cfg))
+    checks.check_machine(cfg, load_search_space(cfg))
 
 
 def _cross_checks(cfg: ExperimentConfig) -> None:

@@ -6,6 +6,7 @@ with it.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import math
@@ -25,6 +26,9 @@ DEFAULT_EPOCHS = 5.0  # MnasNet's proxy budget
 MAX_EPOCHS = 10_000
 MAX_STEPS = 100_000_000
 MAX_SECONDS = 7 * 24 * 3600.0
+
+# How a value error begins: "proxy: " for a ProxyConfig made in code, the YAML path when read by from_dict.
+_WHERE: contextvars.ContextVar[str] = contextvars.ContextVar("proxy_config_where", default="proxy: ")
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ class ProxyConfig:
             ok = ok and (value > lo if low_open else value >= lo) and value <= hi
             if not ok:
                 bound = f"{'>' if low_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-                raise ConfigError(f"proxy: {name}: expected a number {bound}{' or null' if optional else ''}, got {value!r}")
+                raise ConfigError(f"{_WHERE.get()}{name}: expected a number {bound}{' or null' if optional else ''}, got {value!r}")
 
         def integer(name: str, lo: int, hi: int | None = None, *, optional: bool = False) -> None:
             value = getattr(self, name)
@@ -105,11 +109,11 @@ class ProxyConfig:
                 return
             if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
                 bound = f">= {lo}" if hi is None else f"in {lo}..{hi:_}"
-                raise ConfigError(f"proxy: {name}: expected an integer {bound}{' or null' if optional else ''}, got {value!r}")
+                raise ConfigError(f"{_WHERE.get()}{name}: expected an integer {bound}{' or null' if optional else ''}, got {value!r}")
 
         def choice(name: str, allowed: tuple[str, ...]) -> None:
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"proxy: {name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{_WHERE.get()}{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
 
         number("epochs", 0, MAX_EPOCHS, optional=True, low_open=True)
         integer("steps", 1, MAX_STEPS, optional=True)
@@ -129,7 +133,7 @@ class ProxyConfig:
         number("decay_rate", 0, 1, low_open=True)
         number("label_smoothing", 0, 1)
         if self.label_smoothing >= 1:
-            raise ConfigError(f"proxy: label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}")
+            raise ConfigError(f"{_WHERE.get()}label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}")
         number("dropout_rate", 0, 0.99, optional=True)
         number("drop_connect_rate", 0, 0.99)
         integer("threads", 1, 1024, optional=True)  # torch crashes (SIGSEGV) on absurd thread counts
@@ -138,7 +142,7 @@ class ProxyConfig:
         integer("bn_recalibration", 0)
         for name in ("channels_last", "amp"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"proxy: {name}: expected true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"{_WHERE.get()}{name}: expected true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "proxy") -> ProxyConfig:
@@ -147,10 +151,11 @@ class ProxyConfig:
         A bad value reads ``{where}.{key}: expected ..., got ...``.
         """
         data = dataclass_fields(cls, data, where)
+        token = _WHERE.set(f"{where}.")  # errors read "file.yaml: proxy.key: problem"
         try:
             return cls(**data)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.{str(exc).removeprefix('proxy: ')}") from None  # where.key: problem
+        finally:
+            _WHERE.reset(token)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,12 +13,13 @@ if TYPE_CHECKING:  # pragma: no cover
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def check_device(name: str) -> None:
-    """Refuse ``cuda`` on a machine where torch sees no CUDA device (before training, not inside every trial)."""
+def check_device(name: str, where: str = "proxy: device") -> None:
+    """Refuse ``cuda`` on a machine where torch sees no CUDA device (before training, not inside every trial);
+    the error begins with ``where`` (the option as the user wrote it)."""
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("proxy: device: 'cuda' was asked for but torch sees no CUDA device on this machine; "
+        raise ConfigError(f"{where}: 'cuda' was asked for but torch sees no CUDA device on this machine; "
                           "use 'auto' (CUDA when available) or 'cpu'")
 
 

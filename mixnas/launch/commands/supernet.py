@@ -64,10 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check_train_args(args: argparse.Namespace) -> None:
     if args.threads is not None and not 1 <= args.threads <= 1024:
         raise ConfigError(f"--threads: expected an integer in 1..1024, got {args.threads}")
-    try:
-        check_device(args.device)
-    except ConfigError as exc:
-        raise ConfigError(f"--device: {str(exc).removeprefix('proxy: device: ')}") from None
+    check_device(args.device, where="--device")
 
 
 def _training(args: argparse.Namespace) -> Any:

@@ -66,10 +66,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads: expected an integer in 1..1024, got {args.threads}")
     if args.seed < 0:
         raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
-    try:
-        check_device(args.device)
-    except ConfigError as exc:
-        raise ConfigError(f"--device: {str(exc).removeprefix('proxy: device: ')}") from None
+    check_device(args.device, where="--device")
 
 
 def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:

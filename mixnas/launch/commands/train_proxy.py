@@ -112,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ConfigError("--data: required unless --arch names a trial of a run (RUN_DIR:TRIAL or RUN_DIR:best), "
                           "which brings the run's own data and recipe")
-    try:
-        check_device(args.device)
-    except ConfigError as exc:
-        raise ConfigError(f"--device: {str(exc).removeprefix('proxy: device: ')}") from None
+    check_device(args.device, where="--device")
     arch = resolve_cli_arch(args.arch)
     if args.resolution is not None:
         try:
