@@ -57,6 +57,18 @@ EXPORT_VERSION = 1
 CALIBRATION_CHUNK = 25
 
 
+def models_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` (made if needed) with a ``models/`` subfolder for an export; one error where it cannot be."""
+    root = Path(folder)
+    if path_kind(root) not in (None, "dir"):
+        raise LatencyTableError(f"{root}: exists and is not a folder")
+    try:
+        (root / "models").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatencyTableError(f"{root}: cannot make the folder ({os_reason(exc)})") from None
+    return root
+
+
 def export_layers(
     folder: str | os.PathLike[str],
     archs: Sequence[Architecture],
@@ -78,10 +90,7 @@ def export_layers(
                                 f"(CPU), not {config.backend!r} on {config.device!r}")
     check_positive("chunk", chunk)
     check_positive("rounds", rounds)
-    root = Path(folder)
-    if path_kind(root) not in (None, "dir"):
-        raise LatencyTableError(f"{root}: exists and is not a folder")
-    (root / "models").mkdir(parents=True, exist_ok=True)
+    root = models_folder(folder)
     reference = reference_spec(config)
     contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
                                             precision=config.precision), [*archs, *calibration])

@@ -54,6 +54,7 @@ from mixnas.evaluators.latency.measure import (
     network_spec,
     StageSpec,
 )
+from mixnas.evaluators.latency.offline import models_folder
 from mixnas.evaluators.latency.profile import context_pipeline, select_contexts, store_calibration, store_measured
 from mixnas.evaluators.latency.sampling import with_resolution
 from mixnas.evaluators.latency.signatures import arch_signatures
@@ -339,21 +340,14 @@ def export_phone(
     for start in range(0, len(models), reference_every):
         order += [*models[start:start + reference_every], ("reference", reference.key, reference_file)]
     manifest = {
-        "format": PHONE_FORMAT,
-        "format_version": PHONE_VERSION,
-        "program": chosen.name,
-        "runs_per_model": runs,
-        "warmup": warmup,
-        "passes": passes,
+        "format": PHONE_FORMAT, "format_version": PHONE_VERSION, "program": chosen.name, "runs_per_model": runs,
+        "warmup": warmup, "passes": passes,
         "runs": [{"output": f"outputs/{i:05d}.txt", "model": f, "kind": k, "key": key}
                  for i, (k, key, f) in enumerate(order)],
         "mixnas": {
-            "config": asdict(config),
-            "reference_key": reference.key,
-            "calibration": [a.to_dict() for a in calibration],
-            "validation": [a.to_dict() for a in validation],
-            "signatures": len({s for a in everything for s in arch_signatures(a)}),
-            "networks": len(contexts),
+            "config": asdict(config), "reference_key": reference.key,
+            "calibration": [a.to_dict() for a in calibration], "validation": [a.to_dict() for a in validation],
+            "signatures": len({s for a in everything for s in arch_signatures(a)}), "networks": len(contexts),
         },
     }
     try:
@@ -379,16 +373,9 @@ def _check_export(program: BenchmarkProgram, config: MeasureConfig, *, runs: int
 
 def _new_folder(folder: str | os.PathLike[str]) -> Path:
     """``folder`` with an empty ``models/``, refused where it is a file or already holds an export."""
-    root = Path(folder)
-    if path_kind(root) not in (None, "dir"):
-        raise LatencyTableError(f"{root}: exists and is not a folder")
-    if path_kind(root / "manifest.json") is not None:
-        raise LatencyTableError(f"{root}: already holds an export (manifest.json); choose a new folder")
-    try:
-        (root / "models").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LatencyTableError(f"{root}: cannot make the folder ({os_reason(exc)})") from None
-    return root
+    if path_kind(Path(folder) / "manifest.json") is not None:
+        raise LatencyTableError(f"{folder}: already holds an export (manifest.json); choose a new folder")
+    return models_folder(folder)
 
 
 class _ModelWriter:

@@ -304,6 +304,25 @@ def plot_scatter(report: ValidationReport, path: str | Path, *, title: str = "")
     plt.close(fig)
 
 
+def _measure_missing(table: Any, space: Any, encodings: Sequence[Any], archs: Sequence[Architecture],
+                     missing: Sequence[str], config: MeasureConfig, *, lut: str, seed: int, exclude: set[str],
+                     resolution: int | None, rounds: int, chunk: int, timer: Timer | None,
+                     tick: Callable[..., None] | None, say: Callable[[str], None]) -> list[str]:
+    """Measure the signatures the table lacks inside mutants of the validation networks (saved to ``lut``); the
+    signatures found only in their own network, measured there last."""
+    rng = np.random.default_rng(seed + MUTANT_SEED_OFFSET)
+    contexts, own_context = mutant_contexts(space, encodings, table, rng, exclude={a.id for a in archs} | exclude,
+                                            transform=resolution_transform(resolution))
+    say(f"{len(missing)} signatures missing from {lut}; measuring them in {len(contexts)} other networks of "
+        f"the space ({len(own_context)} only found in their own network)")
+    profile_archs(table, contexts, config, path=lut, chunk=chunk, rounds=rounds, progress=tick,
+                  only=set(missing), timer=timer)
+    if own_context:
+        profile_archs(table, archs, config, path=lut, chunk=chunk, rounds=rounds, progress=tick,
+                      only=set(own_context), timer=timer)
+    return own_context
+
+
 def validate_space(
     table: Any,
     space: Any,
@@ -342,17 +361,9 @@ def validate_space(
             "profile more architectures or drop --strict"
         )
     if missing:
-        rng = np.random.default_rng(seed + MUTANT_SEED_OFFSET)
-        contexts, own_context = mutant_contexts(space_obj, encodings, table, rng, exclude={a.id for a in archs} |
-                                                exclude, transform=resolution_transform(resolution))
-        say(f"{len(missing)} signatures missing from {lut}; measuring them in {len(contexts)} other networks of "
-            f"the space ({len(own_context)} only found in their own network)")
-        tick = progress("profile") if progress else None
-        profile_archs(table, contexts, config, path=lut, chunk=chunk, rounds=rounds, progress=tick,
-                      only=set(missing), timer=timer)
-        if own_context:
-            profile_archs(table, archs, config, path=lut, chunk=chunk, rounds=rounds, progress=tick,
-                          only=set(own_context), timer=timer)
+        own_context = _measure_missing(table, space_obj, encodings, archs, missing, config, lut=lut, seed=seed,
+                                       exclude=exclude, resolution=resolution, rounds=rounds, chunk=chunk,
+                                       timer=timer, tick=progress("profile") if progress else None, say=say)
     coverage = coverage_line(space, table, lut, resolution)
     say(coverage)
     if table.calibration is None:
@@ -362,12 +373,8 @@ def validate_space(
     report = validate(LatencyPredictor(table), archs, config, rounds=rounds,
                       progress=progress("validate") if progress else None, timer=timer)
     report.metrics.update(
-        space=space if isinstance(space, str) else "(mapping)",
-        seed=seed,
-        lut=lut,
-        missing_signatures=len(missing),
-        own_context_signatures=len(own_context),
-        coverage=coverage,
+        space=space if isinstance(space, str) else "(mapping)", seed=seed, lut=lut, missing_signatures=len(missing),
+        own_context_signatures=len(own_context), coverage=coverage,
         measured_on=table.describe_device() if timer is None else timer.device(config).get("measured_by"),
     )
     warning = repeatability_warning(report.metrics)
