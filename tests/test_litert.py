@@ -52,7 +52,7 @@ def test_litert_measures_both_precisions() -> None:
         assert m.min_ms > 0 and m.count >= 4
 
 
-def test_a_litert_table_is_built_and_validated(tmp_path: Path, capsys) -> None:
+def test_a_litert_table_is_built_validated_and_used_by_a_trial(tmp_path: Path, capsys) -> None:
     lut = tmp_path / "lite.json"
     assert main(["latency", "profile", "--arch", "mixnet_tiny", "--calibrate", "1", "--backend", "litert",
                  "--out", str(lut), *FAST]) == 0
@@ -62,6 +62,23 @@ def test_a_litert_table_is_built_and_validated(tmp_path: Path, capsys) -> None:
     assert main(["latency", "validate", "--space", "tiny", "--lut", str(lut), "-n", "2", "--json",
                  "--repeats", "4", "--min-seconds", "0", "--rounds", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["backend"] == "litert"
+
+    # used by a search trial (the signatures the table lacks are measured on the worker, in LiteRT)
+    from mixnas.launch.config import config_from_dict
+    from mixnas.launch.trial import TrialEvaluator
+    from mixnas.search_space.spaces import load_space
+
+    data = {
+        "name": "lite", "search_space": "tiny", "controller": {"type": "random"},
+        "evaluator": {"type": "proxy", "data": "digits", "subset": {"images_per_class": 10}, "budget": {"steps": 1},
+                      "training": {"batch_size": 16, "threads": 1}},
+        "latency": {"type": "lut", "lut": str(lut)},
+        "reward": {"type": "metric", "metric": "top1"}, "execution": {"trials": 1},
+    }
+    cfg = config_from_dict(data, source="lite.yaml", base_dir=tmp_path)
+    outcome = TrialEvaluator(cfg.to_dict()).run((1,) * len(load_space("tiny").dimensions), 0)
+    assert outcome.status == "ok", outcome.reason
+    assert outcome.metrics["latency_ms"] > 0
 
 
 def _litert_benchmark() -> str:
