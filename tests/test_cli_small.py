@@ -114,7 +114,21 @@ def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
     assert typo.returncode == 2 and "invalid choice" in typo.stderr and "status" in typo.stderr
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["status", "RUN"], ["status", "RUN", "--json"], ["build", "mixnet_s", "--json"],
+def _proxy_run(tmp_path: Path) -> Path:
+    """A run directory of the quickstart (proxy trainer, measured latency) before its first trial."""
+    from mixnas.launch.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml")
+    run_dir = tmp_path / "proxy_run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    with Ledger(run_dir / "ledger.sqlite"):
+        pass
+    return run_dir
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["status", "RUN"], ["status", "RUN", "--json"], ["status", "PROXY_RUN"],
+                                  ["build", "mixnet_s", "--json"],
                                   ["space", "show", "tiny"], ["train", "--help"], ["train-proxy", "--help"],
                                   ["supernet", "--help"], ["latency", "--help"], ["search", "--help"]])
 def test_commands_that_neither_train_nor_measure_start_without_torch(tmp_path: Path, argv: list[str]) -> None:
@@ -122,8 +136,9 @@ def test_commands_that_neither_train_nor_measure_start_without_torch(tmp_path: P
     import subprocess
     import sys
 
-    run_dir = make_run(tmp_path, {"type": "metric", "metric": "acc", "direction": "max"})
-    argv = [str(run_dir) if a == "RUN" else a for a in argv]
+    places = {"RUN": lambda: make_run(tmp_path, {"type": "metric", "metric": "acc", "direction": "max"}),
+              "PROXY_RUN": lambda: _proxy_run(tmp_path)}
+    argv = [str(places[a]()) if a in places else a for a in argv]
     code = ("import sys\nfrom mixnas.launch.cli import main\ntry:\n    code = main(%r)\nexcept SystemExit as e:\n"
             "    code = e.code\nassert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n" % argv)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

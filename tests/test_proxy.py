@@ -11,7 +11,8 @@ from torch import nn
 
 from mixnas.errors import ConfigError
 from mixnas.data.spec import DataSpec
-from mixnas.evaluators.proxy import METRICS, ProxyEvaluator
+from mixnas.evaluators.metrics import PROXY_METRICS
+from mixnas.evaluators.proxy import ProxyEvaluator
 from mixnas.training.config import ProxyConfig, trial_seed
 from mixnas.training.optim import RMSpropTF, learning_rate
 from mixnas.launch.cli import main
@@ -39,7 +40,7 @@ def test_mixnet_tiny_on_digits_ends_well_above_chance() -> None:
     json.dumps(result, allow_nan=False)
     # the metric names a config may use are exactly the numbers a trial reports
     numeric = {k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    assert numeric == set(METRICS)
+    assert numeric == set(PROXY_METRICS)
 
 
 def test_same_seed_same_result_and_global_rng_untouched() -> None:

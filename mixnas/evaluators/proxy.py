@@ -28,6 +28,7 @@ from mixnas.data.load import load_proxy_data
 from mixnas.data.sets import ProxyData
 from mixnas.data.spec import DataSpec
 from mixnas.evaluators.base import TrialContext
+from mixnas.evaluators.metrics import PROXY_METRICS
 from mixnas.models import build as build_model
 from mixnas.outcome import Status, TrialOutcome, finite_or_none
 from mixnas.search_space.arch import Architecture
@@ -41,8 +42,6 @@ from mixnas.training.optim import learning_rate, make_optimizer
 logger = logging.getLogger(__name__)
 
 # The numeric metrics :meth:`ProxyEvaluator.evaluate` reports (what a reward, scheduler or constraint can name).
-METRICS = ("top1", "top5", "loss", "train_loss", "epochs", "steps", "train_seconds", "eval_seconds",
-           "images_per_second", "params", "macs", "seed", "num_classes", "resolution", "train_images", "val_images")
 
 Report = Callable[[int, dict[str, Any]], Any]
 BuildFn = Callable[..., nn.Module]
@@ -139,7 +138,7 @@ class ProxyEvaluator:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return METRICS
+        return PROXY_METRICS
 
     def score(self, candidate: Any, context: TrialContext) -> TrialOutcome:
         """The :class:`~mixnas.evaluators.base.Evaluator` interface: :meth:`evaluate` as a trial outcome."""

@@ -32,6 +32,7 @@ import yaml
 from mixnas.confignode import ConfigNode as _Node
 from mixnas.pareto import Objective
 from mixnas.errors import ConfigError, MixnasError
+from mixnas.evaluators.metrics import PROXY_METRICS, SUPERNET_METRICS
 from mixnas.evaluators.reward import REWARD_PRESETS, MetricReward, MnasnetReward, ParetoReward, RewardConfig
 from mixnas.launch import checks
 from mixnas.launch.checks import check_controller, check_metrics, describe_type, fits_type
@@ -655,12 +656,8 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"{src}: execution.scheduler: 'asha' decisions depend on timing, so it cannot be "
                           "combined with execution.deterministic: true")
     if cfg.evaluator.type == "proxy":  # a table's metrics are known only once it is read (check_files)
-        from mixnas.evaluators.proxy import METRICS
-
-        check_metrics(cfg, METRICS, True, "the proxy evaluator")
+        check_metrics(cfg, PROXY_METRICS, True, "the proxy evaluator")
     if cfg.evaluator.type == "supernet":
-        from mixnas.evaluators.supernet.evaluator import METRICS as SUPERNET_METRICS
-
         check_metrics(cfg, SUPERNET_METRICS, True, "the supernet evaluator")
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from mixnas.errors import ConfigError
 from mixnas.evaluators.base import TrialContext
+from mixnas.evaluators.metrics import SUPERNET_METRICS
 from mixnas.data.spec import DataSpec
 from mixnas.data.sets import ProxyData
 from mixnas.data.load import load_proxy_data
@@ -36,9 +37,6 @@ from mixnas.torch_runtime import torch_threads
 
 logger = logging.getLogger(__name__)
 
-# The numeric metrics a supernet trial reports (what a reward, scheduler or constraint can name).
-METRICS = ("top1", "top5", "loss", "eval_seconds", "bn_images", "val_images", "params", "macs", "supernet_epoch",
-           "num_classes", "resolution")
 
 
 @torch.inference_mode()
@@ -137,7 +135,7 @@ class SupernetEvaluator:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return METRICS
+        return SUPERNET_METRICS
 
     def calibrated(self, candidate: Architecture | tuple[int, ...]) -> tuple[Architecture, nn.Module, int]:
         """(the candidate's architecture at the data's classes and resolution, its extracted network with batch
@@ -180,4 +178,4 @@ class SupernetEvaluator:
         return TrialOutcome(Status.OK, result)
 
 
-__all__ = ["METRICS", "SupernetEvaluator", "check_same_space", "evaluate_model", "load_supernet", "recalibrate_bn"]
+__all__ = ["SupernetEvaluator", "check_same_space", "evaluate_model", "load_supernet", "recalibrate_bn"]
