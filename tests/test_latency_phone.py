@@ -359,3 +359,28 @@ def test_cli_import_of_a_phone_folder(tmp_path: Path, fake_conversion: dict[str,
     assert main(["latency", "export-layers", "--space", "tiny", "-n", "2", "-o", str(tmp_path / "o"),
                  "--validate", "2"]) == 2
     assert "--program, --passes and --validate are for a phone's backends" in capsys.readouterr().err
+
+
+# A stand-in in benchmark_litert_model.py's format: models under 3000 bytes print 0.00 ms (below its 0.01 ms step).
+FAKE_LITERT_PYTHON = """\
+#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in --model) model="$2"; shift;; esac; shift; done
+size=$(wc -c < "$model")
+if [ "$size" -lt 3000 ]; then ms=0.00; else ms=$((size / 1000)).00; fi
+printf 'Inference (avg):       %s ms (50 runs)\\nInference (min):       %s ms\\n' "$ms" "$ms"
+printf 'Inference (median):    %s ms\\nInference (std):       0.00 ms\\n' "$ms"
+"""
+
+
+def test_parts_printed_as_zero_are_half_a_step_and_flagged(tmp_path: Path, fake_conversion: dict[str, int]) -> None:
+    export_phone(tmp_path / "ph", _archs(3, 0), [], MeasureConfig(backend="litert"), program="benchmark_litert_model",
+                 runs=5, warmup=1)
+    env = {**os.environ, "ADB": "", "RUNNER": _write(tmp_path / "lb", FAKE_LITERT_PYTHON)}
+    subprocess.run(["sh", str(tmp_path / "ph" / "run_benchmarks.sh")], env=env, check=True, capture_output=True,
+                   timeout=120)
+    imported = import_phone(tmp_path / "ph")
+    small = [k for k, size in fake_conversion.items() if size < 3000 and k in imported.table.entries]
+    assert small and all(imported.table.entries[k].ms == pytest.approx(0.005) for k in small)
+    assert imported.coarse >= len(small) and "half a step" in imported.coarse_line()
+    imported.table.save(tmp_path / "lut.json")  # a zero would make the file unreadable
+    assert LatencyTable.load(tmp_path / "lut.json").entries[small[0]].mean_ms == pytest.approx(0.005)

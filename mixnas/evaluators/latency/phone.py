@@ -599,7 +599,7 @@ def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
     networks: dict[str, list[float]] = {"calibrate": [], "validate": []}
     for i, run in enumerate(runs):
         if run["kind"] == "part":
-            pooled = _combined(results, i, config.statistic, drift.value(i))
+            pooled = _combined(results, i, config.statistic, drift.value(i), drift.step)
             store_measured(table, {run["key"]: pooled}, 1.0, None, config.statistic)
         elif run["kind"] in networks:
             networks[run["kind"]].append(drift.value(i))
@@ -623,15 +623,15 @@ def _validation(table: LatencyTable, manifest: PhoneManifest, measured: list[flo
                               for a, p, m in zip(manifest.validation, predicted, measured)]}
 
 
-def _combined(results: list[list[ProgramRun]], i: int, statistic: str, value: float) -> Measurement:
-    """Run ``i`` over every pass as one measurement whose ``statistic`` is ``value`` (drift-corrected, pooled)."""
+def _combined(results: list[list[ProgramRun]], i: int, statistic: str, value: float, step: float) -> Measurement:
+    """Run ``i`` over every pass as one measurement whose ``statistic`` is ``value`` (drift-corrected, pooled); a
+    time printed as 0 (below one ``step``) counts as half a step."""
     runs = [timed[i] for timed in results]
-    for run in runs:
-        run.value(statistic)  # reported by the program, or one line saying it is not
-    scale = value / statistics.median(r.value(statistic) for r in runs)
+    floor = step / 2
+    scale = value / statistics.median(max(r.value(statistic), floor) for r in runs)
     pooled = Measurement(
-        median_ms=statistics.median(r.median_ms for r in runs) * scale,
-        mean_ms=statistics.fmean(r.mean_ms for r in runs) * scale,
+        median_ms=max(statistics.median(r.median_ms for r in runs), floor) * scale,
+        mean_ms=max(statistics.fmean(r.mean_ms for r in runs), floor) * scale,
         std_ms=max(r.std_ms for r in runs) * scale, iqr_ms=math.nan,
-        min_ms=min(r.min_ms for r in runs) * scale, p10_ms=math.nan, count=sum(r.count for r in runs))
+        min_ms=max(min(r.min_ms for r in runs), floor) * scale, p10_ms=math.nan, count=sum(r.count for r in runs))
     return replace(pooled, **{f"{statistic}_ms": value})
