@@ -384,3 +384,18 @@ def test_parts_printed_as_zero_are_half_a_step_and_flagged(tmp_path: Path, fake_
     assert imported.coarse >= len(small) and "half a step" in imported.coarse_line()
     imported.table.save(tmp_path / "lut.json")  # a zero would make the file unreadable
     assert LatencyTable.load(tmp_path / "lut.json").entries[small[0]].mean_ms == pytest.approx(0.005)
+
+
+def test_a_validation_without_a_ranking_is_written_and_said(tmp_path: Path, fake_conversion: dict[str, int],
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """Every model timed alike (a program too coarse for them): Spearman is undefined, written as null."""
+    export_phone(tmp_path / "ph", _archs(2, 0), [], MeasureConfig(backend="litert"), program="benchmark_litert_model",
+                 validation=_archs(2, 1), runs=5, warmup=1)
+    same = "#!/bin/sh\nprintf 'Inference (avg): 1.00 ms (5 runs)\\nInference (min): 1.00 ms\\n'\n" \
+           "printf 'Inference (median): 1.00 ms\\nInference (std): 0.00 ms\\n'\n"
+    env = {**os.environ, "ADB": "", "RUNNER": _write(tmp_path / "lb", same)}
+    subprocess.run(["sh", str(tmp_path / "ph" / "run_benchmarks.sh")], env=env, check=True, capture_output=True,
+                   timeout=120)
+    assert main(["latency", "import-results", str(tmp_path / "ph"), "--out", str(tmp_path / "l.json")]) == 0
+    assert "Spearman undefined (tied latencies)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ph" / "validation.json").read_text())["spearman"] is None

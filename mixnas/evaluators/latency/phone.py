@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mixnas.errors import LatencyTableError, MixnasError
+from mixnas.outcome import finite_or_none
 from mixnas.evaluators.latency.backends import convert_pipeline, get_backend
 from mixnas.evaluators.latency.lut import LatencyTable
 from mixnas.evaluators.latency.measure import (
@@ -617,7 +618,8 @@ def _validation(table: LatencyTable, manifest: PhoneManifest, measured: list[flo
     from mixnas.evaluators.latency.validate import error_metrics
 
     predicted = [LatencyPredictor(table).predict(a)[0] for a in manifest.validation]
-    return {**error_metrics(predicted, measured), "program": manifest.program.name,
+    metrics = {k: finite_or_none(v) if isinstance(v, float) else v for k, v in error_metrics(predicted, measured).items()}
+    return {**metrics, "program": manifest.program.name,
             "statistic": manifest.config.statistic, "calibrated": table.calibration is not None,
             "architectures": [{"arch_id": a.id, "predicted_ms": p, "measured_ms": m}
                               for a, p, m in zip(manifest.validation, predicted, measured)]}

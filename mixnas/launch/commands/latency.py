@@ -660,8 +660,9 @@ def run_import_results(args: argparse.Namespace) -> int:
         if imported.validation is not None:
             v = imported.validation
             write_json_atomic(Path(args.folder) / "validation.json", v, indent=1)
+            spearman = "undefined (tied latencies)" if v["spearman"] is None else f"{v['spearman']:.3f}"
             print(f"validation: {v['n']} held-out networks, {100 * v['within_10pct']:.0f}% within ±10%, "
-                  f"Spearman {v['spearman']:.3f}, RMSPE {v['rmspe']:.1f}% ({args.folder}/validation.json)")
+                  f"Spearman {spearman}, RMSPE {v['rmspe']:.1f}% ({args.folder}/validation.json)")
         print(f"{args.out}: {len(imported.table)} signatures measured by {imported.program}")
         return 0
     if args.results is None:
