@@ -223,6 +223,28 @@ class Calibration:
         )
 
 
+def _check_header(data: Any, source: str) -> int:
+    """The format version of a table's JSON, after its format, version and signature version are checked."""
+    if not isinstance(data, Mapping):
+        raise LatencyTableError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != LUT_FORMAT:
+        raise LatencyTableError(
+            f"{source}: not a mixnas latency table (format {data.get('format')!r}, expected {LUT_FORMAT!r})"
+        )
+    version = data.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
+        raise LatencyTableError(
+            f"{source}: unknown format_version {version!r}; this mixnas reads {list(READABLE_FORMAT_VERSIONS)}"
+        )
+    sig_version = data.get("signature_version")
+    if sig_version != SIGNATURE_VERSION:
+        raise LatencyTableError(
+            f"{source}: signature_version {sig_version!r} does not match this mixnas ({SIGNATURE_VERSION}); "
+            "re-profile the table"
+        )
+    return int(version)
+
+
 def _timings(value: Any, where: str) -> tuple[float, ...]:
     if not isinstance(value, list) or len(value) == 1:
         raise LatencyTableError(f"{where}: expected a list of two or more latencies in ms, got {value!r}")
@@ -374,23 +396,7 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "latency table") -> LatencyTable:
-        if not isinstance(data, Mapping):
-            raise LatencyTableError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != LUT_FORMAT:
-            raise LatencyTableError(
-                f"{source}: not a mixnas latency table (format {data.get('format')!r}, expected {LUT_FORMAT!r})"
-            )
-        version = data.get("format_version")
-        if isinstance(version, bool) or version not in READABLE_FORMAT_VERSIONS:
-            raise LatencyTableError(
-                f"{source}: unknown format_version {version!r}; this mixnas reads {list(READABLE_FORMAT_VERSIONS)}"
-            )
-        sig_version = data.get("signature_version")
-        if sig_version != SIGNATURE_VERSION:
-            raise LatencyTableError(
-                f"{source}: signature_version {sig_version!r} does not match this mixnas ({SIGNATURE_VERSION}); "
-                "re-profile the table"
-            )
+        version = _check_header(data, source)
         unknown = sorted(set(data) - _TOP_KEYS)
         if unknown:
             raise LatencyTableError(f"{source}: unknown keys {unknown}; allowed: {sorted(_TOP_KEYS)}")

@@ -214,8 +214,7 @@ def profile_archs(
     wanted = set(only) if only is not None else None
     todo = [s for s in table.missing(s for a in archs for s in arch_signatures(a)) if wanted is None or s in wanted]
     contexts = select_contexts(table, archs, wanted)
-    done = start = 0
-    size = chunk
+    done, start, size = 0, 0, chunk
     while start < len(contexts):
         batch = contexts[start : start + size]
         pipelines = [context_pipeline(arch, config.batch_size) for arch in batch]
@@ -228,10 +227,15 @@ def profile_archs(
         if progress is not None:
             progress(done, len(todo), f"{start + len(batch)}/{len(contexts)} networks")
         start += len(batch)
-        per_network = round_seconds * rounds / len(batch)
-        if per_network > 0:  # grow the next chunk so that its base rounds fill the time span
-            size = min(MAX_CHUNK_FACTOR * chunk, max(chunk, math.ceil(config.min_seconds / per_network)))
+        size = _next_chunk(chunk, size, round_seconds * rounds / len(batch), config.min_seconds)
     return done
+
+
+def _next_chunk(chunk: int, size: int, per_network_s: float, min_seconds: float) -> int:
+    """The next chunk's size: grown (up to ``MAX_CHUNK_FACTOR * chunk``) so that its base rounds fill the time span."""
+    if per_network_s <= 0:
+        return size
+    return min(MAX_CHUNK_FACTOR * chunk, max(chunk, math.ceil(min_seconds / per_network_s)))
 
 
 def time_chunk(

@@ -383,14 +383,28 @@ def run_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_archs(args: argparse.Namespace, coverage: Any) -> tuple[list[Any], list[Any]]:
+    """The architectures ``latency profile`` times part by part, and those it calibrates on end to end."""
+    from mixnas.evaluators.latency.profile import choose_calibration
+
+    if coverage is not None:
+        archs = list(coverage.contexts)
+        _say(f"profile: the space {args.space!r} can produce {len(coverage)} signatures "
+             f"(found in {coverage.combinations} networks); {len(archs)} networks hold them all")
+        # calibrate on ordinary members of the space, not on the enumeration's networks
+        if not args.calibrate:
+            return archs, []
+        return archs, sample_archs(args.space, args.calibrate, args.seed, args.resolution)[2]
+    if args.space:
+        n = DEFAULT_PROFILE_SAMPLES if args.n is None else args.n
+        _, _, archs = sample_archs(args.space, n, args.seed, args.resolution)
+        return archs, choose_calibration(archs, args.calibrate)
+    archs = _resolve(args.arch, args.resolution)
+    return archs, archs if args.calibrate else []
+
+
 def run_profile(args: argparse.Namespace) -> int:
-    from mixnas.evaluators.latency.profile import (
-        calibrate,
-        choose_calibration,
-        load_or_create,
-        profile_archs,
-        select_contexts,
-    )
+    from mixnas.evaluators.latency.profile import calibrate, load_or_create, profile_archs, select_contexts
     from mixnas.evaluators.latency.signatures import arch_signatures
 
     timer = _timer(args)
@@ -401,21 +415,7 @@ def run_profile(args: argparse.Namespace) -> int:
     table = load_or_create(args.out, config, timer)
     if timer is not None:
         _say(f"profile: measuring on {table.describe_device()}")
-    if coverage is not None:
-        archs = list(coverage.contexts)
-        _say(f"profile: the space {args.space!r} can produce {len(coverage)} signatures "
-             f"(found in {coverage.combinations} networks); {len(archs)} networks hold them all")
-        # calibrate on ordinary members of the space, not on the enumeration's networks
-        calibration_archs = []
-        if args.calibrate:
-            calibration_archs = sample_archs(args.space, args.calibrate, args.seed, args.resolution)[2]
-    elif args.space:
-        n = DEFAULT_PROFILE_SAMPLES if args.n is None else args.n
-        _, _, archs = sample_archs(args.space, n, args.seed, args.resolution)
-        calibration_archs = choose_calibration(archs, args.calibrate)
-    else:
-        archs = _resolve(args.arch, args.resolution)
-        calibration_archs = archs if args.calibrate else []
+    archs, calibration_archs = _profile_archs(args, coverage)
     distinct = {s for a in archs for s in arch_signatures(a)}
     missing = table.missing(s for a in archs for s in arch_signatures(a))
     contexts = select_contexts(table, archs)
