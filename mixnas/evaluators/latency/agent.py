@@ -113,7 +113,7 @@ def onnx_session(model: bytes | str, threads: int) -> Any:
     try:
         return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors derive from Exception only; a bad model is the caller's input
-        raise AgentError(f"not a loadable ONNX model ({_first_line(exc)})") from None
+        raise AgentError(f"not a loadable ONNX model ({first_line(exc)})") from None
 
 
 def onnx_stage(model: bytes | str, threads: int) -> Stage:
@@ -128,7 +128,7 @@ def onnx_stage(model: bytes | str, threads: int) -> Stage:
     return run
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
 
@@ -235,7 +235,7 @@ def measure_request(body: Any, locate: Callable[[str], str], default_threads: in
             time_pipeline(stages, x, 1, clock_ns("wall"))  # one trial run: a shape mismatch is a 400, not a crash
         except Exception as exc:  # onnxruntime's errors derive from Exception only
             raise AgentError(f"pipeline {keys[0]!r}...: the models do not run on input {list(shape)} "
-                             f"({_first_line(exc)})") from None
+                             f"({first_line(exc)})") from None
         runs.append((keys, stages, x))
     pooled, seconds = time_pipelines(runs, timing)
     results = {k: summarize_halves(even, odd, timing.statistic) for k, (even, odd) in pooled.items()}
@@ -338,7 +338,7 @@ class AgentHandler(BaseHTTPRequestHandler):
             self._reply(getattr(exc, "status", 400), {"error": str(exc), **getattr(exc, "extra", {})})
         except Exception as exc:  # the agent must survive anything a request triggers; the caller gets the reason
             logger.exception("request %s %s failed", method, path)
-            self._reply(500, {"error": f"internal error: {_first_line(exc)}"})
+            self._reply(500, {"error": f"internal error: {first_line(exc)}"})
 
     def _body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -366,7 +366,7 @@ class AgentHandler(BaseHTTPRequestHandler):
         try:
             body = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AgentError(f"request body is not JSON ({_first_line(exc)})") from None
+            raise AgentError(f"request body is not JSON ({first_line(exc)})") from None
         return measure_request(body, self.server.store.locate, self.server.threads)
 
     def _reply(self, status: int, payload: Mapping[str, Any]) -> None:
@@ -466,7 +466,7 @@ def measure_dir(folder: str, out: str, threads: int) -> int:
             raw = fh.read()
         manifest = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AgentError(f"{manifest_path}: cannot read the manifest ({_first_line(exc)})") from None
+        raise AgentError(f"{manifest_path}: cannot read the manifest ({first_line(exc)})") from None
     if not isinstance(manifest, Mapping) or manifest.get("format") != EXPORT_FORMAT:
         raise AgentError(f"{manifest_path}: not a mixnas latency export (format {EXPORT_FORMAT!r})")
     requests = manifest.get("requests")

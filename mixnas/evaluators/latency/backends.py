@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.agent import AgentError, import_onnxruntime, onnx_stage
+from mixnas.evaluators.latency.agent import AgentError, first_line, import_onnxruntime, onnx_stage
 from mixnas.evaluators.latency.timing import Stage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -242,8 +242,7 @@ def quantize_onnx(model: bytes, calibration: Sequence[np.ndarray], *, input_name
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             extra_options={"CalibTensorRangeSymmetric": False})
         except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise LatencyTableError(f"int8 quantisation failed ({first})") from None
+            raise LatencyTableError(f"int8 quantisation failed ({first_line(exc)})") from None
         with open(target, "rb") as fh:
             return fh.read()
 
@@ -304,16 +303,25 @@ def to_pte(module: torch.nn.Module, input_shape: Sequence[int], precision: str,
                 XNNPACKQuantizer,
                 get_symmetric_quantization_config,
             )
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
             quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-            prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
-            for x in calibration if calibration is not None else [example[0].numpy()]:
-                prepared(torch.from_numpy(_float32(x)))
-            module = convert_pt2e(prepared)
+            module = _pt2e_quantized(module, example, quantizer, calibration)
         lowered = to_edge_transform_and_lower(torch.export.export(module, example),
                                               partitioner=[XnnpackPartitioner()])
         return bytes(lowered.to_executorch().buffer)
+
+
+def _pt2e_quantized(module: torch.nn.Module, example: tuple[Any, ...], quantizer: Any,
+                    calibration: Sequence[Any] | None, **convert: Any) -> Any:
+    """PT2E static quantisation of ``module`` with ``quantizer``, calibrated on ``calibration`` (else the example):
+    ``torch.export``, ``prepare_pt2e``, the calibration inputs, ``convert_pt2e`` -- the step ExecuTorch's and
+    LiteRT's int8 conversions share."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
+    for x in calibration if calibration is not None else [example[0].numpy()]:
+        prepared(torch.from_numpy(_float32(x)))
+    return convert_pt2e(prepared, **convert)
 
 
 def _float32(x: Any) -> Any:
@@ -402,20 +410,15 @@ def to_tflite(module: torch.nn.Module, input_shape: Sequence[int], precision: st
         if precision == "int8":
             from litert_torch.quantize import pt2e_quantizer
             from litert_torch.quantize.quant_config import QuantConfig
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
             quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
                 pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
-            prepared = prepare_pt2e(torch.export.export(module, example).module(), quantizer)
-            for x in calibration if calibration is not None else [example[0].numpy()]:
-                prepared(torch.from_numpy(_float32(x)))
-            module = convert_pt2e(prepared, fold_quantize=False)
+            module = _pt2e_quantized(module, example, quantizer, calibration, fold_quantize=False)
             options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
         try:
             return bytes(litert_torch.convert(module, example, **options).model_content())
         except Exception as exc:  # the converter raises errors of many kinds
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise LatencyTableError(f"LiteRT conversion failed ({first})") from None
+            raise LatencyTableError(f"LiteRT conversion failed ({first_line(exc)})") from None
 
 
 @contextlib.contextmanager

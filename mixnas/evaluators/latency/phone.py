@@ -59,6 +59,7 @@ from mixnas.evaluators.latency.offline import models_folder
 from mixnas.evaluators.latency.profile import context_pipeline, select_contexts, store_calibration, store_measured
 from mixnas.evaluators.latency.sampling import with_resolution
 from mixnas.evaluators.latency.signatures import arch_signatures
+from mixnas.evaluators.latency.timing import TimingError, check_count
 from mixnas.search_space.arch import Architecture
 from mixnas.textio import os_reason, path_kind, read_bytes, read_text, write_json_atomic, write_text_atomic
 
@@ -83,12 +84,6 @@ class ProgramRun:
     std_ms: float
     count: int
     p10_ms: float | None = None
-
-    def measurement(self) -> Measurement:
-        nan = math.nan
-        p10 = self.p10_ms if self.p10_ms is not None else nan
-        return Measurement(median_ms=self.median_ms, mean_ms=self.mean_ms, std_ms=self.std_ms, iqr_ms=nan,
-                           min_ms=self.min_ms, p10_ms=p10, count=self.count)
 
     def value(self, statistic: str) -> float:
         value = getattr(self, f"{statistic}_ms")
@@ -368,8 +363,10 @@ def _check_export(program: BenchmarkProgram, config: MeasureConfig, *, runs: int
         raise LatencyTableError(f"statistic {config.statistic!r}: {program.name} reports {list(program.statistics)}")
     for name, value in (("runs", runs), ("reference_every", reference_every), ("passes", passes)):
         check_positive(name, value)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise LatencyTableError(f"warmup: expected a non-negative integer, got {warmup!r}")
+    try:
+        check_count("warmup", warmup, 0)
+    except TimingError as exc:
+        raise LatencyTableError(str(exc)) from None
 
 
 def _new_folder(folder: str | os.PathLike[str]) -> Path:
