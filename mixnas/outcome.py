@@ -1,7 +1,7 @@
 """What became of a trial: one :class:`Status` for the whole package and one frozen :class:`TrialOutcome`.
 
-Every evaluator's result ends as a ``TrialOutcome``; the ledger stores its fields as columns of the trial's row
-(``mixnas.launch.ledger.Ledger.finish_trial``; ``retryable`` is not kept), and
+Every evaluator's result ends as a ``TrialOutcome``; the ledger stores it in the trial's row
+(``mixnas.launch.ledger.Ledger.finish_trial``; ``retryable`` is not kept) and its records hold it, and
 ``mixnas.launch.journal.controller_result`` turns a ledger record into the controller's ``Result`` in one place.
 Statuses:
 
@@ -9,7 +9,8 @@ Statuses:
 * ``ok``: scored; ``metrics`` holds everything measured and ``reward`` the scalar reward (None for Pareto runs);
 * ``failed``: raised, or its worker was lost; ``reason`` has the exception's type and message;
 * ``diverged``: a NaN / infinite loss or objective;
-* ``infeasible``: broke a hard constraint (params, MACs, latency) and was not trained;
+* ``infeasible``: broke a hard constraint (params, MACs, latency) and was not trained, or the evaluator cannot hold
+  it (a supernet scoring a candidate that is not one of its members);
 * ``pruned``: stopped early by the scheduler (metrics are those of its last report).
 """
 

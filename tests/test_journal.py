@@ -12,7 +12,7 @@ from mixnas.errors import RunError
 from mixnas.evaluators.reward import MetricReward
 from mixnas.launch.journal import Ordering, RunState, controller_result, replay
 from mixnas.launch.ledger import ASK, TELL, TrialRecord
-from mixnas.outcome import Status
+from mixnas.outcome import Status, TrialOutcome
 from mixnas.search_space.spaces.choice import ChoiceSpace, Dimension
 
 REWARD = MetricReward(metric="acc")
@@ -25,8 +25,9 @@ def _space() -> ChoiceSpace:
 def _record(trial: int, status: Status = Status.OK, *, suggestion: str = "", encoding: tuple[int, ...] = (0,),
             acc: float = 0.5, attempt: int = 0) -> TrialRecord:
     metrics = {"acc": acc} if status in (Status.OK, Status.PRUNED) else {}
-    return TrialRecord(trial, suggestion or f"s{trial}", encoding, None, None, None, status, None, metrics,
-                       attempt=attempt)
+    outcome = None if status is Status.RUNNING else TrialOutcome(status, metrics, attempt=attempt)
+    return TrialRecord(trial, suggestion or f"s{trial}", encoding, None, None, None, outcome,
+                       failures=("failed",) * attempt if outcome is None else ())
 
 
 def _drive(ordering: Ordering, finish_order: list[int]) -> list[tuple[str, int]]:

@@ -26,7 +26,7 @@ from mixnas.launch.config import config_from_dict
 from mixnas.launch.ledger import Ledger, RepeatRecord, TrialRecord
 from mixnas.launch.rerank import rerank_run
 from mixnas.launch.runner import run_search
-from mixnas.launch.summary import seed_noise, with_repeats
+from mixnas.launch.summary import seed_mean, seed_means, seed_noise
 from mixnas.outcome import Status, TrialOutcome
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +83,8 @@ def test_rerank_keeps_repeats_in_the_ledger_and_status_ranks_by_the_mean(digits_
     assert {r.seed for r in repeats} == {1, 2}  # the run's seed (0) + 1, + 2
     with Ledger(run_dir / "ledger.sqlite", readonly=True) as ledger:
         assert [r.to_dict() for r in ledger.trials()] == before  # the trials' own rows are untouched
-    assert [r.metrics["n_seeds"] for r in result.ranking] == [3, 3]
-    means = [r.reward for r in result.ranking]
+    assert [m.n_seeds for _, m in result.ranking] == [3, 3]
+    means = [m.reward for _, m in result.ranking]
     assert means == sorted(means, reverse=True)
     assert result.noise is not None and result.noise["trials"] == 2 and result.noise["evaluations"] == 6
 
@@ -96,8 +96,10 @@ def test_rerank_keeps_repeats_in_the_ledger_and_status_ranks_by_the_mean(digits_
     doc = json.loads(status.stdout)
     assert doc["seed_noise"]["evaluations"] == 6
     top = {r["trial"]: r for r in doc["top"]}
-    for r in result.ranking:
-        assert top[r.trial]["metrics"]["n_seeds"] == 3 and top[r.trial]["reward"] == pytest.approx(r.reward)
+    for r, m in result.ranking:
+        seeds = top[r.trial]["over_seeds"]  # the mean over seeds, beside the trial's own metrics and reward
+        assert seeds["n_seeds"] == 3 and seeds["reward"] == pytest.approx(m.reward)
+        assert top[r.trial]["reward"] == r.reward and seeds["first_reward"] == r.reward
     text = _cli("status", str(run_dir)).stdout
     assert "±" in text and "proxy seed noise" in text
 
@@ -108,14 +110,15 @@ def test_rerank_keeps_repeats_in_the_ledger_and_status_ranks_by_the_mean(digits_
 
     out, items = export_run(run_dir, top=2, formats=["json"])
     with Ledger(run_dir / "ledger.sqlite", readonly=True) as ledger:
-        by_mean = ranked(load_run_config(RunPaths(run_dir)), with_repeats(ledger.trials(), ledger.repeats()))
+        records = ledger.trials()
+        by_mean = ranked(load_run_config(RunPaths(run_dir)), records, seed_means(records, ledger.repeats()))
     assert [i.record.trial for i in items] == [r.trial for r in by_mean[:2]]
     readme = (out / "README.md").read_text()
     assert "± " in readme and "mixnas rerank" in readme
 
     shown = _cli("rerank", str(run_dir), "--top", "2", "--seeds", "2", "--json")
     assert shown.returncode == 0, shown.stderr
-    assert [r["trial"] for r in json.loads(shown.stdout)["ranking"]] == [r.trial for r in result.ranking]
+    assert [r["trial"] for r in json.loads(shown.stdout)["ranking"]] == [r.trial for r, _ in result.ranking]
 
     # the best by the mean over seeds, reproduced against its own recorded score (not against the mean)
     again = _cli("train-proxy", "--arch", f"{run_dir}:best", "--json")
@@ -177,26 +180,39 @@ def test_train_proxy_with_a_run_refuses_recipe_options(digits_run, capsys):
 
 # ------------------------------------------------------------------------------------------------ pure parts
 def _record(trial: int, reward: float, top1: float) -> TrialRecord:
+    outcome = TrialOutcome(Status.OK, {"top1": top1, "params": 10, "seed": 0}, reward)
     return TrialRecord(trial=trial, suggestion_id=str(trial), encoding=(trial,), arch_id=None, block_strings=None,
-                       candidate={}, status=Status.OK, reason=None, metrics={"top1": top1, "params": 10, "seed": 0},
-                       reward=reward)
+                       candidate={}, outcome=outcome)
 
 
 def _repeat(trial: int, k: int, reward: float, top1: float, status: Status = Status.OK) -> RepeatRecord:
-    return RepeatRecord(trial=trial, repeat=k, seed=k, status=status, metrics={"top1": top1, "params": 10, "seed": k},
-                        reward=reward)
+    outcome = TrialOutcome(status, {"top1": top1, "params": 10, "seed": k}, reward if status is Status.OK else None)
+    return RepeatRecord(trial=trial, repeat=k, seed=k, outcome=outcome)
 
 
-def test_with_repeats_gives_means_and_standard_errors():
+def test_seed_means_give_means_and_standard_errors_without_touching_the_records():
     records = [_record(0, 0.9, 0.9), _record(1, 0.8, 0.8)]
     repeats = [_repeat(0, 1, 0.7, 0.7), _repeat(0, 2, 0.8, 0.8), _repeat(0, 3, 0.1, 0.1, Status.FAILED)]
-    out = with_repeats(records, repeats)
-    assert out[1] == records[1]  # never repeated: unchanged
-    m = out[0].metrics
-    assert out[0].reward == pytest.approx(0.8) and m["top1"] == pytest.approx(0.8)
-    assert m["n_seeds"] == 3 and m["first_reward"] == 0.9  # the failed repeat does not count
-    assert m["reward_sem"] == pytest.approx(0.1 / 3 ** 0.5) and m["top1_sem"] == pytest.approx(0.1 / 3 ** 0.5)
-    assert m["params"] == 10 and m["seed"] == 0  # constants and the seed are not averaged
+    means = seed_means(records, repeats)
+    assert list(means) == [0]  # never repeated: no mean
+    mean = means[0]
+    assert mean.reward == pytest.approx(0.8) and mean.metric(records[0], "top1") == pytest.approx(0.8)
+    assert mean.n_seeds == 3 and mean.first_reward == 0.9  # the failed repeat does not count
+    assert mean.sem["reward"] == pytest.approx(0.1 / 3 ** 0.5) and mean.sem["top1"] == pytest.approx(0.1 / 3 ** 0.5)
+    assert mean.metric(records[0], "params") == 10 and "seed" not in mean.metrics  # constants, the seed: not averaged
+    assert records[0].reward == 0.9 and records[0].metrics["top1"] == 0.9  # the record keeps its own values
+    assert seed_mean(records[1], []).n_seeds == 1
+
+
+def test_ranking_uses_the_mean_over_seeds_where_there_is_one():
+    from mixnas.launch.summary import best_record, ranked
+
+    cfg = config_from_dict(_digits_config("local"), source="test.yaml")
+    records = [_record(0, 0.9, 0.9), _record(1, 0.85, 0.85)]
+    means = seed_means(records, [_repeat(0, 1, 0.7, 0.7)])  # trial 0: mean 0.8 < 0.85
+    assert [r.trial for r in ranked(cfg, records)] == [0, 1]
+    assert [r.trial for r in ranked(cfg, records, means)] == [1, 0]
+    assert best_record(cfg, records, means).trial == 1
 
 
 def test_seed_noise_pools_the_variance_of_every_repeated_trial():
@@ -221,7 +237,7 @@ def test_a_format_2_ledger_is_upgraded_and_an_old_one_reads_without_repeats(tmp_
     with Ledger(path, readonly=True) as ledger:
         assert ledger.repeats() == [] and len(ledger) == 1
     with Ledger(path) as ledger:
-        assert ledger.get_meta("format_version") == "3"
+        assert ledger.get_meta("format_version") == "4"
         ledger.add_repeat(0, 1, 1, TrialOutcome(status=Status.OK, metrics={"top1": 0.6}, reward=0.6))
         assert [r.reward for r in ledger.repeats()] == [0.6]
 

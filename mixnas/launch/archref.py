@@ -40,17 +40,18 @@ def trial_record(run_dir: Path, trial: int | str) -> tuple[Any, Any]:
     """
     from mixnas.launch.ledger import Ledger
     from mixnas.launch.rundir import RunPaths, load_run_config
-    from mixnas.launch.summary import best_record, with_repeats
+    from mixnas.launch.summary import best_record, seed_means
 
     paths = RunPaths(run_dir)
     try:
         cfg = load_run_config(paths)
         with Ledger(paths.ledger, readonly=True) as ledger:
             if trial == "best":
-                best = best_record(cfg, with_repeats(ledger.trials(), ledger.repeats()))
+                records = ledger.trials()
+                best = best_record(cfg, records, seed_means(records, ledger.repeats()))
                 if best is None:
                     raise ArchitectureError(f"{run_dir}:best: the run has no successful trial with a reward yet")
-                record = ledger.get(best.trial)
+                record = best
             else:
                 record = ledger.get(int(trial))
                 if record is None:

@@ -38,13 +38,13 @@ import logging
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mixnas.errors import MixnasError, RunError
 from mixnas.launch.config import ExperimentConfig
 from mixnas.launch.ledger import Ledger, TrialRecord
 from mixnas.launch.rundir import RunPaths, load_run_config
-from mixnas.launch.summary import front_objectives, pareto_records, ranked, with_repeats
+from mixnas.launch.summary import SeedMean, front_objectives, pareto_records, ranked, seed_means
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.header import encode_arch_text, encode_header
 from mixnas.textio import atomic_file, path_kind, read_json, write_text_atomic
@@ -88,6 +88,7 @@ class Exported(Written):
 
     rank: int
     record: TrialRecord
+    mean: SeedMean | None = None  # its mean over seeds, after mixnas rerank
 
 
 @dataclass(kw_only=True)
@@ -104,14 +105,15 @@ class TrainedExport(Written):
 
 
 def select(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, top: int | None = None,
-           pareto: bool = False) -> list[TrialRecord]:
-    """The trials to export: the Pareto front (by the run's objectives) or the ``top`` best by reward."""
+           pareto: bool = False, means: Mapping[int, SeedMean] | None = None) -> list[TrialRecord]:
+    """The trials to export: the Pareto front (by the run's objectives) or the ``top`` best by reward (the mean
+    over seeds where ``means`` has one)."""
     if pareto:
         front = pareto_records(records, front_objectives(cfg))
         first = front_objectives(cfg)[0]
         sign = -1.0 if first.direction == "max" else 1.0
         return sorted(front, key=lambda r: (sign * float(r.metrics[first.name]), r.trial))
-    chosen = ranked(cfg, records)
+    chosen = ranked(cfg, records, means)
     if not chosen and cfg.reward.type == "pareto":
         raise RunError("this run optimises Pareto objectives (no scalar reward): export it with --pareto")
     return chosen[: top if top is not None else 5]
@@ -145,10 +147,12 @@ def markdown_table(cfg: ExperimentConfig, items: Sequence[Exported]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for item in items:
-        m = item.record.metrics
+        mean = item.mean
+        m = {**item.record.metrics, **(mean.metrics if mean else {})}  # means over seeds after mixnas rerank
+        reward = mean.reward if mean else item.record.reward
 
         def pm(name: str, value: Any, fmt: str) -> str:  # mean ± standard error after mixnas rerank
-            err = m.get(f"{name}_sem")
+            err = mean.sem.get(name) if mean else None
             return _number(value, fmt) + (f" ± {_number(err, fmt)}" if _number(err, fmt) != "-" else "")
         arch = _architecture(item.record)
         settings = "-" if arch is None else f"`{encode_header(arch.global_params).removeprefix('# mixnas: ')}`"
@@ -157,10 +161,10 @@ def markdown_table(cfg: ExperimentConfig, items: Sequence[Exported]) -> str:
         lines.append(
             f"| {item.rank} | {item.record.trial} | {_number(m.get('params'), ',.0f')} | "
             f"{_number(m.get('macs'), ',.0f')} | {_number(m.get('latency_ms'), '.3f')} | "
-            f"{pm(accuracy, m.get(accuracy), '.4f')} | {pm('reward', item.record.reward, '.5f')} | "
-            f"{m.get('n_seeds', 1)} | {settings} | {strings} |"
+            f"{pm(accuracy, m.get(accuracy), '.4f')} | {pm('reward', reward, '.5f')} | "
+            f"{mean.n_seeds if mean else 1} | {settings} | {strings} |"
         )
-    if any("n_seeds" in i.record.metrics for i in items):
+    if any(i.mean is not None for i in items):
         lines += ["", "Trials with more than one seed were re-evaluated by `mixnas rerank`: their accuracy and reward are "
                   "means over seeds ± standard error, and they are ranked by the mean."]
     notes = [f"- trial {i.record.trial}: {n}" for i in items for n in i.notes]
@@ -255,17 +259,21 @@ def _write_onnx(item: Written, arch: Architecture, meta: dict[str, str], module:
 
 
 # --- a search run ------------------------------------------------------------------------------------------------
-def _export_one(rank: int, record: TrialRecord, out: Path, formats: Sequence[str]) -> Exported:
+def _export_one(rank: int, record: TrialRecord, out: Path, formats: Sequence[str],
+                mean: SeedMean | None = None) -> Exported:
     folder = out / f"{rank:02d}_trial{record.trial:05d}"
     folder.mkdir(parents=True, exist_ok=True)
-    item = Exported(folder, rank=rank, record=record)
+    item = Exported(folder, rank=rank, record=record, mean=mean)
     arch = _architecture(record)
     if arch is None and any(f in ("tf", "timm", "onnx") for f in formats):
         item.notes.append("a generic-space candidate: no block strings or ONNX, see arch.json")
     timm = _timm_text(arch) if arch is not None else (None, None)
     if "json" in formats or arch is None:
-        _write_json(item, {"trial": record.trial, "encoding": list(record.encoding), "metrics": record.metrics,
-                           "reward": record.reward, "architecture": record.candidate}, timm[0])
+        doc = {"trial": record.trial, "encoding": list(record.encoding), "metrics": dict(record.metrics),
+               "reward": record.reward, "architecture": record.candidate}
+        if mean is not None:
+            doc["over_seeds"] = mean.to_dict()
+        _write_json(item, doc, timm[0])
     if arch is None:
         return item
     _write_strings(item, arch, formats, timm)
@@ -293,13 +301,14 @@ def export_run(run_dir: str | Path, *, top: int | None = None, pareto: bool = Fa
                        "first (mixnas train RUN_DIR:TRIAL --data DATA --output T), then mixnas export T --format "
                        f"{deploy[0]}")
     with Ledger(paths.ledger, readonly=True) as ledger:
-        records = with_repeats(ledger.trials(), ledger.repeats())  # re-ranked trials: their means over seeds
-    chosen = select(cfg, records, top=top, pareto=pareto)
+        records, repeats = ledger.trials(), ledger.repeats()
+    means = seed_means(records, repeats)  # re-ranked trials are ranked by their means over seeds
+    chosen = select(cfg, records, top=top, pareto=pareto, means=means)
     if not chosen:
         raise RunError(f"{paths.root}: no successful trial to export yet")
     out = Path(out_dir) if out_dir else paths.export
     out.mkdir(parents=True, exist_ok=True)
-    items = [_export_one(rank, record, out, formats) for rank, record in enumerate(chosen, 1)]
+    items = [_export_one(rank, record, out, formats, means.get(record.trial)) for rank, record in enumerate(chosen, 1)]
     write_text_atomic(out / "README.md", markdown_table(cfg, items))
     return out, items
 

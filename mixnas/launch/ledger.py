@@ -9,7 +9,11 @@ resume needs: replayed into a fresh controller it rebuilds the controller exactl
 snapshot that saves the replay).
 
 ``mixnas rerank`` adds one row per extra evaluation of a finished trial with another seed to the ``repeats`` table
-(trial, repeat number, seed, outcome); the trial's own row is never changed by it.
+(trial, repeat number, seed, outcome, the reasons of its retried attempts); the trial's own row is never changed by it.
+
+A decoded row is a :class:`TrialRecord` (or :class:`RepeatRecord`) that holds the trial's
+:class:`~mixnas.outcome.TrialOutcome` (None while it runs): status, metrics and reward are read through it, never
+copied. The writers return the record as stored (:func:`as_stored`), so the driver never reads back what it wrote.
 
 The database uses WAL journaling, so ``mixnas status`` can read it while the search writes, and
 ``synchronous=FULL``, so a committed row survives a power cut, not only a killed process.
@@ -25,14 +29,15 @@ import json
 import math
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from mixnas.errors import RunError
 from mixnas.outcome import Status, TrialOutcome
 
-LEDGER_FORMAT_VERSION = 3  # 2: the journal table; 3: the repeats table (mixnas rerank)
+LEDGER_FORMAT_VERSION = 4  # 2: the journal table; 3: the repeats table (mixnas rerank); 4: repeats.failures
+READABLE_FORMATS = (1, 2, 3, LEDGER_FORMAT_VERSION)  # older ones are upgraded when opened for writing
 ASK, TELL = "ask", "tell"
 
 _SCHEMA = """
@@ -71,6 +76,7 @@ CREATE TABLE IF NOT EXISTS repeats (
     metrics TEXT,
     reward REAL,
     attempt INTEGER NOT NULL DEFAULT 0,
+    failures TEXT,
     worker TEXT,
     started_at REAL,
     finished_at REAL,
@@ -105,9 +111,61 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+class _OutcomeFields:
+    """The fields of the :class:`~mixnas.outcome.TrialOutcome` a record holds, read through the record (one home:
+    the outcome; a record of a trial still running has none, and reads as ``running`` with no metrics)."""
+
+    outcome: TrialOutcome | None
+
+    @property
+    def status(self) -> Status:
+        return self.outcome.status if self.outcome is not None else Status.RUNNING
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        return self.outcome.metrics if self.outcome is not None else {}
+
+    @property
+    def reward(self) -> float | None:
+        return self.outcome.reward if self.outcome is not None else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.outcome.reason if self.outcome is not None else None
+
+    @property
+    def curve(self) -> tuple[Mapping[str, Any], ...]:
+        return self.outcome.curve if self.outcome is not None else ()
+
+    @property
+    def worker(self) -> str | None:
+        return self.outcome.worker if self.outcome is not None else None
+
+    @property
+    def started_at(self) -> float | None:
+        return self.outcome.started_at if self.outcome is not None else None
+
+    @property
+    def eval_seconds(self) -> float | None:
+        return self.outcome.eval_seconds if self.outcome is not None else None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    def _outcome_dict(self) -> dict[str, Any]:
+        return {"status": self.status.value, "reason": self.reason, "metrics": dict(self.metrics),
+                "reward": self.reward, "worker": self.worker, "started_at": self.started_at,
+                "eval_seconds": self.eval_seconds}
+
+
 @dataclass(frozen=True)
-class TrialRecord:
-    """One ledger row, decoded."""
+class TrialRecord(_OutcomeFields):
+    """One trial of the ledger: what was proposed, and its final outcome once it has one.
+
+    Args:
+        failures: the reasons of the attempts that failed and were tried again, oldest first.
+    """
 
     trial: int
     suggestion_id: str
@@ -115,22 +173,15 @@ class TrialRecord:
     arch_id: str | None
     block_strings: tuple[str, ...] | None
     candidate: Any
-    status: Status
-    reason: str | None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    reward: float | None = None
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    attempt: int = 0
-    failures: list[str] = field(default_factory=list)
-    worker: str | None = None
+    outcome: TrialOutcome | None = None
+    failures: tuple[str, ...] = ()
     created_at: float = 0.0
-    started_at: float | None = None
     finished_at: float | None = None
-    eval_seconds: float | None = None
 
     @property
-    def finished(self) -> bool:
-        return self.status.finished
+    def attempt(self) -> int:
+        """The attempt that ran last (0 for the first); for a running trial, the one running now."""
+        return self.outcome.attempt if self.outcome is not None else len(self.failures)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,42 +191,59 @@ class TrialRecord:
             "arch_id": self.arch_id,
             "block_strings": list(self.block_strings) if self.block_strings is not None else None,
             "candidate": self.candidate,
-            "status": self.status.value,
-            "reason": self.reason,
-            "metrics": self.metrics,
-            "reward": self.reward,
+            **self._outcome_dict(),
             "attempt": self.attempt,
-            "failures": self.failures,
-            "worker": self.worker,
+            "failures": list(self.failures),
             "created_at": self.created_at,
-            "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "eval_seconds": self.eval_seconds,
         }
 
 
 @dataclass(frozen=True)
-class RepeatRecord:
-    """One extra evaluation of a finished trial with another experiment seed (``mixnas rerank``)."""
+class RepeatRecord(_OutcomeFields):
+    """One extra evaluation of a finished trial with another experiment seed (``mixnas rerank``).
+
+    Args:
+        repeat: 1, 2, ...: the trial's own evaluation is repeat 0.
+        seed: the experiment seed it ran with.
+        failures: the reasons of its attempts that failed and were tried again (ledger format 4 on).
+    """
 
     trial: int
-    repeat: int  # 1, 2, ...: the trial's own evaluation is repeat 0
-    seed: int  # the experiment seed it ran with
-    status: Status
-    reason: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    reward: float | None = None
-    attempt: int = 0
-    worker: str | None = None
-    started_at: float | None = None
+    repeat: int
+    seed: int
+    outcome: TrialOutcome
+    failures: tuple[str, ...] = ()
     finished_at: float | None = None
-    eval_seconds: float | None = None
+
+    @property
+    def attempt(self) -> int:
+        return self.outcome.attempt
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial": self.trial, "repeat": self.repeat, "seed": self.seed, "status": self.status.value,
-                "reason": self.reason, "metrics": self.metrics, "reward": self.reward, "attempt": self.attempt,
-                "worker": self.worker, "started_at": self.started_at, "finished_at": self.finished_at,
-                "eval_seconds": self.eval_seconds}
+        return {"trial": self.trial, "repeat": self.repeat, "seed": self.seed, **self._outcome_dict(),
+                "attempt": self.attempt, "failures": list(self.failures), "finished_at": self.finished_at}
+
+
+def as_stored(outcome: TrialOutcome) -> TrialOutcome:
+    """``outcome`` exactly as the ledger gives it back once stored: metrics and curve through strict JSON (a NaN
+    becomes None, a tuple a list, keys sorted), ``retryable`` dropped (a stored outcome is final). The driver
+    keeps this, instead of reading back the row it has just written."""
+    o = outcome
+    return TrialOutcome(o.status, _loads(_dumps(dict(o.metrics))), o.reward, tuple(_loads(_dumps(list(o.curve)))),
+                        o.reason, attempt=o.attempt, worker=o.worker, started_at=o.started_at,
+                        eval_seconds=o.eval_seconds)
+
+
+def _row_outcome(row: sqlite3.Row) -> TrialOutcome | None:
+    status = Status(row["status"])
+    if status is Status.RUNNING:
+        return None
+    keys = row.keys()
+    curve = _loads(row["curve"]) if "curve" in keys else None
+    return TrialOutcome(status, _loads(row["metrics"]) or {}, row["reward"], tuple(curve or ()), row["reason"],
+                        attempt=row["attempt"], worker=row["worker"], started_at=row["started_at"],
+                        eval_seconds=row["eval_seconds"])
 
 
 def _record(row: sqlite3.Row) -> TrialRecord:
@@ -187,19 +255,17 @@ def _record(row: sqlite3.Row) -> TrialRecord:
         arch_id=row["arch_id"],
         block_strings=tuple(strings) if strings is not None else None,
         candidate=_loads(row["candidate"]),
-        status=Status(row["status"]),
-        reason=row["reason"],
-        metrics=_loads(row["metrics"]) or {},
-        reward=row["reward"],
-        curve=_loads(row["curve"]) or [],
-        attempt=row["attempt"],
-        failures=_loads(row["failures"]) or [],
-        worker=row["worker"],
+        outcome=_row_outcome(row),
+        failures=tuple(_loads(row["failures"]) or ()),
         created_at=row["created_at"],
-        started_at=row["started_at"],
         finished_at=row["finished_at"],
-        eval_seconds=row["eval_seconds"],
     )
+
+
+def _repeat(row: sqlite3.Row) -> RepeatRecord:
+    failures = _loads(row["failures"]) if "failures" in row.keys() else None  # format 3 had no failures column
+    return RepeatRecord(trial=row["trial"], repeat=row["repeat"], seed=row["seed"], outcome=_row_outcome(row),
+                        failures=tuple(failures or ()), finished_at=row["finished_at"])
 
 
 class Ledger:
@@ -250,10 +316,13 @@ class Ledger:
         """Bring an older ledger to the current format (the schema above has just added the missing tables).
 
         Format 1 (no journal): ``journal_from_snapshot`` fills its journal later. Format 2 (no repeats table):
-        nothing else to do.
+        nothing else to do. Format 3 (repeats without ``failures``): the column is added (empty for old repeats).
         """
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(repeats)")}
+        if "failures" not in columns:
+            self._conn.execute("ALTER TABLE repeats ADD COLUMN failures TEXT")
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        if row and row[0] in ("1", "2"):
+        if row and row[0] in ("1", "2", "3"):
             self._conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(LEDGER_FORMAT_VERSION),))
         if row and row[0] == "1":
             self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('upgraded_from', '1')")
@@ -264,7 +333,7 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise RunError(f"{self.path}: not a mixnas ledger ({exc})") from None
         version = int(row[0]) if row else None
-        if version not in (1, 2, LEDGER_FORMAT_VERSION):  # 1, 2: read-only opening of a run of an older format
+        if version not in READABLE_FORMATS:  # an older one: read-only opening of a run of an older format
             raise RunError(f"{self.path}: ledger format_version {version!r}; this mixnas reads {LEDGER_FORMAT_VERSION}")
 
     def close(self) -> None:
@@ -295,17 +364,22 @@ class Ledger:
         arch_id: str | None,
         block_strings: list[str] | None,
         candidate: Any,
-    ) -> None:
+    ) -> TrialRecord:
         """Insert a proposed trial (status ``running``) and journal its ask, in one transaction; a row already there
-        with the same trial (a format-1 ledger's row whose ask was never saved) is replaced."""
+        with the same trial (a format-1 ledger's row whose ask was never saved) is replaced. Returns the record as
+        the ledger holds it."""
+        created_at = time.time()
         with self._transaction():
             self._conn.execute(
                 "INSERT OR REPLACE INTO trials(trial, suggestion_id, encoding, arch_id, block_strings, candidate, "
                 "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
                 (trial, suggestion_id, _dumps(list(encoding)), arch_id, _dumps(block_strings), _dumps(candidate),
-                 time.time()),
+                 created_at),
             )
             self._conn.execute("INSERT INTO journal(event, trial) VALUES ('ask', ?)", (trial,))
+        return TrialRecord(trial, suggestion_id, tuple(int(i) for i in encoding), arch_id,
+                           tuple(block_strings) if block_strings is not None else None,
+                           _loads(_dumps(candidate)), created_at=created_at)
 
     def record_tell(self, trial: int) -> None:
         """Journal that the controller has been told trial ``trial``'s result."""
@@ -339,33 +413,40 @@ class Ledger:
                 "UPDATE trials SET attempt = ?, failures = ? WHERE trial = ?", (attempt, _dumps(failures), trial)
             )
 
-    def finish_trial(self, trial: int, outcome: TrialOutcome, *, finished_at: float | None = None) -> None:
-        """Store a trial's final outcome as it is (committed when this returns)."""
-        o = outcome
+    def finish_trial(self, trial: int, outcome: TrialOutcome, *, finished_at: float | None = None
+                     ) -> tuple[TrialOutcome, float]:
+        """Store a trial's final outcome (committed when this returns); returns it as stored (:func:`as_stored`)
+        and the time it was stored."""
+        o = as_stored(outcome)
+        finished_at = time.time() if finished_at is None else finished_at
         with self._transaction():
             cur = self._conn.execute(
                 "UPDATE trials SET status = ?, reason = ?, metrics = ?, reward = ?, curve = ?, attempt = ?, "
                 "worker = ?, started_at = ?, finished_at = ?, eval_seconds = ? WHERE trial = ?",
                 (o.status.value, o.reason, _dumps(dict(o.metrics)), o.reward, _dumps(list(o.curve)), o.attempt,
-                 o.worker, o.started_at, time.time() if finished_at is None else finished_at, o.eval_seconds, trial),
+                 o.worker, o.started_at, finished_at, o.eval_seconds, trial),
             )
             if cur.rowcount != 1:
                 raise RunError(f"{self.path}: trial {trial} is not in the ledger")
+        return o, finished_at
 
-    def add_repeat(self, trial: int, repeat: int, seed: int, outcome: TrialOutcome) -> None:
-        """Store one extra evaluation of ``trial`` (repeat ``repeat`` >= 1, run with experiment seed ``seed``)."""
+    def add_repeat(self, trial: int, repeat: int, seed: int, outcome: TrialOutcome, *,
+                   failures: tuple[str, ...] = ()) -> RepeatRecord:
+        """Store one extra evaluation of ``trial`` (repeat ``repeat`` >= 1, run with experiment seed ``seed``), with
+        the reasons of its attempts that failed and were tried again; returns the record as stored."""
         if repeat < 1:
             raise RunError(f"{self.path}: repeat numbers start at 1 (0 is the trial itself), got {repeat}")
-        o = outcome
+        o, finished_at = as_stored(outcome), time.time()
         with self._transaction():
             if self._conn.execute("SELECT 1 FROM trials WHERE trial = ?", (trial,)).fetchone() is None:
                 raise RunError(f"{self.path}: trial {trial} is not in the ledger")
             self._conn.execute(
-                "INSERT OR REPLACE INTO repeats(trial, repeat, seed, status, reason, metrics, reward, attempt, worker, "
-                "started_at, finished_at, eval_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO repeats(trial, repeat, seed, status, reason, metrics, reward, attempt, "
+                "failures, worker, started_at, finished_at, eval_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (trial, repeat, seed, o.status.value, o.reason, _dumps(dict(o.metrics)), o.reward, o.attempt,
-                 o.worker, o.started_at, time.time(), o.eval_seconds),
+                 _dumps(list(failures)) if failures else None, o.worker, o.started_at, finished_at, o.eval_seconds),
             )
+        return RepeatRecord(trial, repeat, seed, o, tuple(failures), finished_at)
 
     def repeats(self) -> list[RepeatRecord]:
         """Every extra evaluation, by trial and repeat number (none in a ledger of an older format)."""
@@ -373,10 +454,7 @@ class Ledger:
             rows = self._conn.execute("SELECT * FROM repeats ORDER BY trial, repeat").fetchall()
         except sqlite3.OperationalError:  # an older ledger opened read-only: no repeats table
             return []
-        return [RepeatRecord(trial=r["trial"], repeat=r["repeat"], seed=r["seed"], status=Status(r["status"]),
-                             reason=r["reason"], metrics=_loads(r["metrics"]) or {}, reward=r["reward"],
-                             attempt=r["attempt"], worker=r["worker"], started_at=r["started_at"],
-                             finished_at=r["finished_at"], eval_seconds=r["eval_seconds"]) for r in rows]
+        return [_repeat(r) for r in rows]
 
     # ------------------------------------------------------------------ reading
     def trials(self, status: str | None = None) -> list[TrialRecord]:

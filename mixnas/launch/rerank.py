@@ -10,8 +10,9 @@ training only, and measuring again would mix latency noise into the mean reward 
 noisy measurement flips a repeat's reward). Each evaluation is a row of the ledger's ``repeats`` table, committed when
 it ends, so a killed rerank loses only what was running and a second call does only what is missing; a later call
 with a larger ``--top`` or ``--seeds`` adds to the same rows. A failed repeat is retried like a trial, then recorded
-with its reason (and run again by the next ``mixnas rerank``). ``status`` and ``export`` then rank by the mean over seeds
-(:func:`mixnas.launch.summary.with_repeats`) and show its standard error and the proxy's seed noise.
+with its reason and the reasons of its earlier attempts (and run again by the next ``mixnas rerank``). ``status`` and
+``export`` then rank by the mean over seeds (:func:`mixnas.launch.summary.seed_means`, computed where shown) and show
+its standard error and the proxy's seed noise.
 
 The run's lock is held, so a rerank never runs beside the run's own search (nor two reranks at once).
 """
@@ -28,7 +29,7 @@ from mixnas.launch.config import ExperimentConfig, check_files
 from mixnas.launch.ledger import Ledger, RepeatRecord, TrialRecord
 from mixnas.launch.pool import ActorPool, Finished
 from mixnas.launch.rundir import RunPaths, load_run_config, run_lock
-from mixnas.launch.summary import ranked, seed_noise, with_repeats
+from mixnas.launch.summary import SeedMean, ranked, seed_mean, seed_noise
 from mixnas.outcome import Status
 
 logger = logging.getLogger(__name__)
@@ -47,19 +48,19 @@ def repeat_seed(cfg: ExperimentConfig, repeat: int) -> int:
 class RerankResult:
     """What a rerank leaves: the re-evaluated trials ranked by their mean, and the proxy's seed noise."""
 
-    ranking: list[TrialRecord]  # with_repeats records of the chosen trials, best mean first
+    ranking: list[tuple[TrialRecord, SeedMean]]  # the chosen trials and their means over seeds, best mean first
     noise: dict[str, Any] | None
     ran: int = 0  # evaluations run by this call
     failed: list[RepeatRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         rows = []
-        for r in self.ranking:
-            m = r.metrics
-            rows.append({"trial": r.trial, "reward": r.reward, "reward_sem": m.get("reward_sem"),
-                         "first_reward": m.get("first_reward", r.reward), "n_seeds": m.get("n_seeds", 1),
-                         "top1": m.get("top1"), "top1_sem": m.get("top1_sem"), "latency_ms": m.get("latency_ms"),
-                         "params": m.get("params"), "macs": m.get("macs"), "block_strings": r.block_strings})
+        for r, mean in self.ranking:
+            rows.append({"trial": r.trial, "reward": mean.reward, "reward_sem": mean.sem.get("reward"),
+                         "first_reward": mean.first_reward, "n_seeds": mean.n_seeds,
+                         "top1": mean.metric(r, "top1"), "top1_sem": mean.sem.get("top1"),
+                         "latency_ms": mean.metric(r, "latency_ms"), "params": r.metrics.get("params"),
+                         "macs": r.metrics.get("macs"), "block_strings": r.block_strings})
         return {"ranking": rows, "noise": self.noise, "ran": self.ran,
                 "failed": [f.to_dict() for f in self.failed]}
 
@@ -96,9 +97,9 @@ def rerank_run(run_dir: str | Path, *, top: int, seeds: int, progress: Progress 
             check_files(cfg)
             failed = _evaluate(cfg, ledger, todo, progress)
         records, repeats = ledger.trials(), ledger.repeats()
-    wanted = {r.trial for r in chosen}
-    mean = {r.trial: r for r in with_repeats(records, repeats) if r.trial in wanted}
-    return RerankResult(ranking=ranked(cfg, list(mean.values())), noise=seed_noise(records, repeats),
+    means = {r.trial: seed_mean(r, [p for p in repeats if p.trial == r.trial]) for r in chosen}
+    ranking = [(r, means[r.trial]) for r in ranked(cfg, chosen, means)]
+    return RerankResult(ranking=ranking, noise=seed_noise(records, repeats),  # type: ignore[arg-type]
                         ran=len(todo), failed=failed)
 
 
@@ -108,6 +109,7 @@ def _evaluate(cfg: ExperimentConfig, ledger: Ledger, todo: list[tuple[TrialRecor
     queue = [(record, k, 0) for record, k in todo]
     by_seed = {(record.trial, repeat_seed(cfg, k)): (record, k) for record, k in todo}
     failed: list[RepeatRecord] = []
+    failures: dict[tuple[int, int], list[str]] = {}  # reasons of attempts that were tried again, by (trial, repeat)
     done = 0
     with ActorPool(cfg, max(1, min(cfg.execution.max_concurrent, len(todo)))) as pool:
         while queue or pool.running:
@@ -116,12 +118,12 @@ def _evaluate(cfg: ExperimentConfig, ledger: Ledger, todo: list[tuple[TrialRecor
                 pool.submit(record.trial, attempt, record.encoding, seed=repeat_seed(cfg, k), known=_known(record))
             for finished in pool.wait(timeout=1.0):
                 record, k = by_seed[(finished.trial, finished.seed)]
-                retry = _finish(cfg, ledger, finished, k)
-                if retry:
+                reasons = failures.setdefault((record.trial, k), [])
+                saved = _finish(cfg, ledger, finished, k, reasons)
+                if saved is None:
                     queue.insert(0, (record, k, finished.attempt + 1))
                     continue
                 done += 1
-                saved = next(r for r in ledger.repeats() if (r.trial, r.repeat) == (record.trial, k))
                 if saved.status is not Status.OK:
                     failed.append(saved)
                 if progress is not None:
@@ -135,12 +137,14 @@ def _known(record: TrialRecord) -> dict[str, Any]:
     return {k: record.metrics[k] for k in KEPT_METRICS if k in record.metrics}
 
 
-def _finish(cfg: ExperimentConfig, ledger: Ledger, finished: Finished, repeat: int) -> bool:
-    """Record a finished repeat, or say it should be retried (True)."""
+def _finish(cfg: ExperimentConfig, ledger: Ledger, finished: Finished, repeat: int,
+            reasons: list[str]) -> RepeatRecord | None:
+    """Record a finished repeat with the reasons of its earlier failed attempts and return it; or None when it
+    should be retried (its reason is added to ``reasons``)."""
     o = finished.outcome
     if o.retried(finished.attempt, cfg.execution.max_failures_per_trial):
         logger.info("trial %d repeat %d attempt %d %s (%s); retrying", finished.trial, repeat, finished.attempt,
                     o.status, o.reason)
-        return True
-    ledger.add_repeat(finished.trial, repeat, int(finished.seed), o)
-    return False
+        reasons.append(o.reason or str(o.status))
+        return None
+    return ledger.add_repeat(finished.trial, repeat, int(finished.seed), o, failures=tuple(reasons))

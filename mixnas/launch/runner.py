@@ -22,6 +22,7 @@ Design (see ``docs/architecture.md``, "Life of a trial", and ``docs/distributed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -221,12 +222,12 @@ class Search:
             arch_id, strings, data = candidate.id, encode_arch(candidate, "tf"), candidate.to_dict()
         else:
             arch_id, strings, data = None, None, candidate
-        self.ledger.add_trial(trial, suggestion_id=suggestion.id, encoding=encoding, arch_id=arch_id,
-                              block_strings=strings, candidate=data)
+        record = self.ledger.add_trial(trial, suggestion_id=suggestion.id, encoding=encoding, arch_id=arch_id,
+                                       block_strings=strings, candidate=data)
         self._ask_time[trial] = t0
         if state is not None:
             state.asked += 1
-            state.records[trial] = self.ledger.get(trial)
+            state.records[trial] = record
             state.queue.append((trial, 0))
 
     def _tell(self, record: TrialRecord) -> None:
@@ -291,11 +292,14 @@ class Search:
         trial, attempt, outcome = finished.trial, finished.attempt, finished.outcome
         if outcome.retried(attempt, self.cfg.execution.max_failures_per_trial):
             logger.info("trial %d attempt %d %s (%s); retrying", trial, attempt, outcome.status, outcome.reason)
-            self.ledger.record_failure(trial, attempt=attempt + 1, reason=outcome.reason or "failed")
+            reason = outcome.reason or "failed"
+            self.ledger.record_failure(trial, attempt=attempt + 1, reason=reason)
+            running = self.state.records[trial]
+            self.state.records[trial] = dataclasses.replace(running, failures=(*running.failures, reason))
             self.state.queue.appendleft((trial, attempt + 1))
             return
-        self.ledger.finish_trial(trial, outcome)
-        record = self.ledger.get(trial)
+        stored, finished_at = self.ledger.finish_trial(trial, outcome)
+        record = dataclasses.replace(self.state.records[trial], outcome=stored, finished_at=finished_at)
         self.state.records[trial] = self.state.results[trial] = record
         self.state.finished += 1
         for obs in self.observers:

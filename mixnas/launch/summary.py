@@ -1,18 +1,18 @@
 """What a run has found so far, computed from ledger records: counts, the best trial, the Pareto front, hypervolume.
 
 Everything that reports on a run (the terminal progress line, ``mixnas status``, TensorBoard, ``mixnas export``)
-reads it from here, so they always agree. After ``mixnas rerank``, :func:`with_repeats` turns the records of
-re-evaluated trials into their means over seeds (with standard errors), so ``status`` and ``export`` rank by those.
+reads it from here, so they always agree. After ``mixnas rerank``, :func:`seed_means` computes, where a ranking is
+shown, each re-evaluated trial's mean over seeds (with standard errors), so ``status`` and ``export`` rank by
+those; a record's own metrics and reward stay what its search measured.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mixnas.controllers.base import Objective
 from mixnas.launch.config import ExperimentConfig
@@ -85,20 +85,30 @@ def better(cfg: ExperimentConfig, a: float, b: float) -> bool:
     return a > b
 
 
-def best_record(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The ``ok`` trial with the best reward (earliest on ties), or None."""
-    best = None
+def ranking_reward(record: TrialRecord, means: Mapping[int, SeedMean] | None = None) -> float | None:
+    """What a trial is ranked by: its mean reward over seeds when ``means`` has one, else its own reward."""
+    mean = means.get(record.trial) if means else None
+    return mean.reward if mean is not None else record.reward
+
+
+def best_record(cfg: ExperimentConfig, records: Sequence[TrialRecord],
+                means: Mapping[int, SeedMean] | None = None) -> TrialRecord | None:
+    """The ``ok`` trial with the best reward (the mean over seeds where ``means`` has one; earliest on ties)."""
+    best, best_reward = None, None
     for r in records:
-        if r.status == "ok" and r.reward is not None and (best is None or better(cfg, r.reward, best.reward)):
-            best = r
+        reward = ranking_reward(r, means)
+        if r.status == "ok" and reward is not None and (best_reward is None or better(cfg, reward, best_reward)):
+            best, best_reward = r, reward
     return best
 
 
-def ranked(cfg: ExperimentConfig, records: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """``ok`` trials with a reward, best first (trial order breaks ties)."""
-    ok = [r for r in records if r.status == "ok" and r.reward is not None]
+def ranked(cfg: ExperimentConfig, records: Sequence[TrialRecord],
+           means: Mapping[int, SeedMean] | None = None) -> list[TrialRecord]:
+    """``ok`` trials with a reward, best first (by the mean over seeds where ``means`` has one; trial order breaks
+    ties)."""
+    ok = [r for r in records if r.status == "ok" and ranking_reward(r, means) is not None]
     sign = 1.0 if cfg.reward.type == "metric" and cfg.reward.direction == "min" else -1.0
-    return sorted(ok, key=lambda r: (sign * r.reward, r.trial))
+    return sorted(ok, key=lambda r: (sign * ranking_reward(r, means), r.trial))  # type: ignore[operator]
 
 
 @dataclass
@@ -114,6 +124,7 @@ class RunSummary:
     finished: bool = False
     active: bool = False
     eval_seconds: float = 0.0
+    means: Mapping[int, SeedMean] = field(default_factory=dict)  # trials re-evaluated by mixnas rerank
 
     @property
     def done(self) -> int:
@@ -131,7 +142,7 @@ class RunSummary:
             "trials": self.trials,
             "done": self.done,
             "counts": dict(self.counts),
-            "best": self.best.to_dict() if self.best else None,
+            "best": shown_record(self.best, self.means) if self.best else None,
             "pareto_front": [r.trial for r in self.front],
             "hypervolume": self.hypervolume,
             "eval_seconds": self.eval_seconds,
@@ -139,7 +150,8 @@ class RunSummary:
 
 
 def summarize(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, finished: bool = False,
-              active: bool = False) -> RunSummary:
+              active: bool = False, means: Mapping[int, SeedMean] | None = None) -> RunSummary:
+    """The summary of ``records``; the best trial is chosen by the mean over seeds where ``means`` has one."""
     counts = {s.value: 0 for s in Status}
     for r in records:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
@@ -148,12 +160,13 @@ def summarize(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, finished
         name=cfg.name,
         trials=cfg.execution.trials,
         counts=counts,
-        best=best_record(cfg, records),
+        best=best_record(cfg, records, means),
         front=pareto_records(records, objectives),
         hypervolume=hypervolume_of(records, objectives, reference_point(cfg)),
         finished=finished,
         active=active,
         eval_seconds=sum(r.eval_seconds or 0.0 for r in records),
+        means=dict(means or {}),
     )
 
 
@@ -252,34 +265,74 @@ def sem(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else None
 
 
-def _mean_record(record: TrialRecord, evals: list[tuple[dict[str, Any], float]]) -> TrialRecord:
-    metrics = dict(record.metrics)
-    for key, first in record.metrics.items():
+@dataclass(frozen=True)
+class SeedMean:
+    """A trial's mean over its own evaluation and its ``ok`` repeats (``mixnas rerank``), computed where it is
+    shown; the trial's record keeps what its search measured.
+
+    Args:
+        n_seeds: evaluations averaged (the trial's own and its ``ok`` repeats).
+        reward: the mean reward; ``first_reward`` is the search's own evaluation.
+        metrics: the means of the numeric metrics that differ between seeds (the others are the record's).
+        sem: standard errors of the mean: ``reward`` and each of :data:`SEM_METRICS` that is numeric throughout.
+    """
+
+    trial: int
+    n_seeds: int
+    reward: float
+    first_reward: float
+    metrics: Mapping[str, float]
+    sem: Mapping[str, float | None]
+
+    def metric(self, record: TrialRecord, name: str) -> Any:
+        """The value of ``name`` to show for ``record``: its mean where it varies over seeds, else the record's."""
+        return self.metrics.get(name, record.metrics.get(name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_seeds": self.n_seeds, "reward": self.reward, "reward_sem": self.sem.get("reward"),
+                "first_reward": self.first_reward, "metrics": dict(self.metrics), "sem": dict(self.sem)}
+
+
+def seed_mean(record: TrialRecord, repeats: Sequence[RepeatRecord]) -> SeedMean | None:
+    """``record``'s mean over itself and its ``ok`` repeats (all of ``repeats`` must be its own), or None when it has
+    no reward to average."""
+    evals = _evaluations(record, repeats)
+    if not evals:
+        return None
+    means = {}
+    for key in record.metrics:
         values = [m.get(key) for m, _ in evals]
         if key not in _NOT_AVERAGED and all(is_finite_number(v) for v in values) and len(set(values)) > 1:
-            metrics[key] = statistics.fmean(values)
+            means[key] = statistics.fmean(values)
     rewards = [w for _, w in evals]
-    metrics.update(n_seeds=len(evals), first_reward=record.reward, reward_sem=sem(rewards))
+    errors: dict[str, float | None] = {"reward": sem(rewards)}
     for key in SEM_METRICS:
         values = [m.get(key) for m, _ in evals]
         if all(is_finite_number(v) for v in values):
-            metrics[f"{key}_sem"] = sem(values)
-    return dataclasses.replace(record, metrics=metrics, reward=statistics.fmean(rewards))
+            errors[key] = sem(values)
+    return SeedMean(record.trial, len(evals), statistics.fmean(rewards), rewards[0], means, errors)
 
 
-def with_repeats(records: Sequence[TrialRecord], repeats: Sequence[RepeatRecord]) -> list[TrialRecord]:
-    """The records, where a trial that ``mixnas rerank`` evaluated again carries its mean over every ``ok``
-    evaluation: numeric metrics and the reward are means; ``n_seeds``, ``first_reward`` (the search's own
-    evaluation) and ``<name>_sem`` (standard error of the mean: ``reward_sem``, ``top1_sem``, ...) are added. Trials
-    without repeats are returned as they are."""
+def seed_means(records: Sequence[TrialRecord], repeats: Sequence[RepeatRecord]) -> dict[int, SeedMean]:
+    """By trial, the mean over seeds of every trial that ``mixnas rerank`` evaluated again successfully."""
     by_trial: dict[int, list[RepeatRecord]] = defaultdict(list)
     for r in repeats:
         by_trial[r.trial].append(r)
-    out = []
+    out = {}
     for record in records:
-        evals = _evaluations(record, by_trial.get(record.trial, ()))
-        out.append(_mean_record(record, evals) if len(evals) > 1 else record)
+        mean = seed_mean(record, by_trial[record.trial]) if record.trial in by_trial else None
+        if mean is not None and mean.n_seeds > 1:
+            out[record.trial] = mean
     return out
+
+
+def shown_record(record: TrialRecord, means: Mapping[int, SeedMean]) -> dict[str, Any]:
+    """A record as JSON for a reader (``status --json``): its own fields, and ``over_seeds`` (its mean over seeds)
+    after ``mixnas rerank``."""
+    doc = record.to_dict()
+    if record.trial in means:
+        doc["over_seeds"] = means[record.trial].to_dict()
+    return doc
 
 
 def seed_noise(records: Sequence[TrialRecord], repeats: Sequence[RepeatRecord]) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,24 +25,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mixnas.launch.ledger import Ledger
     from mixnas.launch.rundir import RunPaths, load_run_config, run_is_active
-    from mixnas.launch.summary import ranked, seed_noise, summarize, with_repeats
+    from mixnas.launch.summary import ranked, seed_means, seed_noise, shown_record, summarize
 
     paths = RunPaths(Path(args.run_dir))
     cfg = load_run_config(paths)
     with Ledger(paths.ledger, readonly=True) as ledger:
-        raw, repeats = ledger.trials(), ledger.repeats()
+        records, repeats = ledger.trials(), ledger.repeats()
         finished_at = ledger.get_meta("finished_at")
-    records = with_repeats(raw, repeats)  # trials re-ranked with more seeds: their means
-    noise = seed_noise(raw, repeats)
+    means = seed_means(records, repeats)  # trials re-ranked with more seeds are ranked by their means
+    noise = seed_noise(records, repeats)
     active = run_is_active(paths)
     done = sum(1 for r in records if r.finished)
     finished = not active and finished_at is not None and done >= cfg.execution.trials
-    summary = summarize(cfg, records, finished=finished, active=active)
-    top = ranked(cfg, records)[: max(0, args.top)]
+    summary = summarize(cfg, records, finished=finished, active=active, means=means)
+    top = ranked(cfg, records, means)[: max(0, args.top)]
     if args.json:
         doc = summary.to_dict()
         doc["run_dir"] = str(paths.root)
-        doc["top"] = [r.to_dict() for r in top]
+        doc["top"] = [shown_record(r, means) for r in top]
         doc["running_trials"] = [r.trial for r in records if r.status == "running"]
         doc["seed_noise"] = noise
         json.dump(doc, sys.stdout, allow_nan=False)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if summary.hypervolume is not None:
         print(f"hypervolume: {summary.hypervolume:.6g} (Pareto front: {len(summary.front)} trials)")
     if top:
-        _print_table(cfg, top, ranks=True)
+        _print_table(cfg, top, ranks=True, means=means)
         if noise:
             print(noise_line(noise))
     elif summary.front:
@@ -67,26 +67,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(cfg: Any, records: Sequence[Any], *, ranks: bool) -> None:
+def _print_table(cfg: Any, records: Sequence[Any], *, ranks: bool, means: Mapping[int, Any] | None = None) -> None:
     """One line per trial: rank, trial, reward (mean ± s.e. and seeds after a rerank), the objectives and key
-    metrics measured, the architecture."""
+    metrics measured (means over seeds after a rerank), the architecture."""
     from mixnas.launch.summary import format_metric, metric_columns, short_arch
 
+    means = means or {}
     columns = metric_columns(cfg, records)
     widths = [max(10, len(n)) for n in columns]
     reward = cfg.reward.metric if cfg.reward.type == "metric" else "reward"  # the metric itself, if it is one
-    reranked = ranks and any("n_seeds" in r.metrics for r in records)
+    reranked = ranks and any(r.trial in means for r in records)
     rw = 20 if reranked else 10
     head = (f"{'rank':>4} " if ranks else "") + f"{'trial':>5}" + (f" {reward:>{rw}}" if ranks else "")
     head += f" {'seeds':>5}" if reranked else ""
     print(head + "".join(f" {n:>{w}}" for n, w in zip(columns, widths)) + "  architecture")
     for i, r in enumerate(records, 1):
-        value = f"{r.reward:.5g}" if ranks else ""
-        if reranked and r.metrics.get("reward_sem") is not None:
-            value += f" ± {r.metrics['reward_sem']:.2g}"
+        mean = means.get(r.trial)
+        value = f"{(mean.reward if mean else r.reward):.5g}" if ranks else ""
+        if reranked and mean is not None and mean.sem.get("reward") is not None:
+            value += f" ± {mean.sem['reward']:.2g}"
         line = (f"{i:>4} " if ranks else "") + f"{r.trial:>5}" + (f" {value:>{rw}}" if ranks else "")
-        line += f" {r.metrics.get('n_seeds', 1):>5}" if reranked else ""
-        line += "".join(f" {format_metric(n, r.metrics.get(n)):>{w}}" for n, w in zip(columns, widths))
+        line += f" {mean.n_seeds if mean else 1:>5}" if reranked else ""
+        shown = (lambda n: mean.metric(r, n)) if mean is not None else r.metrics.get
+        line += "".join(f" {format_metric(n, shown(n)):>{w}}" for n, w in zip(columns, widths))
         print(f"{line}  {short_arch(r, 100)}")
 
 
