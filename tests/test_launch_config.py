@@ -102,7 +102,7 @@ def test_ledger_rows_round_trip_and_nan_becomes_null(tmp_path):
         rows = ro.trials()
         assert [r.trial for r in rows] == [0, 1, 2, 3, 4]
         assert rows[2].metrics["acc"] is None and rows[2].reward is None and rows[2].status == "diverged"
-        assert rows[1].curve == [{"epoch": 1, "acc": 0.9}] and rows[4].status == "running"
+        assert rows[1].curve == ({"epoch": 1, "acc": 0.9},) and rows[4].status == "running"
         with pytest.raises(Exception):
             ro.set_meta("x", "y")
 

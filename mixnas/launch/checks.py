@@ -84,7 +84,7 @@ def check_machine(cfg: Any, space: Any) -> None:
     if cfg.evaluator.type == "proxy":
         from mixnas.data.spec import BUILTIN_SOURCES
 
-        source = cfg.evaluator.data.get("source")
+        source = cfg.evaluator.data_spec.source
         if isinstance(source, str) and source not in BUILTIN_SOURCES and not Path(source).exists():
             raise ConfigError(f"{src}: evaluator.data.source: no such file or folder {source!r} (or use one "
                               f"of the built-in data sets {list(BUILTIN_SOURCES)})")
@@ -166,11 +166,11 @@ def check_metrics(cfg: Any, reported: tuple[str, ...], architectures: bool, what
 def _check_devices(cfg: Any) -> None:
     """A CUDA device asked for must exist here (the trials of a local run run here)."""
     asked = []
-    if cfg.evaluator.type == "proxy" and cfg.evaluator.training.get("device") == "cuda":
+    if cfg.evaluator.type == "proxy" and cfg.evaluator.proxy.device == "cuda":
         asked.append("evaluator.training.device")
     if cfg.evaluator.type == "supernet" and cfg.evaluator.device == "cuda":
         asked.append("evaluator.device")
-    if cfg.latency.type == "measure" and cfg.latency.options.get("device") == "cuda":
+    if cfg.latency.type == "measure" and cfg.latency.measure_config.device == "cuda":
         asked.append("latency.options.device")
     if not asked:
         return

@@ -14,18 +14,17 @@ The reference of every key is ``docs/experiments.md``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
-import json
 import os
 import re
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Sequence
 
 import yaml
 
@@ -69,15 +68,24 @@ INTERNAL = {"yaml": None}  # field metadata: kept in the object, not written to 
 
 @dataclass(frozen=True)
 class ProxyEvaluatorConfig:
-    """The proxy trainer: the YAML sections as given, and the trainer's objects parsed from them once."""
+    """The proxy trainer, parsed once from the YAML sections ``data``, ``subset``, ``budget`` and ``training``
+    into the trainer's own objects; ``config.yaml`` writes the four sections back from them, every value resolved.
+
+    Args:
+        data_spec: what to train on and the proxy subset (a :class:`mixnas.data.spec.DataSpec`).
+        proxy: the training recipe with its budget (a :class:`mixnas.training.config.ProxyConfig`).
+    """
 
     type: ClassVar[str] = "proxy"
-    data: dict[str, Any]
-    subset: dict[str, Any]
-    budget: dict[str, Any]
-    training: dict[str, Any]
-    data_spec: Any = field(default=None, compare=False, metadata=INTERNAL)  # mixnas.data.spec.DataSpec
-    proxy: Any = field(default=None, compare=False, metadata=INTERNAL)  # evaluators.proxy.ProxyConfig
+    data_spec: Any = field(metadata=INTERNAL)
+    proxy: Any = field(metadata=INTERNAL)
+
+    def yaml_sections(self) -> dict[str, Any]:
+        data = self.data_spec.to_dict()
+        subset = {key: data.pop(key) for key in SUBSET_KEYS}
+        training = self.proxy.to_dict()
+        budget = {key: training.pop(key) for key in BUDGET_KEYS}
+        return {"data": data, "subset": subset, "budget": budget, "training": training}
 
 
 @dataclass(frozen=True)
@@ -120,38 +128,48 @@ class LutLatency:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+MEASURE_TOP_LEVEL = ("backend", "precision", "threads", "batch_size")  # MeasureConfig fields set beside ``options``
+
+
+def _measure_sections(config: Any, top_level: Sequence[str] = MEASURE_TOP_LEVEL) -> dict[str, Any]:
+    """A parsed ``MeasureConfig`` as a latency section's keys: ``top_level`` beside ``options`` (the rest)."""
+    options = dataclasses.asdict(config)
+    out = {key: options.pop(key) for key in top_level}
+    options.pop("backend", None)
+    return {**out, "options": options}
+
+
 @dataclass(frozen=True)
 class MeasuredLatency:
-    """Latency measured on the worker (``options``: the other ``MeasureConfig`` settings); ``measure_config`` is
-    the parsed :class:`~mixnas.evaluators.latency.measure.MeasureConfig` (int8 calibrated on the experiment's
-    data unless ``options.calibration_data`` names other images)."""
+    """Latency measured on the worker: ``measure_config`` is the parsed
+    :class:`~mixnas.evaluators.latency.measure.MeasureConfig` of the section's ``backend``, ``precision``,
+    ``threads``, ``batch_size`` and ``options`` (int8 calibrated on the experiment's data unless
+    ``options.calibration_data`` names other images); ``config.yaml`` writes those keys back from it."""
 
     type: ClassVar[str] = "measure"
-    backend: str = "torch"
-    precision: str = "float32"
-    threads: int = 1
-    batch_size: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
-    measure_config: Any = field(default=None, compare=False, metadata=INTERNAL)
+    measure_config: Any = field(metadata=INTERNAL)
+
+    def yaml_sections(self) -> dict[str, Any]:
+        return _measure_sections(self.measure_config)
 
 
 @dataclass(frozen=True)
 class RemoteLatency:
     """Latency measured end to end on a latency agent (``agent.py`` on the target device; ONNX Runtime there).
 
-    ``options``: the other ``MeasureConfig`` settings (``warmup``, ``repeats``, ``min_seconds``, ...).
+    ``measure_config``: the parsed ``MeasureConfig`` of ``precision``, ``threads``, ``batch_size`` and
+    ``options`` (``warmup``, ``repeats``, ``min_seconds``, ...).
     """
 
     type: ClassVar[str] = "remote"
     url: str
     token_file: str
-    precision: str = "float32"
-    threads: int = 1
-    batch_size: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
-    measure_config: Any = field(default=None, compare=False, metadata=INTERNAL)
+    measure_config: Any = field(metadata=INTERNAL)
 
     backend: ClassVar[str] = "onnxruntime"  # what the agent runs
+
+    def yaml_sections(self) -> dict[str, Any]:
+        return _measure_sections(self.measure_config, MEASURE_TOP_LEVEL[1:])
 
 
 LatencyConfig = NoLatency | LutLatency | MeasuredLatency | RemoteLatency
@@ -234,6 +252,21 @@ class ExperimentConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
 
+    @functools.cached_property
+    def space(self) -> Any:
+        """The search space ``search_space`` names, loaded on first use and kept with this config (spaces are
+        immutable); a config sent to a worker leaves it behind, and the worker loads it once itself.
+
+        Raises:
+            ConfigError: the space cannot be loaded (the message names the file).
+        """
+        return _load_space(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("space", None)
+        return state
+
 
 def _plain(value: Any) -> Any:
     """YAML-able data of a config object (see :meth:`ExperimentConfig.to_dict`)."""
@@ -251,6 +284,9 @@ def _plain(value: Any) -> Any:
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = _plain(getattr(value, f.name))
+        sections = getattr(value, "yaml_sections", None)  # a section kept parsed writes its YAML keys itself
+        if callable(sections):
+            out.update(_plain(sections()))
         return out
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
@@ -353,28 +389,27 @@ def _proxy_evaluator(data: dict, subset: dict, budget: dict, training: dict, e: 
     from mixnas.data.spec import DataSpec
     from mixnas.training.config import ProxyConfig
 
-    cfg = ProxyEvaluatorConfig(data, subset, budget, training)
-    for key in cfg.subset:
+    for key in subset:
         if key not in SUBSET_KEYS:
             raise ConfigError(f"{e.source}: {e.where('subset')}.{key}: unknown key; allowed keys here: {list(SUBSET_KEYS)}")
-    for key in cfg.budget:
+    for key in budget:
         if key not in BUDGET_KEYS:
             raise ConfigError(f"{e.source}: {e.where('budget')}.{key}: unknown key; allowed keys here: {list(BUDGET_KEYS)}")
-    for key in cfg.training:
+    for key in training:
         if key in BUDGET_KEYS:
             raise ConfigError(f"{e.source}: {e.where('training')}.{key}: the budget belongs in evaluator.budget")
-    overlap = sorted(set(cfg.data) & set(SUBSET_KEYS))
+    overlap = sorted(set(data) & set(SUBSET_KEYS))
     if overlap:
         raise ConfigError(f"{e.source}: {e.where('data')}.{overlap[0]}: belongs in evaluator.subset")
     try:
-        spec = DataSpec.from_dict({**cfg.data, **cfg.subset}, where=f"{e.source}: {e.where('data')}")
+        spec = DataSpec.from_dict({**data, **subset}, where=f"{e.source}: {e.where('data')}")
         # each part alone first, so that an error names the section the key is in
-        ProxyConfig.from_dict(cfg.budget, where=f"{e.source}: {e.where('budget')}")
-        ProxyConfig.from_dict(cfg.training, where=f"{e.source}: {e.where('training')}")
-        proxy = ProxyConfig.from_dict({**cfg.training, **cfg.budget}, where=f"{e.source}: {e.where('training')}")
+        ProxyConfig.from_dict(budget, where=f"{e.source}: {e.where('budget')}")
+        ProxyConfig.from_dict(training, where=f"{e.source}: {e.where('training')}")
+        proxy = ProxyConfig.from_dict({**training, **budget}, where=f"{e.source}: {e.where('training')}")
     except MixnasError as exc:
         raise ConfigError(str(exc)) from None
-    return dataclasses.replace(cfg, data_spec=spec, proxy=proxy)
+    return ProxyEvaluatorConfig(data_spec=spec, proxy=proxy)
 
 
 def _latency(node: _Node, base: Path, data: str | None = None) -> LatencyConfig:
@@ -395,14 +430,8 @@ def _latency(node: _Node, base: Path, data: str | None = None) -> LatencyConfig:
         from mixnas.evaluators.latency.backends import BACKEND_NAMES
 
         precision = lat.string("precision", "float32", choices=LATENCY_PRECISIONS)
-        cfg = MeasuredLatency(
-            backend=lat.string("backend", "onnxruntime" if precision == "int8" else "torch", choices=BACKEND_NAMES),
-            precision=precision,
-            threads=lat.integer("threads", 1, minimum=1),
-            batch_size=lat.integer("batch_size", 1, minimum=1),
-            options=lat.mapping("options"),
-        )
-        cfg = _with_measure_config(cfg, lat, data)
+        backend = lat.string("backend", "onnxruntime" if precision == "int8" else "torch", choices=BACKEND_NAMES)
+        cfg = MeasuredLatency(_measure_config(lat, backend, precision, data))
     elif kind == "remote":
         cfg = _remote_latency(lat, base, data)
     else:
@@ -425,38 +454,31 @@ def _remote_latency(lat: _Node, base: Path, data: str | None) -> RemoteLatency:
     if not size:
         raise lat.fail(lat.where("token_file"), f"{token_file}: expected an existing, non-empty file holding the "
                        "agent's token")
-    cfg = RemoteLatency(
-        url=url,
-        token_file=token_file,
-        precision=lat.string("precision", "float32", choices=LATENCY_PRECISIONS),
-        threads=lat.integer("threads", 1, minimum=1),
-        batch_size=lat.integer("batch_size", 1, minimum=1),
-        options=lat.mapping("options"),
-    )
-    return _with_measure_config(cfg, lat, data)
+    precision = lat.string("precision", "float32", choices=LATENCY_PRECISIONS)
+    return RemoteLatency(url, token_file, _measure_config(lat, RemoteLatency.backend, precision, data))
 
 
-def _with_measure_config(cfg: MeasuredLatency | RemoteLatency, lat: _Node, data: str | None) -> Any:
-    """``cfg`` with its parsed measurement settings: checked now, not in every trial. An int8 section calibrates on
-    ``data`` (the proxy evaluator's data source) unless ``options.calibration_data`` says otherwise."""
+def _measure_config(lat: _Node, backend: str, precision: str, data: str | None) -> Any:
+    """The section's measurement settings, parsed once into a ``MeasureConfig`` (checked now, not in every trial).
+    An int8 section calibrates on ``data`` (the proxy evaluator's data source) unless ``options.calibration_data``
+    says otherwise."""
     from mixnas.evaluators.latency.measure import MeasureConfig
 
+    threads = lat.integer("threads", 1, minimum=1)
+    batch_size = lat.integer("batch_size", 1, minimum=1)
+    options = dict(lat.mapping("options"))
     where = lat.where("options")
-    top_level = ("backend", "precision", "threads", "batch_size")
-    allowed = [f.name for f in dataclasses.fields(MeasureConfig) if f.name not in top_level]
-    for key in cfg.options:
+    allowed = [f.name for f in dataclasses.fields(MeasureConfig) if f.name not in MEASURE_TOP_LEVEL]
+    for key in options:
         if key not in allowed:
-            hint = f" (set latency.{key} instead)" if key in top_level else ""
+            hint = f" (set latency.{key} instead)" if key in MEASURE_TOP_LEVEL else ""
             raise ConfigError(f"{lat.source}: {where}.{key}: unknown key{hint}; allowed keys here: {allowed}")
-    options = dict(cfg.options)
-    if cfg.precision == "int8" and options.get("calibration_data") is None and data is not None:
+    if precision == "int8" and options.get("calibration_data") is None and data is not None:
         options["calibration_data"] = data
     try:
-        measure_config = MeasureConfig(backend=cfg.backend, precision=cfg.precision, threads=cfg.threads,
-                                       batch_size=cfg.batch_size, **options)
+        return MeasureConfig(backend=backend, precision=precision, threads=threads, batch_size=batch_size, **options)
     except (MixnasError, TypeError, ValueError) as exc:
         raise ConfigError(f"{lat.source}: {where}: {exc}") from None
-    return dataclasses.replace(cfg, measure_config=measure_config)
 
 
 def _objectives(r: _Node) -> tuple[Objective, ...]:
@@ -661,39 +683,17 @@ def _cross_checks(cfg: ExperimentConfig) -> None:
         check_metrics(cfg, SUPERNET_METRICS, True, "the supernet evaluator")
 
 
-_SPACES: dict[str, Any] = {}  # loaded search spaces of this process, by spec (and the files it names)
-
-
-def _space_key(spec: Any) -> str:
-    """The cache key of a space spec: the spec itself and the size and time of every YAML file it names."""
-    files = []
-
-    def visit(value: Any) -> None:
-        if isinstance(value, Mapping):
-            for v in value.values():
-                visit(v)
-        elif isinstance(value, str) and value.endswith((".yaml", ".yml")):
-            with contextlib.suppress(OSError, ValueError):
-                st = Path(value).stat()
-                files.append((value, st.st_size, st.st_mtime_ns))
-
-    visit(spec)
-    return json.dumps([spec, files], sort_keys=True, default=str)
-
-
 def load_search_space(cfg: ExperimentConfig) -> Any:
-    """The config's search space, loaded once per process (spaces are immutable); any error becomes a
-    :class:`ConfigError` that names the file."""
+    """The config's search space (:attr:`ExperimentConfig.space`: loaded once per config object)."""
+    return cfg.space
+
+
+def _load_space(cfg: ExperimentConfig) -> Any:
+    """Load the config's search space; any error becomes a :class:`ConfigError` that names the file."""
     from mixnas.search_space.spaces import load_space
 
-    key = _space_key(cfg.search_space)
-    if key in _SPACES:
-        return _SPACES[key]
     try:
-        space = _SPACES[key] = load_space(copy.deepcopy(cfg.search_space))
-        if len(_SPACES) > 64:
-            _SPACES.pop(next(iter(_SPACES)))
-        return space
+        return load_space(copy.deepcopy(cfg.search_space))
     except ConfigError as exc:
         if cfg.source in str(exc):
             raise
