@@ -64,7 +64,7 @@ def search(
     history = []
     for _ in range(queries):
         suggestion = controller.ask()
-        metrics = table.evaluate(suggestion.encoding)
+        metrics = table.row(suggestion.encoding)
         controller.tell(suggestion.id, Result("ok", metrics))
         history.append(metrics)
     return history
@@ -84,7 +84,7 @@ def summary(values: list[float]) -> tuple[float, float, float]:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     table = nas_bench_macro(args.table)
-    all_points = [(m["mean_acc"], m["flops"] / 1e6) for m in (table.evaluate(k) for k in table.keys())]
+    all_points = [(m["mean_acc"], m["flops"] / 1e6) for m in (table.row(k) for k in table.keys())]
     table_hv = hypervolume(all_points, REFERENCE, ["max", "min"])
     budgets = sorted(args.queries)
     rows: list[dict[str, Any]] = []

@@ -42,6 +42,7 @@ from mixnas.data.spec import DataSpec
 from mixnas.data.sets import ProxyData
 
 from mixnas.data.load import load_proxy_data
+from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.proxy import ProxyEvaluator
 from mixnas.training.config import ProxyConfig
 from mixnas.models import build
@@ -109,10 +110,10 @@ def plain_loop(arch_name: str, resolution: int, data_spec: DataSpec, steps: int,
 def proxy_trainer(arch_name: str, resolution: int, data_spec: DataSpec, steps: int, seed: int) -> float:
     arch = resolve_arch(arch_name).replace(resolution=resolution)
     config = ProxyConfig(steps=steps, epochs=None, batch_size=BATCH, lr=0.05)
-    result = ProxyEvaluator(data_spec, config).evaluate(arch, seed=seed)
-    if result["status"] != "ok":
-        raise RuntimeError(f"proxy trainer: {result['status']}: {result['error']}")
-    return result["images_per_second"]
+    outcome = ProxyEvaluator(data_spec, config).score(arch, TrialContext(seed=seed))
+    if outcome.status != "ok":
+        raise RuntimeError(f"proxy trainer: {outcome.status}: {outcome.reason}")
+    return outcome.metrics["images_per_second"]
 
 
 def throughput(rounds: int, cases: tuple[tuple[str, int, int, int], ...]) -> list[dict[str, Any]]:
@@ -207,10 +208,12 @@ def plain_trial(arch_name: str, data: ProxyData, epochs: int, seed: int) -> dict
 def trainer_trial(evaluator: ProxyEvaluator, arch_name: str, seed: int, per_epoch: bool) -> dict[str, float]:
     """One trial of the proxy trainer, from build to the final evaluation; ``per_epoch``: a report consumer."""
     start = time.perf_counter()
-    result = evaluator.evaluate(resolve_arch(arch_name), seed=seed, report=(lambda e, m: False) if per_epoch else None)
+    context = TrialContext(seed=seed, report=(lambda e, m: False) if per_epoch else None)
+    outcome = evaluator.score(resolve_arch(arch_name), context)
     seconds = time.perf_counter() - start
-    if result["status"] != "ok":
-        raise RuntimeError(f"proxy trainer: {result['status']}: {result['error']}")
+    if outcome.status != "ok":
+        raise RuntimeError(f"proxy trainer: {outcome.status}: {outcome.reason}")
+    result = outcome.metrics
     return {"seconds": seconds, "eval_seconds": result["eval_seconds"], "train_loss": result["train_loss"],
             "images_per_second": result["images_per_second"], "top1": result["top1"], "top5": result["top5"],
             "loss": result["loss"]}
@@ -276,7 +279,7 @@ def time_to_accuracy(target: float = 0.9, max_epochs: int = 10) -> dict[str, Any
     evaluator = ProxyEvaluator(DataSpec("digits"), ProxyConfig(epochs=max_epochs))
     load_proxy_data(DataSpec("digits", resolution=32))
     start = time.perf_counter()
-    result = evaluator.evaluate(resolve_arch("mixnet_tiny"), seed=0, report=report)
+    result = evaluator.score(resolve_arch("mixnet_tiny"), TrialContext(seed=0, report=report)).metrics
     wall = time.perf_counter() - start
     if reached:
         say(f"mixnet_tiny on digits: {reached['top1']:.3f} held-out top-1 after epoch {reached['epoch']:.0f}: "

@@ -39,12 +39,14 @@ from mixnas.errors import MixnasError
 from mixnas.data.spec import DataSpec
 from mixnas.data.load import load_proxy_data
 from mixnas.evaluators.latency.validate import kendall as kendall_tau  # tau-b
+from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.proxy import ProxyEvaluator
 from mixnas.training.config import ProxyConfig
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
 from mixnas.evaluators.supernet.layout import extreme_encoding
 from mixnas.evaluators.supernet.train import SupernetTrainer, SupernetTraining
+from mixnas.search_space.counting import count
 from mixnas.search_space.spaces import load_space
 from mixnas.textio import read_json, write_json_atomic
 
@@ -144,22 +146,29 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     rows = []
     for i, enc in enumerate(spread_sample(space, args.n, args.seed)):
         arch = space.decode(enc)
-        sn = evaluator.evaluate(enc)
+        scored = evaluator.score(arch, TrialContext(enc))
+        if scored.status != "ok":
+            raise SystemExit(f"supernet: {list(enc)}: {scored.status}: {scored.reason}")
+        sn = scored.metrics
+        counts = count(arch.replace(num_classes=data.num_classes, resolution=data.resolution))  # as trained
         results = [cache.get(enc, args.seed + k) or cache.put(enc, args.seed + k, _timed(proxy, arch, args.seed + k))
                    for k in range(args.proxy_seeds)]
         seeds = [r["top1"] for r in results]
-        rows.append({"encoding": list(enc), "macs": sn["macs"], "params": sn["params"], "supernet_top1": sn["top1"],
+        rows.append({"encoding": list(enc), "macs": counts.macs, "params": counts.params, "supernet_top1": sn["top1"],
                      "supernet_loss": sn["loss"], "supernet_seconds": sn["eval_seconds"],
                      "proxy_top1": statistics.mean(seeds), "proxy_top1_seeds": seeds,
                      "proxy_seconds": round(statistics.mean(r["seconds"] for r in results), 3)})
-        print(f"{i + 1}/{args.n}: {sn['macs']:,} MACs  supernet {sn['top1']:.3f}  proxy {seeds}",
+        print(f"{i + 1}/{args.n}: {counts.macs:,} MACs  supernet {sn['top1']:.3f}  proxy {seeds}",
               file=sys.stderr, flush=True)
     return _summary(args, data, train_seconds, rows, reused)
 
 
 def _timed(proxy: ProxyEvaluator, arch: Any, seed: int) -> dict[str, float]:
     start = time.perf_counter()
-    top1 = proxy.evaluate(arch, seed=seed)["top1"]
+    outcome = proxy.score(arch, TrialContext(seed=seed))
+    if outcome.status != "ok":
+        raise SystemExit(f"proxy trainer: {arch.id}: {outcome.status}: {outcome.reason}")
+    top1 = outcome.metrics["top1"]
     return {"top1": top1, "seconds": round(time.perf_counter() - start, 3)}
 
 

@@ -330,6 +330,7 @@ def test_a_data_set_over_the_memory_budget_is_memory_mapped_and_trains_the_same(
 ) -> None:
     # ImageNet-sized subsets cannot be copied into RAM: over the budget, the splits are views of a split-ordered
     # memory-mapped file, and a trial sees exactly the same images as with the data in memory.
+    from mixnas.evaluators.base import TrialContext
     from mixnas.evaluators.proxy import ProxyEvaluator
     from mixnas.training.config import ProxyConfig
     from mixnas.search_space.presets import load_arch_preset
@@ -349,10 +350,10 @@ def test_a_data_set_over_the_memory_budget_is_memory_mapped_and_trains_the_same(
         assert torch.equal(getattr(in_memory, name), getattr(mapped, name)), name
     arch = load_arch_preset("mixnet_tiny")
     config = ProxyConfig(epochs=1, batch_size=4)
-    a = ProxyEvaluator(in_memory, config).evaluate(arch, seed=3)
-    b = ProxyEvaluator(mapped, config).evaluate(arch, seed=3)
-    assert a["status"] == b["status"] == "ok"
-    assert (a["top1"], a["loss"]) == (b["top1"], b["loss"])
+    a = ProxyEvaluator(in_memory, config).score(arch, TrialContext(seed=3))
+    b = ProxyEvaluator(mapped, config).score(arch, TrialContext(seed=3))
+    assert a.status == b.status == "ok"
+    assert (a.metrics["top1"], a.metrics["loss"]) == (b.metrics["top1"], b.metrics["loss"])
 
 
 # --- hostile files (the seeded corpus is in tests/test_fuzz.py) ------------------------------------------------

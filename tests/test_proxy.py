@@ -11,8 +11,10 @@ from torch import nn
 
 from mixnas.errors import ConfigError
 from mixnas.data.spec import DataSpec
+from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.metrics import PROXY_METRICS
 from mixnas.evaluators.proxy import ProxyEvaluator
+from mixnas.outcome import Status, TrialOutcome
 from mixnas.training.config import ProxyConfig, trial_seed
 from mixnas.training.optim import RMSpropTF, learning_rate
 from mixnas.launch.cli import main
@@ -23,24 +25,30 @@ SMOKE_DATA = DataSpec("synthetic", classes=4, images_per_class=40, resolution=16
 TIMING_KEYS = ("train_seconds", "eval_seconds", "images_per_second")
 
 
-def without_timings(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in TIMING_KEYS}
+def without_timings(outcome: TrialOutcome) -> dict[str, Any]:
+    """Everything of an outcome that is deterministic: status, reason, retryable and the metrics but timings."""
+    metrics = {k: v for k, v in outcome.metrics.items() if k not in TIMING_KEYS}
+    return {"status": outcome.status, "reason": outcome.reason, "retryable": outcome.retryable, **metrics}
 
 
 def test_mixnet_tiny_on_digits_ends_well_above_chance() -> None:
     evaluator = ProxyEvaluator(DataSpec("digits", resolution=32), ProxyConfig(epochs=2, threads=1))
-    result = evaluator.evaluate(TINY, seed=0)
-    assert result["status"] == "ok", result
+    outcome = evaluator.score(TINY, TrialContext(seed=0))
+    assert outcome.status is Status.OK, outcome
+    result = outcome.metrics
     assert result["top1"] >= 0.6  # chance is 0.1; the CLI's default budget reaches ~0.97
     assert result["top5"] >= result["top1"]
     assert result["epochs"] == 2.0 and result["steps"] == 2 * (1438 // 64)
     assert result["num_classes"] == 10 and result["resolution"] == 32
-    assert result["params"] > 0 and result["macs"] > 0 and result["images_per_second"] > 0
-    assert result["error"] is None and result["stopped_early"] is False
+    assert result["images_per_second"] > 0
+    assert outcome.reason is None and result["stopped_early"] is False
     json.dumps(result, allow_nan=False)
-    # the metric names a config may use are exactly the numbers a trial reports
+    # the metric names a config may use are exactly the numbers a trial records: the trainer's and the params /
+    # MACs the trial counts itself (the trainer does not count them again; the trial's record is checked in
+    # test_a_search_trial_evaluates_per_epoch_only_for_a_scheduler)
     numeric = {k for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    assert numeric == set(PROXY_METRICS)
+    assert "params" not in result and "macs" not in result
+    assert numeric | {"params", "macs"} == set(PROXY_METRICS)
 
 
 def test_same_seed_same_result_and_global_rng_untouched() -> None:
@@ -48,22 +56,22 @@ def test_same_seed_same_result_and_global_rng_untouched() -> None:
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    a = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=3)
+    a = ProxyEvaluator(SMOKE_DATA, config).score(TINY, TrialContext(seed=3))
     after = torch.rand(3)
-    b = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=3)
+    b = ProxyEvaluator(SMOKE_DATA, config).score(TINY, TrialContext(seed=3))
     assert torch.equal(before, after)  # the trial ran inside fork_rng
-    assert a["status"] == "ok"
+    assert a.status is Status.OK
     assert without_timings(a) == without_timings(b)
-    c = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=4)
-    assert c["loss"] != a["loss"]
+    c = ProxyEvaluator(SMOKE_DATA, config).score(TINY, TrialContext(seed=4))
+    assert c.metrics["loss"] != a.metrics["loss"]
 
 
 def test_reporting_does_not_change_the_run_and_can_stop_it() -> None:
     config = ProxyConfig(epochs=3, batch_size=32, threads=1)
     evaluator = ProxyEvaluator(SMOKE_DATA, config)
     seen: list[int] = []
-    full = evaluator.evaluate(TINY, seed=1, report=lambda epoch, metrics: seen.append(epoch))
-    quiet = evaluator.evaluate(TINY, seed=1)
+    full = evaluator.score(TINY, TrialContext(seed=1, report=lambda epoch, metrics: seen.append(epoch)))
+    quiet = evaluator.score(TINY, TrialContext(seed=1))
     assert seen == [1, 2, 3]
     assert without_timings(full) == without_timings(quiet)
 
@@ -74,28 +82,31 @@ def test_reporting_does_not_change_the_run_and_can_stop_it() -> None:
         assert 0.0 <= metrics["top1"] <= 1.0
         return True
 
-    stopped = evaluator.evaluate(TINY, seed=1, report=stop_after_first)
+    stopped = evaluator.score(TINY, TrialContext(seed=1, report=stop_after_first))
     assert stops == [1]
-    assert stopped["status"] == "ok" and stopped["stopped_early"] is True
-    assert stopped["epochs"] == 1.0
+    assert stopped.status is Status.PRUNED and stopped.metrics["stopped_early"] is True
+    assert stopped.metrics["epochs"] == 1.0
 
 
 def test_huge_learning_rate_diverges_with_partial_metrics() -> None:
     config = ProxyConfig(epochs=3, batch_size=32, lr=1e12, warmup_epochs=0, threads=1)
-    result = ProxyEvaluator(SMOKE_DATA, config).evaluate(TINY, seed=0)
-    assert result["status"] == "diverged", result
-    assert "non-finite" in result["error"]
-    assert result["steps"] >= 1 and result["params"] > 0
-    json.dumps(result, allow_nan=False)
+    outcome = ProxyEvaluator(SMOKE_DATA, config).score(TINY, TrialContext(seed=0))
+    assert outcome.status is Status.DIVERGED, outcome
+    assert "non-finite" in outcome.reason and outcome.retryable
+    assert outcome.metrics["steps"] >= 1 and outcome.metrics["train_seconds"] > 0  # partial metrics are kept
+    assert outcome.metrics["train_loss"] is None
+    json.dumps(outcome.metrics, allow_nan=False)
 
 
 def test_build_or_forward_exception_is_a_failed_trial() -> None:
     def broken_build(arch: Any, num_classes: int, **kwargs: Any) -> nn.Module:
         raise RuntimeError("no kernel for this block")
 
-    result = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1), build_fn=broken_build).evaluate(TINY)
-    assert result["status"] == "failed"
-    assert result["error"] == "RuntimeError: no kernel for this block"
+    outcome = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1), build_fn=broken_build).score(
+        TINY, TrialContext())
+    assert outcome.status is Status.FAILED
+    assert outcome.reason == "RuntimeError: no kernel for this block"
+    assert outcome.metrics["arch_id"] == TINY.id  # what was known before the failure is kept
 
     class BadForward(nn.Module):
         def __init__(self) -> None:
@@ -105,20 +116,27 @@ def test_build_or_forward_exception_is_a_failed_trial() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(x)  # wrong shape for an image batch
 
-    result = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1), build_fn=lambda *a, **k: BadForward()).evaluate(TINY)
-    assert result["status"] == "failed" and result["error"].startswith("RuntimeError")
+    outcome = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1), build_fn=lambda *a, **k: BadForward()).score(
+        TINY, TrialContext())
+    assert outcome.status is Status.FAILED and outcome.reason.startswith("RuntimeError")
+
+
+def test_a_candidate_that_is_not_an_architecture_fails_without_a_retry() -> None:
+    outcome = ProxyEvaluator(SMOKE_DATA, ProxyConfig(steps=2, threads=1)).score({"lr": 0.1}, TrialContext((0,)))
+    assert outcome.status is Status.FAILED and outcome.retryable is False
+    assert outcome.reason == "TypeError: the proxy trainer needs an architecture space, got a dict"
 
 
 def test_rmsprop_exponential_and_augmentation_run() -> None:
     data = SMOKE_DATA.replace(flip=True, crop_padding=2)
     config = ProxyConfig(steps=4, batch_size=32, optimizer="rmsprop", schedule="exponential", threads=1, channels_last=False)
-    result = ProxyEvaluator(data, config).evaluate(TINY, seed=0)
-    assert result["status"] == "ok" and result["steps"] == 4
+    outcome = ProxyEvaluator(data, config).score(TINY, TrialContext(seed=0))
+    assert outcome.status is Status.OK and outcome.metrics["steps"] == 4
 
 
 def test_seconds_budget_stops() -> None:
-    result = ProxyEvaluator(SMOKE_DATA, ProxyConfig(seconds=0.5, batch_size=32, threads=1)).evaluate(TINY)
-    assert result["status"] == "ok" and result["steps"] >= 1
+    outcome = ProxyEvaluator(SMOKE_DATA, ProxyConfig(seconds=0.5, batch_size=32, threads=1)).score(TINY, TrialContext())
+    assert outcome.status is Status.OK and outcome.metrics["steps"] >= 1
 
 
 def test_config_validation() -> None:
@@ -163,9 +181,16 @@ def test_cli_json_is_one_document(capsys: pytest.CaptureFixture[str]) -> None:
                  "--images-per-class", "30", "--epochs", "2", "--batch-size", "16", "--threads", "1", "--json"])
     out, err = capsys.readouterr()
     document = json.loads(out)
-    assert code == 0 and document["status"] == "ok"
-    for key in ("status", "top1", "top5", "train_seconds", "images_per_second"):
-        assert key in document
+    assert code == 0 and document["status"] == "ok" and document["error"] is None
+    # the keys users read, as before the trainer returned a TrialOutcome
+    assert set(document) == {
+        "status", "top1", "top5", "loss", "train_loss", "epochs", "steps", "train_seconds", "eval_seconds",
+        "images_per_second", "params", "macs", "stopped_early", "error", "seed", "arch_id", "device", "num_classes",
+        "resolution", "train_images", "val_images", "arch", "data"}
+    from mixnas.search_space.counting import count
+
+    counts = count(TINY.replace(num_classes=3, resolution=16))  # as trained: the data's classes and resolution
+    assert (document["params"], document["macs"]) == (counts.params, counts.macs)
     assert "epoch 1:" in err and "epoch 2:" in err
 
 
@@ -205,12 +230,12 @@ def test_without_a_report_consumer_only_the_final_evaluation_runs(monkeypatch: p
     config = ProxyConfig(epochs=3, batch_size=32, threads=1)
     evaluator = ProxyEvaluator(SMOKE_DATA, config)
     calls = _count_evaluations(monkeypatch)
-    quiet = evaluator.evaluate(TINY, seed=2)
+    quiet = evaluator.score(TINY, TrialContext(seed=2)).metrics
     assert len(calls) == 1
     curve: list[dict[str, Any]] = []
-    full = evaluator.evaluate(TINY, seed=2, report=lambda epoch, m: curve.append({"epoch": epoch, **m}))
+    full = evaluator.score(TINY, TrialContext(seed=2, report=lambda epoch, m: curve.append({"epoch": epoch, **m})))
     assert len(calls) == 1 + 3 and [p["epoch"] for p in curve] == [1, 2, 3]
-    final = {k: full[k] for k in ("top1", "top5", "loss", "train_loss", "steps", "epochs")}
+    final = {k: full.metrics[k] for k in ("top1", "top5", "loss", "train_loss", "steps", "epochs")}
     assert final == {k: quiet[k] for k in final}  # bit-identical final metrics with or without the reports
     assert {k: curve[-1][k] for k in final} == final
 
@@ -239,3 +264,10 @@ def test_a_search_trial_evaluates_per_epoch_only_for_a_scheduler(monkeypatch: py
         assert plain.metrics[key] == asha.metrics[key], key
         assert plain.curve[-1][key] == asha.curve[-1][key], key
     assert plain.reward == asha.reward
+    # a trial records every metric a config may name; params / MACs are the trial's own count of the candidate
+    numeric = {k for k, v in plain.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numeric == set(PROXY_METRICS)
+    from mixnas.search_space.counting import count
+
+    counts = count(TrialEvaluator(cfg.to_dict()).space.decode(encoding))
+    assert (plain.metrics["params"], plain.metrics["macs"]) == (counts.params, counts.macs) and counts.params > 0

@@ -20,6 +20,7 @@ from ledger_watch import kill_when
 from mixnas.errors import ConfigError
 from mixnas.data.spec import DataSpec
 from mixnas.data.load import load_proxy_data
+from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
 from mixnas.evaluators.supernet.train import SupernetTrainer, SupernetTraining
@@ -87,11 +88,21 @@ def test_evaluator_scores_members(supernet_dir):
     space = load_space("tiny")
     evaluator = SupernetEvaluator(supernet_dir, space=space, bn_batches=2, batch_size=16)
     enc = space.sample(np.random.default_rng(0))
-    first, again = evaluator.evaluate(enc), evaluator.evaluate(space.decode(enc))
+    by_encoding = evaluator.score(space.decode(enc), TrialContext(enc))
+    by_arch = evaluator.score(space.decode(enc), TrialContext())  # a direct call: no encoding
+    assert by_encoding.status == by_arch.status == "ok"
+    first, again = by_encoding.metrics, by_arch.metrics
     assert 0 <= first["top1"] <= 1 and first["bn_images"] == 32 and first["supernet_epoch"] == 1
     assert {k: v for k, v in first.items() if k != "eval_seconds"} == {
         k: v for k, v in again.items() if k != "eval_seconds"}
     assert set(first) <= set(evaluator.metrics)
+    assert "params" not in first  # the trial counts params / MACs, once
+    # a candidate the supernet cannot hold is infeasible, with the reason, and never retried
+    wide = space.decode(enc).replace(feature_size=4 * space.decode(enc).global_params.feature_size)
+    held = evaluator.score(wide, TrialContext())
+    assert held.status == "infeasible" and held.retryable is False
+    assert "is not in the space: globals.head_width: 1024" in held.reason
+    assert held.metrics == {}
     with pytest.raises(ConfigError, match="not the supernet's"):
         SupernetEvaluator(supernet_dir, space=load_space("mixnet"))
 
@@ -157,7 +168,7 @@ def test_extract_writes_a_loadable_exportable_model(tmp_path, supernet_dir, caps
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), calibrated(x))
-    assert metrics["top1"] == evaluator.evaluate(arch)["top1"]
+    assert metrics["top1"] == evaluator.score(arch, TrialContext()).metrics["top1"]
     assert main(["export", str(out), "--format", "tf"]) == 0
     assert (out / "export" / "arch.json").is_file()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixnas.errors import ConfigError, DataError
+from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.tabular import NAS_BENCH_MACRO_OPTIMUM, TabularEvaluator, nas_bench_macro
 from mixnas.search_space.spaces import ChoiceSpace, Dimension, load_space
 
@@ -26,8 +27,8 @@ def test_json_object_table_in_the_nas_bench_macro_format(tmp_path: Path) -> None
     }
     evaluator = TabularEvaluator(write(tmp_path / "t.json", json.dumps(table)))
     assert evaluator.metrics == ("mean_acc", "std", "params", "flops")  # the list test_acc is not a metric
-    assert evaluator.evaluate((0, 1, 2)) == {"mean_acc": 91.0, "std": 0.8, "params": 100.0, "flops": 2000.0}
-    assert evaluator.evaluate("210")["mean_acc"] == 81.0
+    assert evaluator.row((0, 1, 2)) == {"mean_acc": 91.0, "std": 0.8, "params": 100.0, "flops": 2000.0}
+    assert evaluator.row("210")["mean_acc"] == 81.0
     assert evaluator.best("flops", "min") == ("210", 1000.0)
     assert len(evaluator) == 2 and evaluator.keys() == ["012", "210"]
 
@@ -39,10 +40,10 @@ def test_json_list_and_csv_tables_with_a_key_column(tmp_path: Path) -> None:
         write(tmp_path / "t.csv", "arch,acc,lat,note\n1-0,0.5,3,a\n0-1,0.7,4,b\n"), key_column="arch", key_separator="-"
     )
     for evaluator in (as_json, as_csv):
-        assert evaluator.evaluate((0, 1)) == {"acc": 0.7, "lat": 4.0}
+        assert evaluator.row((0, 1)) == {"acc": 0.7, "lat": 4.0}
     assert as_csv.metrics == ("acc", "lat")  # the text column is not a metric
     only_acc = TabularEvaluator(tmp_path / "t.csv", key_column="arch", metrics=["acc"], key_separator="-")
-    assert only_acc.evaluate("1-0") == {"acc": 0.5}
+    assert only_acc.row("1-0") == {"acc": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_bad_tables_raise_data_errors_naming_the_file(
 def test_unknown_key_is_a_data_error(tmp_path: Path) -> None:
     evaluator = TabularEvaluator(write(tmp_path / "t.json", '{"01": {"acc": 1}}'))
     with pytest.raises(DataError, match=r"key '10' is not in the table \(1 entries\)"):
-        evaluator.evaluate((1, 0))
+        evaluator.row((1, 0))
     with pytest.raises(DataError, match="unknown metric 'lat'"):
         evaluator.best("lat")
 
@@ -87,8 +88,8 @@ def test_nas_bench_macro_table_matches_its_readme(shared_dir: Path) -> None:
     key, best = evaluator.best("mean_acc")
     assert key == "22212220" and round(best, 2) == NAS_BENCH_MACRO_OPTIMUM
     assert space.table_key((2, 2, 2, 1, 2, 2, 2, 0)) == evaluator.key((2, 2, 2, 1, 2, 2, 2, 0)) == key
-    assert round(evaluator.evaluate("00000000")["mean_acc"], 2) == 45.36
-    flops = [evaluator.evaluate(k)["flops"] for k in evaluator.keys()]
+    assert round(evaluator.row("00000000")["mean_acc"], 2) == 45.36
+    flops = [evaluator.row(k)["flops"] for k in evaluator.keys()]
     assert 7.6e6 < min(flops) < 7.8e6 and 105e6 < max(flops) < 106e6
 
 
@@ -103,9 +104,11 @@ def test_an_empty_separator_is_refused_when_keys_could_collide(tmp_path: Path) -
         TabularEvaluator(path, space=big_space())
     with pytest.raises(ConfigError, match="index of 10 or more"):  # without the space: refused at the look-up
         TabularEvaluator(path).key((1, 11))
+    outcome = TabularEvaluator(path).score(None, TrialContext((1, 11)))  # and a trial: an outcome, never a raise
+    assert outcome.status == "failed" and outcome.retryable is False and "index of 10 or more" in outcome.reason
     for key_by in ("indices", "values"):
         evaluator = TabularEvaluator(path, space=big_space(), key_by=key_by, key_separator="-")
-        assert evaluator.evaluate((1, 11)) == {"acc": 1.0} and evaluator.evaluate((11, 1)) == {"acc": 2.0}
+        assert evaluator.row((1, 11)) == {"acc": 1.0} and evaluator.row((11, 1)) == {"acc": 2.0}
 
 
 def test_keys_by_values_use_the_spaces_table_key(tmp_path: Path) -> None:
@@ -115,7 +118,7 @@ def test_keys_by_values_use_the_spaces_table_key(tmp_path: Path) -> None:
     path = write(tmp_path / "t.csv", "key,acc\n0.1/sgd/0.1,1\n0.01/adam/0.1,2\n")
     evaluator = TabularEvaluator(path, space=space, key_by="values", key_separator="/")
     assert evaluator.key((1, 1)) == space.table_key((1, 1), sep="/") == "0.01/adam/0.1"
-    assert evaluator.evaluate((1, 1)) == {"acc": 2.0}
+    assert evaluator.row((1, 1)) == {"acc": 2.0}
     with pytest.raises(ConfigError, match=r"dimension 'lr' has choices \['0.1', '0.01'\] of different widths"):
         TabularEvaluator(path, space=space, key_by="values")
     with pytest.raises(ConfigError, match="a choice containing the separator"):
@@ -134,7 +137,7 @@ def test_a_table_keyed_another_way_is_refused_at_load(tmp_path: Path) -> None:
     message = str(info.value)
     assert "none of the table's keys (first: ['0-1-2', '2-1-0']) is a key the space 'three' produces" in message
     assert "e.g. '000'" in message and "\n" not in message
-    assert TabularEvaluator(path, space=space, key_separator="-").evaluate((2, 1, 0)) == {"acc": 2.0}
+    assert TabularEvaluator(path, space=space, key_separator="-").row((2, 1, 0)) == {"acc": 2.0}
 
 
 def test_a_missing_key_fails_the_trial_without_a_retry(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ evaluation under ``inference_mode``. On CUDA it adds automatic mixed precision w
 
 A trial is seeded from (experiment seed, architecture id), inside :func:`torch.random.fork_rng`, so the same
 candidate gets the same result (bit-identical on a CPU with the same thread count) and the caller's global RNG is
-untouched. A trial never raises for a bad candidate: it returns ``status`` ``ok``, ``diverged`` (non-finite loss;
-metrics of the last finished evaluation) or ``failed`` (with the exception's message in ``error``).
+untouched. A trial never raises for a bad candidate: :meth:`ProxyEvaluator.score` returns a
+:class:`~mixnas.outcome.TrialOutcome` that is ``ok``, ``pruned`` (stopped early), ``diverged`` (non-finite loss;
+metrics of the last finished evaluation) or ``failed`` (with the exception's type and message as its reason).
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from torch import nn
 from mixnas.data.load import load_proxy_data
 from mixnas.data.sets import ProxyData
 from mixnas.data.spec import DataSpec
-from mixnas.evaluators.base import TrialContext
+from mixnas.evaluators.base import Report, TrialContext
 from mixnas.evaluators.metrics import PROXY_METRICS
 from mixnas.models import build as build_model
 from mixnas.outcome import Status, TrialOutcome, finite_or_none
 from mixnas.search_space.arch import Architecture
-from mixnas.search_space.counting import count
 from mixnas.torch_runtime import torch_threads
 from mixnas.training.batches import augment_batch, to_input
 from mixnas.training.config import ProxyConfig, trial_seed
@@ -41,9 +41,6 @@ from mixnas.training.optim import learning_rate, make_optimizer
 
 logger = logging.getLogger(__name__)
 
-# The numeric metrics :meth:`ProxyEvaluator.evaluate` reports (what a reward, scheduler or constraint can name).
-
-Report = Callable[[int, dict[str, Any]], Any]
 BuildFn = Callable[..., nn.Module]
 
 
@@ -56,7 +53,8 @@ class ProxyEvaluator:
     Example::
 
         evaluator = ProxyEvaluator(DataSpec("digits"), ProxyConfig(epochs=5))
-        metrics = evaluator.evaluate(resolve_arch("mixnet_tiny"), seed=0)   # {'status': 'ok', 'top1': ...}
+        outcome = evaluator.score(resolve_arch("mixnet_tiny"), TrialContext(seed=0))
+        outcome.status, outcome.metrics["top1"]   # (Status.OK, 0.97...)
 
     Args:
         data: what to train on; a data set in memory is shared by every evaluator in the process.
@@ -93,66 +91,63 @@ class ProxyEvaluator:
         return self._device_data[2]
 
     # --- one trial -------------------------------------------------------------------------------------------
-    def evaluate(self, arch: Architecture, *, seed: int = 0, report: Report | None = None) -> dict[str, Any]:
-        """Train ``arch`` on the proxy task and return its metrics (see the module docstring for ``status``).
-
-        Args:
-            arch: the candidate; its classifier and resolution are set to the data set's.
-            seed: the experiment seed; the trial seed also depends on ``arch.id``.
-            report: called as ``report(epoch, metrics)`` after each finished epoch with held-out metrics; a
-                return value of True stops the trial (``status`` stays ``ok``, ``stopped_early`` is True). Each
-                report costs an evaluation (with BN recalibration); without ``report`` only the final evaluation
-                runs, and the final metrics are bit-identical either way (a search passes one only when an
-                early-stopping scheduler consumes it).
-
-        Returns:
-            A JSON-able dict: status, top1, top5, loss (held-out cross-entropy), train_loss, epochs (done),
-            steps, train_seconds, eval_seconds, images_per_second, params, macs, stopped_early, error, seed,
-            arch_id, device, num_classes, resolution, train_images, val_images.
-        """
-        data = self.proxy_data(arch)
-        result: dict[str, Any] = {
-            "status": "ok", "top1": 0.0, "top5": 0.0, "loss": None, "train_loss": None, "epochs": 0.0, "steps": 0,
-            "train_seconds": 0.0, "eval_seconds": 0.0, "images_per_second": 0.0, "params": None, "macs": None,
-            "stopped_early": False, "error": None, "seed": seed, "arch_id": arch.id, "device": None,
-            "num_classes": data.num_classes, "resolution": data.resolution,
-            "train_images": int(data.train_labels.numel()), "val_images": int(data.val_labels.numel()),
-        }
-        candidate_id = arch.id
-        try:
-            arch = arch.replace(num_classes=data.num_classes, resolution=data.resolution)
-            counts = count(arch)
-            result.update(params=counts.params, macs=counts.macs)
-            device = pick_device(self.config.device)
-            result["device"] = str(device)
-            cuda = [device.index or 0] if device.type == "cuda" else []
-            with torch_threads(self.config.threads), torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(trial_seed(seed, candidate_id))
-                build = self._build_fn or build_model
-                trial = _Trial(arch, data, self._tensors(data, device), self.config, device, build, result, report)
-                trial.run(torch.Generator().manual_seed(trial_seed(seed, candidate_id) ^ 1))
-        except Exception as exc:  # a bad candidate is a failed trial with its reason, never a crashed search
-            logger.warning("trial %s failed: %s: %s", candidate_id, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
-            result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        return result
-
     @property
     def metrics(self) -> tuple[str, ...]:
         return PROXY_METRICS
 
     def score(self, candidate: Any, context: TrialContext) -> TrialOutcome:
-        """The :class:`~mixnas.evaluators.base.Evaluator` interface: :meth:`evaluate` as a trial outcome."""
+        """Train ``candidate`` on the proxy task and score it on the held-out split (the Evaluator interface).
+
+        Args:
+            candidate: the architecture; its classifier and resolution are set to the data set's.
+            context: ``seed`` is the experiment seed (the trial seed also depends on ``candidate.id``);
+                ``report(epoch, metrics)`` is called after each finished epoch with held-out metrics, and a return
+                value of True stops the trial (``pruned``, ``stopped_early`` True). Each report costs an
+                evaluation (with BN recalibration); without ``report`` only the final evaluation runs, and the
+                final metrics are bit-identical either way (a search passes one only when an early-stopping
+                scheduler consumes it). ``encoding`` is not used.
+
+        Returns:
+            ``ok``, ``pruned`` (stopped by ``report``), ``diverged`` (non-finite training loss; metrics of the last
+            finished evaluation) or ``failed`` (building or training raised; the reason is ``"Type: message"``).
+            Metrics, JSON-able: top1, top5, loss (held-out cross-entropy), train_loss, epochs (done), steps,
+            train_seconds, eval_seconds, images_per_second, stopped_early, seed, arch_id, device, num_classes,
+            resolution, train_images, val_images. Params and MACs are the trial's to count
+            (:mod:`mixnas.launch.trial`), not the trainer's.
+
+        Raises:
+            DataError: the data set cannot be loaded (not a property of the candidate).
+        """
         if not isinstance(candidate, Architecture):
             return TrialOutcome.failure(f"TypeError: the proxy trainer needs an architecture space, got a "
                                         f"{type(candidate).__name__}", retryable=False)
-        result = self.evaluate(candidate, seed=context.seed, report=context.report)
-        status, error = result.pop("status"), result.pop("error")
-        stopped = result.get("stopped_early")
-        if status == "failed":
-            return TrialOutcome.failure(error or "the proxy trainer failed", metrics=result)
-        if status == "diverged":
-            return TrialOutcome.failure(error or "non-finite training loss", status=Status.DIVERGED, metrics=result)
-        return TrialOutcome(Status.PRUNED if stopped else Status.OK, result)
+        arch, seed = candidate, context.seed
+        data = self.proxy_data(arch)
+        result: dict[str, Any] = {
+            "top1": 0.0, "top5": 0.0, "loss": None, "train_loss": None, "epochs": 0.0, "steps": 0,
+            "train_seconds": 0.0, "eval_seconds": 0.0, "images_per_second": 0.0, "stopped_early": False,
+            "seed": seed, "arch_id": arch.id, "device": None, "num_classes": data.num_classes,
+            "resolution": data.resolution, "train_images": int(data.train_labels.numel()),
+            "val_images": int(data.val_labels.numel()),
+        }
+        try:
+            arch = arch.replace(num_classes=data.num_classes, resolution=data.resolution)
+            device = pick_device(self.config.device)
+            result["device"] = str(device)
+            cuda = [device.index or 0] if device.type == "cuda" else []
+            with torch_threads(self.config.threads), torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(trial_seed(seed, candidate.id))
+                build = self._build_fn or build_model
+                trial = _Trial(arch, data, self._tensors(data, device), self.config, device, build, result,
+                               context.report)
+                diverged = trial.run(torch.Generator().manual_seed(trial_seed(seed, candidate.id) ^ 1))
+        except Exception as exc:  # a bad candidate is a failed trial with its reason, never a crashed search
+            logger.warning("trial %s failed: %s: %s", candidate.id, type(exc).__name__, exc,
+                           exc_info=logger.isEnabledFor(logging.DEBUG))
+            return TrialOutcome.failure(f"{type(exc).__name__}: {exc}", metrics=result)
+        if diverged is not None:
+            return TrialOutcome.failure(diverged, status=Status.DIVERGED, metrics=result)
+        return TrialOutcome(Status.PRUNED if result["stopped_early"] else Status.OK, result)
 
 
 class _Trial:
@@ -183,8 +178,11 @@ class _Trial:
             limits.append(self.config.steps)
         return batch, min(limits) if limits else 0
 
-    def run(self, generator: torch.Generator) -> None:
-        """Train until the budget is spent, the loss diverges or ``report`` says stop; then evaluate."""
+    def run(self, generator: torch.Generator) -> str | None:
+        """Train until the budget is spent, the loss diverges or ``report`` says stop; then evaluate.
+
+        Returns why the run diverged, or None.
+        """
         self.generator = generator
         config, result = self.config, self.result
         batch, total_steps = self.budget()
@@ -209,8 +207,8 @@ class _Trial:
                 images += batch
                 if not math.isfinite(loss):
                     self._finish(step, steps_per_epoch, images, train_seconds + time.perf_counter() - start)
-                    result.update(status="diverged", train_loss=None, error=f"non-finite training loss at step {step}")
-                    return
+                    result["train_loss"] = None
+                    return f"non-finite training loss at step {step}"
                 losses.append(loss)
             train_seconds += time.perf_counter() - start
             if not exhausted:
@@ -224,10 +222,11 @@ class _Trial:
                 self._evaluate()
                 if self.report(epoch, dict(result)) is True:
                     result["stopped_early"] = True
-                    return
+                    return None
         self._evaluate()
         if self.report is not None:
             self.report(math.ceil(step / steps_per_epoch), dict(result))
+        return None
 
     def _rows(self, tensor: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
         """Rows of a data tensor on the training device (a no-op move when the data set already lives there)."""

@@ -121,8 +121,9 @@ class TabularEvaluator:
             logger.info("%s: %d of %d keys are not keys of the space", self.path, len(self._table) - produced,
                         len(self._table))
 
-    def evaluate(self, encoding_or_key: Sequence[int] | str) -> dict[str, float]:
-        """The metrics of an encoding or key (a new dict each call).
+    def row(self, encoding_or_key: Sequence[int] | str) -> dict[str, float]:
+        """The table's row of an encoding or key: its metrics (a new dict each call). A query, not a trial: a
+        search scores candidates with :meth:`score`.
 
         Raises:
             DataError: the key is not in the table.
@@ -136,12 +137,13 @@ class TabularEvaluator:
     def score(self, candidate: Any, context: TrialContext) -> TrialOutcome:
         """The :class:`~mixnas.evaluators.base.Evaluator` interface: the row of ``context.encoding``.
 
-        A key missing from the table is a failure that no retry can mend (``retryable`` False).
+        An encoding the table has no row for (or, without the space, no unambiguous key for) is a failure that no
+        retry can mend (``retryable`` False).
         """
         del candidate
         try:
-            return TrialOutcome(Status.OK, self.evaluate(context.encoding))
-        except DataError as exc:
+            return TrialOutcome(Status.OK, self.row(context.encoding))
+        except (DataError, ConfigError) as exc:
             return TrialOutcome.failure(str(exc), retryable=False)
 
     def keys(self) -> list[str]:

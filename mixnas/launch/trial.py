@@ -120,6 +120,7 @@ class TrialEvaluator:
                   known: Mapping[str, Any] | None = None) -> TrialOutcome:
         candidate = self.space.decode(encoding)
         if isinstance(candidate, Architecture):
+            # The one count of a trial (the evaluators do not count): needed before training, for the constraints.
             from mixnas.search_space.counting import count
 
             counts = count(candidate)
@@ -140,12 +141,12 @@ class TrialEvaluator:
         # Per-epoch reports cost an evaluation each; only an early-stopping scheduler consumes them. Without one
         # the evaluator evaluates once, at the end, and the curve gets that final point (same values).
         consumer = report if self._should_stop is not None and seed is None else None
-        context = TrialContext(encoding, self.cfg.seed if seed is None else seed, consumer)
+        context = TrialContext(encoding, seed=self.cfg.seed if seed is None else seed, report=consumer)
         scored = self.evaluator.score(candidate, context)
         if consumer is None and scored.status is Status.OK and "epochs" in scored.metrics:
             curve.append({"epoch": math.ceil(scored.metrics["epochs"]), **finite_numbers(scored.metrics)})
         for key, value in scored.metrics.items():
-            metrics.setdefault(key, value)  # what the trial measured itself (params, latency) comes first
+            metrics.setdefault(key, value)  # what the trial measured itself (params, MACs, latency) comes first
         scored = scored.replace(metrics=metrics)
         if scored.status.is_failure:
             return scored

@@ -31,7 +31,6 @@ from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.supernet import Supernet
 from mixnas.outcome import Status, TrialOutcome
 from mixnas.search_space.arch import Architecture
-from mixnas.search_space.counting import count
 from mixnas.search_space.spaces import load_space
 from mixnas.torch_runtime import torch_threads
 
@@ -150,32 +149,31 @@ class SupernetEvaluator:
                                        self.bn_batches * self.batch_size, self.batch_size)
         return arch, model, bn_images
 
-    def evaluate(self, candidate: Architecture | tuple[int, ...]) -> dict[str, Any]:
-        """Extract, recalibrate and evaluate one candidate (an architecture or an encoding of the space)."""
-        start = time.perf_counter()
-        with torch_threads(self.threads):
-            arch, model, bn_images = self.calibrated(candidate)
-            result: dict[str, Any] = evaluate_model(model, self.data.val_images, self.data.val_labels,
-                                                    self._normalizer, self.eval_batch_size)
-        counts = count(arch)
-        result.update(eval_seconds=round(time.perf_counter() - start, 4), bn_images=bn_images,
-                      val_images=int(self.data.val_labels.numel()), params=counts.params, macs=counts.macs,
-                      supernet_epoch=self.epoch, num_classes=self.data.num_classes, resolution=self.data.resolution)
-        return result
-
     def score(self, candidate: Any, context: TrialContext) -> TrialOutcome:
-        """The :class:`~mixnas.evaluators.base.Evaluator` interface; a candidate the supernet cannot hold is a
-        non-retryable failure."""
+        """The :class:`~mixnas.evaluators.base.Evaluator` interface: extract, recalibrate and evaluate the candidate
+        (by ``context.encoding`` when it has one, else by the architecture).
+
+        A candidate the supernet cannot hold (not a member of its space, or wider than its weights) is
+        ``infeasible`` with the reason, and never retried; a non-finite held-out loss is ``diverged``. Params and
+        MACs are the trial's to count (:mod:`mixnas.launch.trial`).
+        """
         if not isinstance(candidate, Architecture):
             return TrialOutcome.failure(f"TypeError: the supernet needs an architecture space, got a "
                                         f"{type(candidate).__name__}", retryable=False)
-        try:
-            result = self.evaluate(context.encoding or candidate)
-        except ConfigError as exc:
-            return TrialOutcome.failure(str(exc), retryable=False)
-        if not math.isfinite(result["loss"]):
-            return TrialOutcome.failure("non-finite held-out loss", status=Status.DIVERGED, metrics=result)
-        return TrialOutcome(Status.OK, result)
+        start = time.perf_counter()
+        with torch_threads(self.threads):
+            try:
+                _, model, bn_images = self.calibrated(context.encoding or candidate)
+            except ConfigError as exc:
+                return TrialOutcome.failure(str(exc), status=Status.INFEASIBLE, retryable=False)
+            metrics: dict[str, Any] = evaluate_model(model, self.data.val_images, self.data.val_labels,
+                                                     self._normalizer, self.eval_batch_size)
+        metrics.update(eval_seconds=round(time.perf_counter() - start, 4), bn_images=bn_images,
+                       val_images=int(self.data.val_labels.numel()), supernet_epoch=self.epoch,
+                       num_classes=self.data.num_classes, resolution=self.data.resolution)
+        if not math.isfinite(metrics["loss"]):
+            return TrialOutcome.failure("non-finite held-out loss", status=Status.DIVERGED, metrics=metrics)
+        return TrialOutcome(Status.OK, metrics)
 
 
 __all__ = ["SupernetEvaluator", "check_same_space", "evaluate_model", "load_supernet", "recalibrate_bn"]

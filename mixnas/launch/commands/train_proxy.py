@@ -6,14 +6,20 @@ import argparse
 import json
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixnas.data.spec import FORMATS, NORMALIZATIONS, DataSpec
 from mixnas.errors import ArchitectureError, ConfigError
 from mixnas.launch.archref import resolve_cli_arch, split_trial_ref, trial_record
+from mixnas.outcome import TrialOutcome
+from mixnas.search_space.arch import Architecture
+from mixnas.search_space.counting import count
 from mixnas.textio import path_kind
 from mixnas.training.config import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, ProxyConfig
 from mixnas.training.device import DEVICES, check_device
+
+if TYPE_CHECKING:
+    from mixnas.data.sets import ProxyData
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ArchitectureError(f"--resolution: {exc}") from None
     spec, config = _recipe(args)
+    from mixnas.evaluators.base import TrialContext
     from mixnas.evaluators.proxy import ProxyEvaluator
 
     evaluator = ProxyEvaluator(spec, config)
@@ -131,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    result = evaluator.evaluate(arch, seed=0 if args.seed is None else args.seed, report=_progress)
+    outcome = evaluator.score(arch, TrialContext(seed=0 if args.seed is None else args.seed, report=_progress))
+    result = _result(outcome, arch, data)
     result["arch"] = arch.name or arch.id
     result["data"] = summary
     if args.json:
@@ -158,9 +166,11 @@ def _reproduce(args: argparse.Namespace, ref: tuple[Any, Any]) -> int:
     recorded = _recorded(cfg, record, seed, ref[0])
     print(f"reproducing trial {record.trial} of {ref[0]} with the run's recipe and experiment seed {seed} "
           f"(no per-epoch evaluation, as in the search)", file=sys.stderr, flush=True)
+    from mixnas.evaluators.base import TrialContext
     from mixnas.evaluators.proxy import ProxyEvaluator
 
-    result = ProxyEvaluator(cfg.evaluator.data_spec, cfg.evaluator.proxy).evaluate(arch, seed=seed)
+    evaluator = ProxyEvaluator(cfg.evaluator.data_spec, cfg.evaluator.proxy)
+    result = _result(evaluator.score(arch, TrialContext(seed=seed)), arch, evaluator.proxy_data(arch))
     result["arch"] = arch.name
     names = ("top1", "top5", "loss")
     result["recorded"] = {k: recorded.get(k) for k in names} if recorded is not None else None
@@ -190,6 +200,15 @@ def _recorded(cfg: Any, record: Any, seed: int, run_dir: Any) -> dict[str, Any] 
     return found[0].metrics if found else None
 
 
+def _result(outcome: TrialOutcome, arch: Architecture, data: ProxyData) -> dict[str, Any]:
+    """What the command prints: the outcome as one flat dict (``status``, ``error`` and the metrics) with the
+    params and MACs of the network as trained (the data set's classes and resolution), counted here: without a
+    search, no trial counts them."""
+    counts = count(arch.replace(num_classes=data.num_classes, resolution=data.resolution))
+    return {"status": outcome.status.value, "error": outcome.reason, **outcome.metrics, "params": counts.params,
+            "macs": counts.macs}
+
+
 def _json_safe(value: Any) -> Any:
     """Strict JSON: non-finite floats become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -208,5 +227,4 @@ def _print_summary(result: dict[str, Any]) -> None:
         f"{result['epochs']:g} epochs, {result['steps']} steps in {result['train_seconds']:.1f} s "
         f"({result['images_per_second']:.0f} img/s); evaluation {result['eval_seconds']:.1f} s"
     )
-    if result["params"] is not None:
-        print(f"{result['params']:,} params, {result['macs']:,} MACs at {result['resolution']}x{result['resolution']}, {result['num_classes']} classes")
+    print(f"{result['params']:,} params, {result['macs']:,} MACs at {result['resolution']}x{result['resolution']}, {result['num_classes']} classes")
