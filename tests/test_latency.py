@@ -52,7 +52,7 @@ from mixnas.evaluators.latency.validate import (
     spearman,
 )
 from mixnas.launch.cli import main
-from mixnas.launch.commands.latency import PROFILE_SEED, sample_archs
+from mixnas.evaluators.latency.sampling import PROFILE_SEED, sample_archs
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.presets import resolve_arch
 

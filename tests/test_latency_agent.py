@@ -258,7 +258,7 @@ def test_offline_path_round_trip(agent: dict, agent_python: str, agent_script: P
     assert table.backend == "onnxruntime" and table.calibration is not None and table.settings["reference_ms"] > 0
     assert table.device["measured_by"].startswith("agent offline")
     from mixnas.evaluators.latency.signatures import arch_signatures
-    from mixnas.launch.commands.latency import sample_archs
+    from mixnas.evaluators.latency.sampling import sample_archs
 
     _, _, archs = sample_archs("tiny", 3, 0)
     assert table.missing(s for a in archs for s in arch_signatures(a)) == []
