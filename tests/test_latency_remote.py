@@ -113,7 +113,8 @@ def _experiment(latency: dict) -> dict:
 
 
 def test_remote_latency_section_is_validated_at_load(tmp_path: Path) -> None:
-    from mixnas.launch.config import RemoteLatency, config_from_dict
+    from mixnas.launch.config import config_from_dict
+    from mixnas.launch.experiment_config import RemoteLatency
 
     token = tmp_path / "token.txt"
     token.write_text("tok")

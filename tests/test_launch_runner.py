@@ -317,7 +317,7 @@ def test_resources_that_ray_cannot_place_are_refused_with_the_arithmetic(tmp_pat
 
 
 def test_check_resources_names_the_node_limit():
-    from mixnas.launch.config import ExecutionConfig
+    from mixnas.launch.experiment_config import ExecutionConfig
     from mixnas.launch.pool import check_resources
 
     check_resources(ExecutionConfig(trials=1, max_concurrent=4, cpu=0.5), {"CPU": 2.0}, [{"CPU": 2.0}])

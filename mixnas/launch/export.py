@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mixnas.errors import MixnasError, RunError
-from mixnas.launch.config import ExperimentConfig
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ledger import Ledger, TrialRecord
 from mixnas.launch.rundir import RunPaths, load_run_config
 from mixnas.launch.summary import SeedMean, front_objectives, pareto_records, ranked, seed_means

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from mixnas.errors import ConfigError
 from mixnas.launch.asha import RungKeeper
-from mixnas.launch.config import ExperimentConfig
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ray_local import RaySession, connect_ray
 from mixnas.outcome import TrialOutcome
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mixnas.errors import RunError
-from mixnas.launch.config import ExperimentConfig, check_files
+from mixnas.launch.config import check_files
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ledger import Ledger, RepeatRecord, TrialRecord
 from mixnas.launch.pool import ActorPool, Finished
 from mixnas.launch.rundir import RunPaths, load_run_config, run_lock

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 from mixnas.errors import RunError
-from mixnas.launch.config import ExperimentConfig, config_diff, config_from_dict, read_yaml
+from mixnas.launch.config import config_diff, config_from_dict, read_yaml
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ledger import Ledger
 from mixnas.textio import os_reason, path_kind, write_text_atomic
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from mixnas.errors import MixnasError, RunError
-from mixnas.launch.config import ExperimentConfig, check_files, load_search_space
+from mixnas.launch.config import check_files, load_search_space
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.controller_setup import build_controller, run_setup
 from mixnas.launch.journal import SNAPSHOT_VERSION, Ordering, RunState, replay
 from mixnas.launch.journal import controller_result

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mixnas.controllers.base import Objective
-from mixnas.launch.config import ExperimentConfig
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ledger import RepeatRecord, TrialRecord
 from mixnas.outcome import Status, is_finite_number
 

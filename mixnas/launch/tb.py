@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from mixnas.launch.config import ExperimentConfig
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ledger import TrialRecord
 from mixnas.launch.runner import SearchState
 from mixnas.launch.summary import front_objectives, pareto_records

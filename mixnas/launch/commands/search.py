@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from mixnas.launch.config import ExperimentConfig, load_config
+from mixnas.launch.config import load_config
+from mixnas.launch.experiment_config import ExperimentConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
