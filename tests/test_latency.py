@@ -775,7 +775,7 @@ def test_search_predictor_measures_missing_signatures_into_the_file(
 # bottom (the agent bundles them), the backends on the agent's ONNX Runtime session, the table's sum below
 # profiling, and the predictors (the pure sum and the one that measures what is missing) above it.
 LATENCY_RANKS = {"timing": -3, "agent": -2, "backends": -1, "signatures": 0, "measure": 0, "lut": 1, "remote": 1,
-                 "sampling": 1, "profile": 2, "predictor": 3, "validate": 4, "offline": 4, "phone": 5}
+                 "sampling": 1, "profile": 2, "predictor": 3, "validate": 4, "offline": 4, "phone_programs": 1, "phone": 5}
 
 
 def test_latency_modules_import_one_way() -> None:

@@ -22,10 +22,9 @@ from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency import phone
 from mixnas.evaluators.latency.lut import LatencyTable
 from mixnas.evaluators.latency.measure import MeasureConfig
-from mixnas.evaluators.latency.phone import (
-    export_phone,
+from mixnas.evaluators.latency.phone import export_phone, import_phone
+from mixnas.evaluators.latency.phone_programs import (
     get_program,
-    import_phone,
     parse_benchmark_litert_model,
     parse_benchmark_model,
     parse_executor_runner,

@@ -9,7 +9,7 @@ from typing import Any
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import PRECISIONS, get_backend
-from mixnas.evaluators.latency.phone import PROGRAMS
+from mixnas.evaluators.latency.phone_programs import PROGRAMS
 from mixnas.evaluators.latency.profile import DEFAULT_CHUNK
 from mixnas.evaluators.latency.sampling import PROFILE_SEED, VALIDATE_SEED, sample_archs
 from mixnas.launch.commands.latency_options import measure_config_of, measure_options, say
