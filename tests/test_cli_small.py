@@ -41,7 +41,7 @@ def make_run(tmp_path: Path, reward: dict[str, Any]) -> Path:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    evaluator = TrialEvaluator(cfg.to_dict())
+    evaluator = TrialEvaluator(cfg)
     with Ledger(run_dir / "ledger.sqlite") as ledger:
         for trial, encoding in enumerate((a, b) for a in range(3) for b in range(3)):
             ledger.add_trial(trial, suggestion_id=f"{trial:06d}", encoding=encoding, arch_id=None,

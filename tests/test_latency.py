@@ -822,7 +822,7 @@ def test_a_search_trial_on_a_lut_that_lacks_signatures_measures_them(tmp_path: P
         "latency": {"type": "lut", "lut": str(path)},
         "reward": {"type": "metric", "metric": "top1"}, "execution": {"trials": 1},
     }
-    outcome = TrialEvaluator(config_from_dict(data, source="lut.yaml", base_dir=tmp_path).to_dict()).run(encoding, 0)
+    outcome = TrialEvaluator(config_from_dict(data, source="lut.yaml", base_dir=tmp_path)).run(encoding, 0)
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0
     assert LatencyTable.load(path).missing(sigs) == []

@@ -290,6 +290,6 @@ def test_a_search_trial_measures_on_the_agent(agent: dict, tmp_path: Path) -> No
     cfg = config_from_dict(data, source="remote.yaml", base_dir=tmp_path)
     assert cfg.latency.type == "remote" and cfg.to_dict()["latency"]["url"] == agent["url"]
     encoding = (0,) * len(load_space("tiny").dimensions)
-    outcome = TrialEvaluator(cfg.to_dict()).run(encoding, 0)
+    outcome = TrialEvaluator(cfg).run(encoding, 0)
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0

@@ -121,6 +121,6 @@ def test_an_int8_measure_section_calibrates_on_the_experiments_data(tmp_path: Pa
     measure = cfg.latency.measure_config
     assert (measure.backend, measure.precision, measure.calibration_data) == ("onnxruntime", "int8", "digits")
     assert cfg.to_dict()["latency"]["precision"] == "int8"
-    outcome = TrialEvaluator(cfg.to_dict()).run((0,) * len(load_space("tiny").dimensions), 0)
+    outcome = TrialEvaluator(cfg).run((0,) * len(load_space("tiny").dimensions), 0)
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0

@@ -162,7 +162,7 @@ def test_trial_outcomes_reward_constraints_failures(tmp_path):
         "constraints": {"max_params": 400}, "execution": {"trials": 4},
     }
     cfg = config_from_dict(data, source="t.yaml", base_dir=tmp_path)
-    evaluator = TrialEvaluator(cfg.to_dict())
+    evaluator = TrialEvaluator(cfg)
     ok = evaluator.run((0, 0), 0)
     assert ok.status == "ok" and ok.reward == pytest.approx(mnasnet_reward(0.8, 50, 100, -0.07, -0.07))
     over = evaluator.run((0, 1), 1)

@@ -76,7 +76,7 @@ def test_a_litert_table_is_built_validated_and_used_by_a_trial(tmp_path: Path, c
         "reward": {"type": "metric", "metric": "top1"}, "execution": {"trials": 1},
     }
     cfg = config_from_dict(data, source="lite.yaml", base_dir=tmp_path)
-    outcome = TrialEvaluator(cfg.to_dict()).run((1,) * len(load_space("tiny").dimensions), 0)
+    outcome = TrialEvaluator(cfg).run((1,) * len(load_space("tiny").dimensions), 0)
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0
 

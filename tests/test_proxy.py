@@ -251,13 +251,13 @@ def test_a_search_trial_evaluates_per_epoch_only_for_a_scheduler(monkeypatch: py
         "reward": {"type": "metric", "metric": "top1", "direction": "max"},
         "execution": {"trials": 1}, "logging": {"tensorboard": False},
     }, source="t.yaml")
-    encoding = (0,) * len(TrialEvaluator(cfg.to_dict()).space.dimensions)
+    encoding = (0,) * len(TrialEvaluator(cfg).space.dimensions)
     calls = _count_evaluations(monkeypatch)
-    plain = TrialEvaluator(cfg.to_dict()).run(encoding, 0)
+    plain = TrialEvaluator(cfg).run(encoding, 0)
     assert len(calls) == 1  # no scheduler: nothing consumes per-epoch reports
     assert [p["epoch"] for p in plain.curve] == [3]
     seen: list[int] = []
-    asha = TrialEvaluator(cfg.to_dict(), should_stop=lambda trial, epoch, m: bool(seen.append(epoch))).run(encoding, 0)
+    asha = TrialEvaluator(cfg, should_stop=lambda trial, epoch, m: bool(seen.append(epoch))).run(encoding, 0)
     assert len(calls) == 1 + 3 and seen == [1, 2, 3]  # epochs 1 and 2, and the final one
     assert [p["epoch"] for p in asha.curve] == [1, 2, 3]  # two epochs, then the final evaluation, as before
     for key in ("top1", "top5", "loss", "train_loss", "steps"):
@@ -269,5 +269,5 @@ def test_a_search_trial_evaluates_per_epoch_only_for_a_scheduler(monkeypatch: py
     assert numeric == set(PROXY_METRICS)
     from mixnas.search_space.counting import count
 
-    counts = count(TrialEvaluator(cfg.to_dict()).space.decode(encoding))
+    counts = count(TrialEvaluator(cfg).space.decode(encoding))
     assert (plain.metrics["params"], plain.metrics["macs"]) == (counts.params, counts.macs) and counts.params > 0

@@ -248,7 +248,7 @@ def test_a_repeat_keeps_the_trials_latency_and_is_not_measured_again():
     data = _digits_config("local", trials=1)
     data["latency"] = {"type": "measure", "backend": "onnxruntime", "threads": 1, "options": {"min_seconds": 0.2}}
     cfg = config_from_dict(data, source="test.yaml")
-    evaluator = TrialEvaluator(cfg.to_dict())
+    evaluator = TrialEvaluator(cfg)
     encoding = tuple(int(i) for i in evaluator.space.sample(np.random.default_rng(0)))
     repeat = evaluator.run(encoding, 0, seed=1, known={"latency_ms": 123.0, "latency_std_ms": 0.5})
     assert repeat.status is Status.OK, repeat.reason

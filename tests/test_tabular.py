@@ -153,12 +153,13 @@ def test_a_missing_key_fails_the_trial_without_a_retry(tmp_path: Path) -> None:
         "execution": {"trials": 2},
     }
     resolved = config_from_dict(cfg, source="t.yaml", base_dir=tmp_path).to_dict()
-    evaluator = TrialEvaluator(resolved)
+    evaluator = TrialEvaluator(config_from_dict(resolved, source="config.yaml"))
     assert evaluator.run((0,) * 8, trial=0).status == "ok"
     missing = evaluator.run((1,) * 8, trial=1)
     assert missing.status == "failed" and missing.retryable is False
     assert "key '11111111' is not in the table" in missing.reason
-    no_metric = TrialEvaluator({**resolved, "reward": {**resolved["reward"], "metric": "flops"}}).run((0,) * 8, 0)
+    no_metric = TrialEvaluator(config_from_dict({**resolved, "reward": {**resolved["reward"], "metric": "flops"}},
+                                                source="config.yaml", check_space=False)).run((0,) * 8, 0)
     assert no_metric.status == "failed" and no_metric.retryable is False
 
 

@@ -63,7 +63,7 @@ def _cluster_resources() -> tuple[dict[str, float], list[dict[str, float]]]:
 class _Worker:
     """The body of a Ray actor: a :class:`TrialEvaluator` built once in the worker process."""
 
-    def __init__(self, config: Mapping[str, Any], rungs: Any = None) -> None:
+    def __init__(self, config: ExperimentConfig, rungs: Any = None) -> None:
         import ray
 
         from mixnas.launch.trial import TrialEvaluator
@@ -127,8 +127,8 @@ class ActorPool:
             if ex.scheduler.type == "asha":
                 self._rungs = ray.remote(num_cpus=0)(RungKeeper).remote(
                     ex.scheduler.grace_period, ex.scheduler.reduction_factor, ex.scheduler.metric, self._history)
-            self._config = self.cfg.to_dict()
-            self._actors = [self._actor_cls.remote(self._config, self._rungs) for _ in range(self.n_actors)]
+            config = ray.put(self.cfg)  # validated once here; every actor gets the parsed config
+            self._actors = [self._actor_cls.remote(config, self._rungs) for _ in range(self.n_actors)]
             self._idle = list(range(self.n_actors))
         except BaseException:
             self.__exit__(None, None, None)

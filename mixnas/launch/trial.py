@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from mixnas.errors import ConfigError
 from mixnas.evaluators.base import Evaluator, TrialContext
-from mixnas.launch.config import ExperimentConfig, config_from_dict, load_search_space
+from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.outcome import Status, TrialOutcome, finite_numbers
 from mixnas.search_space.arch import Architecture
 
@@ -82,14 +82,14 @@ class TrialEvaluator:
     """Runs trials of one experiment in one process.
 
     Args:
-        config: the resolved experiment config (``ExperimentConfig.to_dict()``); it is validated again here because
-            this may be another machine of a Ray cluster.
+        config: the experiment config, validated once where it was loaded; a Ray actor receives it as it is (its
+            search space is loaded here, once per worker process).
         should_stop: the early-stopping scheduler's decision for a report, or None.
     """
 
-    def __init__(self, config: Mapping[str, Any], *, should_stop: StopFn | None = None) -> None:
-        self.cfg = config_from_dict(config, source="config.yaml", check_space=False)
-        self.space = load_search_space(self.cfg)
+    def __init__(self, config: ExperimentConfig, *, should_stop: StopFn | None = None) -> None:
+        self.cfg = config
+        self.space = config.space
         self.evaluator = make_evaluator(self.cfg, self.space)
         self._latency = make_latency(self.cfg)
         self._should_stop = should_stop
