@@ -52,3 +52,24 @@ def read_state(folder: Path, version: int, what: str) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("version") != version or "checkpoint" not in state:
         raise RunError(f"{file}: not a mixnas {what} state (version {version})")
     return state
+
+
+def resume_point(folder: Path, version: int, what: str, load_what: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state, tensors)`` of the folder's current checkpoint, to resume a run from.
+
+    Raises:
+        RunError: no epoch has finished there, or its files are not readable.
+    """
+    state = read_state(folder, version, what)
+    if state is None:
+        raise RunError(f"{folder}: no checkpoint to resume from")
+    return state, load_tensors(folder / state["checkpoint"], load_what)
+
+
+def restore_rng(tensors: dict[str, Any], generator: torch.Generator, device: torch.device | None = None) -> None:
+    """Put back the random states a checkpoint saved: torch's CPU state, the run's own generator, and the CUDA
+    state where ``device`` is a CUDA device and the checkpoint has one."""
+    torch.set_rng_state(tensors["rng"]["cpu"])
+    generator.set_state(tensors["rng"]["generator"])
+    if device is not None and device.type == "cuda" and "cuda" in tensors["rng"]:
+        torch.cuda.set_rng_state(tensors["rng"]["cuda"], device)

@@ -43,14 +43,18 @@ def normalizer(mean: Sequence[float], std: Sequence[float],
     return (1.0 / (255.0 * std_t)).view(1, 3, 1, 1).to(device), (-mean_t / std_t).view(1, 3, 1, 1).to(device)
 
 
+@dataclass(frozen=True, eq=False)
 class LabelledImages:
-    """What a set of uint8 NHWC images with class names and per-channel ``mean`` / ``std`` offers (the proxy
-    task here, the full-training data in ``mixnas/training/data.py``)."""
+    """A training split of uint8 NHWC images with its labels, class names, per-channel ``mean`` / ``std`` and the
+    spec it was loaded from: what the proxy task (here) and the full-training data (``mixnas/training/data.py``)
+    share; each adds the split it evaluates on."""
 
     train_images: torch.Tensor
+    train_labels: torch.Tensor
     class_names: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    spec: DataSpec
 
     @property
     def num_classes(self) -> int:
@@ -76,14 +80,8 @@ class ProxyData(LabelledImages):
     (see :meth:`normalizer`).
     """
 
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
     val_images: torch.Tensor
     val_labels: torch.Tensor
-    class_names: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    spec: DataSpec
     decoded: int = 0
     in_memory: bool = True
 

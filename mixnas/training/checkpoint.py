@@ -53,6 +53,11 @@ def read_state(folder: Path) -> dict[str, Any] | None:
     return tensorfiles.read_state(folder, FORMAT_VERSION, "training")
 
 
+def resume_point(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state, tensors)`` of the folder's current checkpoint (:func:`mixnas.tensorfiles.resume_point`)."""
+    return tensorfiles.resume_point(folder, FORMAT_VERSION, "training", "mixnas weights file")
+
+
 def write_arch(folder: Path, arch: Architecture) -> None:
     write_text_atomic(folder / ARCH_FILE, arch.to_json(indent=1) + "\n")
 

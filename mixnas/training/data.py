@@ -28,14 +28,8 @@ from mixnas.data.load import load_images, load_proxy_data
 class TrainingData(LabelledImages):
     """uint8 NHWC tensors to train and evaluate on; ``eval_split`` says what the evaluation images are."""
 
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
     eval_images: torch.Tensor
     eval_labels: torch.Tensor
-    class_names: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    spec: DataSpec
     format: str
     eval_split: str  # "test (PATH)" or "held-out 20% of train"
 
@@ -79,8 +73,10 @@ def load_training_data(spec: DataSpec) -> TrainingData:
     test = test_source(spec)
     if test is None:
         share = round(100 * spec.val_fraction)
-        return TrainingData(proxy.train_images, proxy.train_labels, proxy.val_images, proxy.val_labels,
-                            proxy.class_names, proxy.mean, proxy.std, spec, fmt, f"held-out {share}% of train")
+        return TrainingData(train_images=proxy.train_images, train_labels=proxy.train_labels,
+                            eval_images=proxy.val_images, eval_labels=proxy.val_labels, class_names=proxy.class_names,
+                            mean=proxy.mean, std=proxy.std, spec=spec, format=fmt,
+                            eval_split=f"held-out {share}% of train")
     test_spec = DataSpec(source=test[0], format=test[1], resolution=proxy.resolution, classes=proxy.class_names,
                          cache_dir=spec.cache_dir, workers=spec.workers)
     try:

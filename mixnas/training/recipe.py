@@ -12,12 +12,17 @@ scaling), cosine decay to zero (Loshchilov & Hutter 2017, "SGDR"), weight decay 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from mixnas.errors import ConfigError
 from mixnas.training.config import ProxyConfig
+
+
+# The optimizer, schedule and regularisation settings a recipe fixes (kept in a ProxyConfig, the training kit's one
+# record of them), in the order run.json lists them.
+SETTINGS = ("momentum", "rmsprop_decay", "rmsprop_eps", "weight_decay", "schedule", "warmup_epochs", "decay_epochs",
+            "decay_rate", "label_smoothing", "drop_connect_rate", "dropout_rate")
 
 
 @dataclass(frozen=True)
@@ -26,56 +31,39 @@ class Recipe:
 
     Attributes:
         name: the recipe's registry name.
-        optimizer: ``rmsprop`` (TF semantics) or ``sgd`` (Nesterov).
         lr_per_256: peak learning rate for a batch of 256 images; scaled linearly to the batch size.
-        momentum, rmsprop_decay, rmsprop_eps: optimizer constants.
-        weight_decay: L2 on convolution and dense weights.
-        schedule: ``exponential`` (``decay_rate`` every ``decay_epochs``, staircase) or ``cosine``.
-        warmup_epochs: linear warm-up (capped at a third of the run, as the proxy trainer does).
-        label_smoothing: cross-entropy label smoothing.
-        drop_connect_rate: stochastic depth of the last block (scaled linearly from 0).
-        dropout_rate: classifier dropout; None = the architecture's.
+        settings: the optimizer (``rmsprop``, TF semantics, or ``sgd``, Nesterov), its constants, the schedule
+            (``exponential``: ``decay_rate`` every ``decay_epochs``, staircase; or ``cosine``), the warm-up (capped
+            at a third of the run, as the proxy trainer does), weight decay, label smoothing, drop-connect and
+            dropout (None = the architecture's), as the training kit's :class:`ProxyConfig`; its budget, batch
+            size, learning rate and device are set per run (:meth:`proxy_config`).
         ema_decay: decay of the weight average per step, or None for no average (the raw weights are evaluated).
     """
 
     name: str
-    optimizer: str
     lr_per_256: float
-    momentum: float = 0.9
-    rmsprop_decay: float = 0.9
-    rmsprop_eps: float = 1e-3
-    weight_decay: float = 1e-5
-    schedule: str = "exponential"
-    warmup_epochs: float = 5.0
-    decay_epochs: float = 2.4
-    decay_rate: float = 0.97
-    label_smoothing: float = 0.1
-    drop_connect_rate: float = 0.2
-    dropout_rate: float | None = None
+    settings: ProxyConfig
     ema_decay: float | None = 0.9999
 
     def lr(self, batch_size: int) -> float:
         return self.lr_per_256 * batch_size / 256
 
     def proxy_config(self, *, batch_size: int, epochs: float, device: str, amp: bool = True) -> ProxyConfig:
-        """The same settings as a :class:`ProxyConfig`, so the proxy trainer's optimizer and schedule are reused."""
-        return ProxyConfig(
-            epochs=epochs, batch_size=batch_size, optimizer=self.optimizer, lr=self.lr(batch_size),
-            momentum=self.momentum, weight_decay=self.weight_decay, rmsprop_decay=self.rmsprop_decay,
-            rmsprop_eps=self.rmsprop_eps, schedule=self.schedule, warmup_epochs=self.warmup_epochs,
-            decay_epochs=self.decay_epochs, decay_rate=self.decay_rate, label_smoothing=self.label_smoothing,
-            dropout_rate=self.dropout_rate, drop_connect_rate=self.drop_connect_rate, device=device, amp=amp,
-            bn_recalibration=0,
-        )
+        """The settings of a run with this recipe, for the proxy trainer's optimizer and schedule."""
+        return self.settings.replace(epochs=epochs, batch_size=batch_size, lr=self.lr(batch_size), device=device,
+                                     amp=amp, bn_recalibration=0)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The recipe as ``run.json`` records it (one flat mapping)."""
+        return {"name": self.name, "optimizer": self.settings.optimizer, "lr_per_256": self.lr_per_256,
+                **{key: getattr(self.settings, key) for key in SETTINGS}, "ema_decay": self.ema_decay}
 
 
 RECIPES: dict[str, Recipe] = {
-    "mnasnet": Recipe(name="mnasnet", optimizer="rmsprop", lr_per_256=0.016),
-    "sgd-cosine": Recipe(name="sgd-cosine", optimizer="sgd", lr_per_256=0.1, weight_decay=4e-5, schedule="cosine",
-                         ema_decay=None),
+    "mnasnet": Recipe("mnasnet", 0.016, ProxyConfig(optimizer="rmsprop", weight_decay=1e-5, schedule="exponential",
+                                                    warmup_epochs=5.0, drop_connect_rate=0.2)),
+    "sgd-cosine": Recipe("sgd-cosine", 0.1, ProxyConfig(optimizer="sgd", weight_decay=4e-5, schedule="cosine",
+                                                        warmup_epochs=5.0, drop_connect_rate=0.2), ema_decay=None),
 }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mixnas.errors import RunError
+from mixnas import tensorfiles
 from mixnas.models import build as build_model
 from mixnas.outcome import finite_or_none
 from mixnas.search_space.arch import Architecture
@@ -164,7 +164,8 @@ class Trainer:
     def _start(self, resume: bool) -> _Run:
         """Model, EMA, optimizer, scaler and data-order generator: new, or as the last checkpoint left them."""
         device, recipe = self.device, self.recipe
-        model = build_model(self.arch, dropout_rate=recipe.dropout_rate, drop_connect_rate=recipe.drop_connect_rate)
+        model = build_model(self.arch, dropout_rate=self.config.dropout_rate,
+                            drop_connect_rate=self.config.drop_connect_rate)
         model = model.to(device)
         if self._init_state is not None and not resume:  # fine-tuning from given weights (a resume has its own)
             model.load_state_dict(self._init_state)
@@ -178,27 +179,21 @@ class Trainer:
             write_json_atomic(self.output / ckpt.RUN_FILE, self.run_record(), indent=1)
             ckpt.write_arch(self.output, self.arch)
             return run
-        state = ckpt.read_state(self.output)
-        if state is None:
-            raise RunError(f"{self.output}: no checkpoint to resume from")
-        tensors = ckpt.load_tensors(self.output / state["checkpoint"])
+        state, tensors = ckpt.resume_point(self.output)
         model.load_state_dict(tensors["model"])
         if run.ema is not None:
             run.ema = {k: v.to(device) for k, v in tensors["ema"].items()}
         run.optimizer.load_state_dict(tensors["optimizer"])
         if run.scaler is not None and tensors.get("scaler"):
             run.scaler.load_state_dict(tensors["scaler"])
-        torch.set_rng_state(tensors["rng"]["cpu"])
-        run.generator.set_state(tensors["rng"]["generator"])
-        if device.type == "cuda" and "cuda" in tensors["rng"]:
-            torch.cuda.set_rng_state(tensors["rng"]["cuda"], device)
+        tensorfiles.restore_rng(tensors, run.generator, device)
         run.epoch, run.step, run.history = int(state["epoch"]), int(state["step"]), list(state["history"])
         return run
 
     def _train_epoch(self, run: _Run, data_device: torch.device) -> float | None:
         """One pass over the training set in a seeded order; the mean training loss."""
         device, model, optimizer = self.device, run.model, run.optimizer
-        criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
+        criterion = nn.CrossEntropyLoss(label_smoothing=self.config.label_smoothing)
         n = int(run.train_y.numel())
         steps_per_epoch = n // self.batch_size
         total_steps = steps_per_epoch * self.epochs

@@ -66,6 +66,11 @@ def read_state(folder: Path) -> dict[str, Any] | None:
     return tensorfiles.read_state(folder, FORMAT_VERSION, "supernet training")
 
 
+def resume_point(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state, tensors)`` of the folder's current checkpoint (:func:`mixnas.tensorfiles.resume_point`)."""
+    return tensorfiles.resume_point(folder, FORMAT_VERSION, "supernet training", "supernet weights file")
+
+
 def read_weights(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     file = Path(folder) / WEIGHTS_FILE
     if path_kind(file) != "file":

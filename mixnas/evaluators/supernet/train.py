@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mixnas.errors import ConfigError, RunError
+from mixnas import tensorfiles
+from mixnas.errors import ConfigError
 from mixnas.data.sets import ProxyData
 from mixnas.training.config import ProxyConfig
 from mixnas.training.device import pick_device
@@ -147,14 +148,10 @@ class SupernetTrainer:
         if not resume:
             store.write_record(self.output, self.record())
             return run
-        state = store.read_state(self.output)
-        if state is None:
-            raise RunError(f"{self.output}: no checkpoint to resume from")
-        tensors = store.load_tensors(self.output / state["checkpoint"])
+        state, tensors = store.resume_point(self.output)
         net.load_state_dict(tensors["model"])
         run.optimizer.load_state_dict(tensors["optimizer"])
-        torch.set_rng_state(tensors["rng"]["cpu"])
-        run.generator.set_state(tensors["rng"]["generator"])
+        tensorfiles.restore_rng(tensors, run.generator)
         run.sampler.bit_generator.state = state["sampler"]
         run.epoch, run.step, run.history = int(state["epoch"]), int(state["step"]), list(state["history"])
         return run

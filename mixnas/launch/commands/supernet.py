@@ -12,6 +12,7 @@ from typing import Any
 
 from mixnas.data.spec import FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
+from mixnas.launch.commands.epoch_log import EpochLog, check_output
 from mixnas.training.device import DEVICES, check_device
 
 logger = logging.getLogger(__name__)
@@ -82,14 +83,8 @@ def _training(args: argparse.Namespace) -> Any:
 def _check_resume(output: Path, record: dict[str, Any], resume: bool) -> None:
     from mixnas.evaluators.supernet import store
 
-    state = store.read_state(output)
-    if not resume:
-        if state is not None:
-            raise RunError(f"{output}: already holds a supernet run (epoch {state['epoch']}); pass --resume to "
-                           "continue it or choose another --output")
+    if not check_output(output, store.read_state(output), resume, "supernet"):
         return
-    if state is None:
-        raise RunError(f"{output}: no checkpoint to resume from (no {store.STATE_FILE}); run without --resume")
     saved = store.read_record(output)
     for key in ("space", "data", "training", "num_classes"):
         if saved.get(key) != json.loads(json.dumps(record[key])):
@@ -113,28 +108,17 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_proxy_data(DataSpec(source=args.data, format=args.format, resolution=args.resolution,
                                     images_per_class=args.images_per_class))
     output = Path(args.output)
-    tensorboard: Any = None  # mixnas.launch.tb.EpochCurves unless --no-tensorboard
-
-    def on_epoch(epoch: int, m: dict[str, Any]) -> None:
-        loss = "-" if m["train_loss"] is None else f"{m['train_loss']:.4f}"
-        print(f"epoch {epoch}/{training.epochs}: train loss {loss}  largest top1 {m['largest_top1']:.4f}  "
-              f"smallest top1 {m['smallest_top1']:.4f}  lr {m['lr']:.5f}  {m['images_per_second']:.0f} img/s  "
-              f"{m['train_seconds']:.1f} s", file=sys.stderr, flush=True)
-        if tensorboard is not None:
-            tensorboard(epoch, m)
-
-    trainer = SupernetTrainer(space, data, output, training, on_epoch=on_epoch)
+    log = EpochLog(lambda epoch, m: (
+        f"epoch {epoch}/{training.epochs}: train loss {'-' if m['train_loss'] is None else format(m['train_loss'], '.4f')}"
+        f"  largest top1 {m['largest_top1']:.4f}  smallest top1 {m['smallest_top1']:.4f}  lr {m['lr']:.5f}  "
+        f"{m['images_per_second']:.0f} img/s  {m['train_seconds']:.1f} s"))
+    trainer = SupernetTrainer(space, data, output, training, on_epoch=log)
     _check_resume(output, trainer.record(), args.resume)
-    from mixnas.launch.tb import epoch_curves
-
-    tensorboard = epoch_curves(output, "supernet", CURVES, enabled=not args.no_tensorboard)
-    print(f"training the supernet of {space.name!r} on {args.data}: {data.num_classes} classes at "
-          f"{data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images "
-          f"({int(data.val_labels.numel())} held out for the evaluator), {trainer.device} -> {output}",
-          file=sys.stderr, flush=True)
-    result = trainer.fit(resume=args.resume)
-    if tensorboard is not None:
-        tensorboard.close()
+    banner = (f"training the supernet of {space.name!r} on {args.data}: {data.num_classes} classes at "
+              f"{data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images "
+              f"({int(data.val_labels.numel())} held out for the evaluator), {trainer.device} -> {output}")
+    result = log.fit(trainer, output, "supernet", CURVES, tensorboard=not args.no_tensorboard, resume=args.resume,
+                     banner=banner)
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixnas.data.spec import BUILTIN_SOURCES, FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
+from mixnas.launch.commands.epoch_log import EpochLog, check_output
 from mixnas.launch.archref import resolve_cli_arch
 from mixnas.textio import read_json
 from mixnas.training.device import DEVICES, check_device
@@ -72,14 +73,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:
     from mixnas.training import checkpoint as ckpt
 
-    state = ckpt.read_state(output)
-    if not resume:
-        if state is not None:
-            raise RunError(f"{output}: already holds a training run (epoch {state['epoch']}); pass --resume to "
-                           "continue it or choose another --output")
+    if not check_output(output, ckpt.read_state(output), resume, "training"):
         return
-    if state is None:
-        raise RunError(f"{output}: no checkpoint to resume from (no {ckpt.STATE_FILE}); run without --resume")
     asked = trainer.run_record()
     saved = read_json(output / ckpt.RUN_FILE, RunError)
     if not isinstance(saved, dict):
@@ -126,28 +121,18 @@ def run(args: argparse.Namespace) -> int:
         spec = spec.replace(resolution=arch.resolution)  # image folders have no size of their own
     data = load_training_data(spec)
     output = Path(args.output) if args.output else Path("runs") / f"train_{arch.name or arch.id[:12]}"
-    tensorboard: Any = None  # mixnas.launch.tb.EpochCurves unless --no-tensorboard
-
-    def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
-        print(f"epoch {epoch}/{args.epochs}: top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  "
-              f"train loss {metrics['train_loss'] if metrics['train_loss'] is None else round(metrics['train_loss'], 4)}  "
-              f"lr {metrics['lr']:.5f}  {metrics['images_per_second']:.0f} img/s", file=sys.stderr, flush=True)
-        if tensorboard is not None:
-            tensorboard(epoch, metrics)
-
+    log = EpochLog(lambda epoch, m: (
+        f"epoch {epoch}/{args.epochs}: top1 {m['top1']:.4f}  top5 {m['top5']:.4f}  "
+        f"train loss {m['train_loss'] if m['train_loss'] is None else round(m['train_loss'], 4)}  "
+        f"lr {m['lr']:.5f}  {m['images_per_second']:.0f} img/s"))
     trainer = Trainer(arch, data, recipe, output, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                      device=args.device, on_epoch=on_epoch, init=Path(args.init) if args.init else None)
+                      device=args.device, on_epoch=log, init=Path(args.init) if args.init else None)
     _check_resume(output, trainer, args.resume)
-    from mixnas.launch.tb import epoch_curves
-
-    tensorboard = epoch_curves(output, "train", CURVES, enabled=not args.no_tensorboard)
-    print(f"training {trainer.arch.name or trainer.arch.id} ({recipe.name}) on {args.data}: {data.num_classes} classes "
-          f"at {data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images, evaluating on "
-          f"{data.eval_split} ({int(data.eval_labels.numel())} images), {trainer.device} -> {output}",
-          file=sys.stderr, flush=True)
-    result = trainer.fit(resume=args.resume)
-    if tensorboard is not None:
-        tensorboard.close()
+    banner = (f"training {trainer.arch.name or trainer.arch.id} ({recipe.name}) on {args.data}: {data.num_classes} "
+              f"classes at {data.resolution}x{data.resolution}, {int(data.train_labels.numel())} train images, "
+              f"evaluating on {data.eval_split} ({int(data.eval_labels.numel())} images), {trainer.device} -> {output}")
+    result = log.fit(trainer, output, "train", CURVES, tensorboard=not args.no_tensorboard, resume=args.resume,
+                     banner=banner)
     if args.json:
         json.dump({k: v for k, v in result.items() if k != "history"}, sys.stdout)
         sys.stdout.write("\n")
