@@ -130,7 +130,25 @@ def check_nesting(data: Any, source: str, error: type[MixnasError], *, limit: in
 
 
 class _DepthLimitedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that stops composing past MAX_NESTING levels (PyYAML's composer recurses)."""
+    """``yaml.SafeLoader`` that stops composing past MAX_NESTING levels (PyYAML's composer recurses) and refuses a
+    mapping that gives one key twice (plain PyYAML keeps the last value silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base": its keys may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base constructor says so
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {first.line + 1} and "
+                        f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
     _depth = 0
 

@@ -39,3 +39,37 @@ def test_a_table_saved_to_a_device_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LatencyTableError, match="/dev/null: cannot write the latency table .*not a regular file"):
         table.save("/dev/null")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("a: 1\nb: 2\na: 3\n", "a", (1, 3)),
+    ("x:\n  y: 1\n  z: 2\n  y: 3\n", "y", (2, 4)),
+    ("m: {k: 1, k: 2}\n", "k", (1, 1)),
+])
+def test_a_yaml_key_given_twice_is_refused_with_both_lines(text: str, key: str, lines: tuple[int, int]) -> None:
+    from mixnas.errors import ConfigError
+    from mixnas.textio import parse_yaml
+
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text, "x.yaml", ConfigError)
+    assert f"key '{key}' is given twice (lines {lines[0]} and {lines[1]})" in str(info.value)
+    assert str(info.value).startswith("x.yaml: ") and "\n" not in str(info.value)
+
+
+def test_a_yaml_merge_key_may_be_overridden() -> None:
+    from mixnas.errors import ConfigError
+    from mixnas.textio import parse_yaml
+
+    data = parse_yaml("base: &b {k: 1, j: 0}\nd:\n  <<: *b\n  k: 2\n", "x.yaml", ConfigError)
+    assert data["d"] == {"k": 2, "j": 0}
+
+
+def test_an_experiment_with_a_key_given_twice_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    from mixnas.launch.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "experiments" / "quickstart.yaml").read_text() + "seed: 3\n"  # seed is already given
+    (tmp_path / "dup.yaml").write_text(text)
+    assert main(["search", str(tmp_path / "dup.yaml"), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "key 'seed' is given twice" in err[0], err
