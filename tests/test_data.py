@@ -384,3 +384,26 @@ def test_over_long_paths_and_absurd_sizes_are_data_errors() -> None:
         DataSpec(source="synthetic", resolution=10**8)
     with pytest.raises(DataError, match="GiB"):
         load_images(DataSpec(source="synthetic", classes=1000, images_per_class=10_000))
+
+
+# --- data that can rank architectures -----------------------------------------------------------------------------
+def test_one_class_cannot_rank_architectures(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"classes: expected a count in 2\.\."):
+        DataSpec("digits", classes=1)
+    with pytest.raises(DataError, match="at least 2 distinct class names"):
+        DataSpec("digits", classes=["3"])
+    root = tmp_path / "one"
+    (root / "cat").mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (10, 10), (i * 40, 0, 0)).save(root / "cat" / f"img{i}.png")
+    with pytest.raises(DataError, match="1 class \\(cat\\): a proxy task needs at least 2 classes"):
+        load_proxy_data(DataSpec(str(root), resolution=8, cache_dir=str(tmp_path / "cache")))
+
+
+def test_every_class_needs_a_held_out_image(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write_folder(root)
+    for extra in sorted((root / "green").glob("img*"))[1:]:
+        extra.unlink()  # green keeps one image: nothing of it can be held out
+    with pytest.raises(DataError, match="class 'green' has 1 image\\(s\\): every class needs at least 2"):
+        load_proxy_data(DataSpec(str(root), resolution=8, cache_dir=str(tmp_path / "cache")))

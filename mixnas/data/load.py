@@ -75,6 +75,20 @@ def _channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, 
     return tuple(float(m) for m in mean), tuple(float(max(s, 1e-3)) for s in std)
 
 
+def check_can_rank(images: ImageSet, spec: DataSpec) -> None:
+    """A proxy task ranks architectures only with at least 2 classes (one class scores top-1 1.0 for every network)
+    and a held-out image of every class, so each class needs 2 images (one to train on, one held out)."""
+    if len(images.class_names) < 2:
+        raise DataError(f"{spec.source}: {len(images.class_names)} class ({', '.join(images.class_names)}): a proxy "
+                        "task needs at least 2 classes to rank architectures (one class scores top-1 1.0 for all)")
+    counts = np.bincount(images.labels, minlength=len(images.class_names))
+    few = [name for name, n in zip(images.class_names, counts) if n < 2]
+    if few:
+        raise DataError(f"{spec.source}: class {few[0]!r} has {int(counts[images.class_names.index(few[0])])} "
+                        f"image(s){f' (and {len(few) - 1} more classes)' if len(few) > 1 else ''}: every class needs "
+                        "at least 2, one to train on and one held out")
+
+
 @functools.lru_cache(maxsize=4)
 def load_proxy_data(spec: DataSpec) -> ProxyData:
     """Load, subset, split and describe a proxy task; the last few specs stay in memory for later trials.
@@ -85,9 +99,8 @@ def load_proxy_data(spec: DataSpec) -> ProxyData:
     pixels = images.images
     if pixels.shape[3] == 1:
         pixels = np.repeat(pixels, 3, axis=3)
+    check_can_rank(images, spec)
     train, val = stratified_split(images.labels, spec.val_fraction, spec.seed)
-    if val.size == 0:
-        raise DataError(f"{spec.source}: too few images to hold out a validation split ({len(images.labels)} in all)")
     if spec.normalize == "dataset":
         mean, std = _channel_stats(pixels[train])
     elif spec.normalize == "imagenet":

@@ -85,12 +85,14 @@ class DataSpec:
             )
         if isinstance(self.classes, (list, tuple)):
             names = tuple(str(c) for c in self.classes)
-            if not names or len(set(names)) != len(names):
-                raise DataError(f"{where}: classes: expected distinct class names, got {list(self.classes)!r}")
+            if len(names) < 2 or len(set(names)) != len(names):
+                raise DataError(f"{where}: classes: expected at least 2 distinct class names (one class cannot rank "
+                                f"architectures), got {list(self.classes)!r}")
             object.__setattr__(self, "classes", names)
-        elif self.classes is not None and not _is_int(self.classes, 1, MAX_CLASSES):
+        elif self.classes is not None and not _is_int(self.classes, 2, MAX_CLASSES):
             raise DataError(
-                f"{where}: classes: expected a count in 1..{MAX_CLASSES}, a list of names or null, got {self.classes!r}"
+                f"{where}: classes: expected a count in 2..{MAX_CLASSES} (one class cannot rank architectures), a "
+                f"list of names or null, got {self.classes!r}"
             )
         if self.images_per_class is not None and not _is_int(self.images_per_class, 2, MAX_IMAGES_PER_CLASS):
             raise DataError(
