@@ -218,7 +218,7 @@ def test_bad_paths_are_one_line_errors(exported: tuple[Path, Path, Path], tmp_pa
     with pytest.raises(RunError, match="no such folder"):
         mixnas.load_model(tmp_path / "missing")
     unfinished = tmp_path / "unfinished"
-    shutil.copytree(train, unfinished, ignore=shutil.ignore_patterns("export", "weights.pt"))
+    shutil.copytree(train, unfinished, ignore=shutil.ignore_patterns("export", "weights.pt", "state.json", "checkpoint-*"))
     with pytest.raises(RunError, match="no epoch of training has finished"):
         mixnas.load_model(unfinished)
     assert "no epoch of training has finished" in _one_line_error(capsys, "export", str(unfinished))

@@ -413,14 +413,15 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FO
     out = Path(out_dir) if out_dir else source / "export"
     if out.resolve() == source.resolve():
         raise RunError(f"-o {out}: the export folder must not be the train folder itself")
-    run, metrics = _record(source / ckpt.RUN_FILE), _record(source / ckpt.METRICS_FILE)
+    weights, metrics = ckpt.committed(source)  # of one epoch, even after a kill between the trainer's writes
+    run, metrics = _record(source / ckpt.RUN_FILE), metrics if isinstance(metrics, dict) else {}
     trained = {key: metrics.get(key) for key in TRAINED_KEYS}
     item = TrainedExport(out, source=source, trained=trained, preprocessing=_preprocessing(run, source))
     if metrics.get("epochs") != run.get("epochs"):
         item.notes.append(f"trained {metrics.get('epochs')} of the {run.get('epochs')} epochs asked (an unfinished "
                           "run: `mixnas train ... --resume` continues it)")
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.save_tensors(out / ckpt.WEIGHTS_FILE, ckpt.load_tensors(source / ckpt.WEIGHTS_FILE))
+    ckpt.save_tensors(out / ckpt.WEIGHTS_FILE, weights)
     item.files.append(ckpt.WEIGHTS_FILE)
     timm = _timm_text(arch)
     item.timm_text = timm[0]

@@ -33,7 +33,7 @@ from mixnas.errors import ArchitectureError, RunError
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
 from mixnas.tensorfiles import load_tensors, save_tensors  # noqa: F401  (re-exported: ckpt.save_tensors)
-from mixnas.textio import parse_json, path_kind, read_text, write_text_atomic
+from mixnas.textio import parse_json, path_kind, read_json, read_text, write_text_atomic
 
 STATE_FILE = tensorfiles.STATE_FILE
 RUN_FILE = "run.json"
@@ -77,12 +77,37 @@ def read_arch(folder: Path) -> Architecture:
         raise RunError(f"{file}: {exc}") from None
 
 
+def committed(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The weights and the metrics of the folder's last finished epoch, always of the same epoch.
+
+    ``state.json`` is the commit point: the trainer writes the checkpoint it names first, then ``weights.pt`` and
+    ``metrics.json`` from the same epoch. A run killed in between leaves those behind (or, written by a mixnas
+    before that order, ``weights.pt`` ahead), so where ``state.json`` exists the weights come from the checkpoint
+    it names, and the metrics from ``metrics.json`` only when it describes that epoch, else from the state's
+    per-epoch history. A folder without ``state.json`` (an export, ``mixnas supernet extract``) is read as it is.
+    """
+    metrics = read_json(folder / METRICS_FILE, RunError) if path_kind(folder / METRICS_FILE) == "file" else None
+    state = read_state(folder)
+    if state is None:
+        return load_tensors(folder / WEIGHTS_FILE), metrics
+    tensors = load_tensors(folder / state["checkpoint"])
+    weights = tensors.get("ema") or tensors["model"]
+    if isinstance(metrics, dict) and metrics.get("epochs") == state["epoch"]:
+        return weights, metrics
+    history = list(state.get("history") or [])
+    last = history[-1] if history else {}
+    behind = metrics if isinstance(metrics, dict) else {}
+    return weights, {**behind, "epochs": state["epoch"], "steps": state.get("step", last.get("step", 0)),
+                     "top1": last.get("top1"), "top5": last.get("top5"), "loss": last.get("loss"), "history": history}
+
+
 def load_model(path: str | os.PathLike[str]) -> nn.Module:
     """The trained network of a ``mixnas train`` output folder or of its export (``mixnas export TRAIN_DIR``), in
     eval mode, without unpickling anything.
 
     ``arch.json`` gives the architecture (built with :func:`mixnas.models.build`) and ``weights.pt`` the state
-    dict (the EMA weights when the recipe keeps an average), read with ``torch.load(weights_only=True)``.
+    dict (the EMA weights when the recipe keeps an average), read with ``torch.load(weights_only=True)``; in a
+    train folder, the weights of its last finished epoch (:func:`committed`).
 
     Raises:
         RunError: the folder holds no ``arch.json`` or no ``weights.pt`` (one line saying which, and why).
@@ -90,11 +115,10 @@ def load_model(path: str | os.PathLike[str]) -> nn.Module:
     folder = Path(path)
     if path_kind(folder) != "dir":
         raise RunError(f"{folder}: no such folder (load_model takes a mixnas train output folder or its export)")
-    weights = folder / WEIGHTS_FILE
-    if path_kind(weights) != "file":
+    if path_kind(folder / WEIGHTS_FILE) != "file" and read_state(folder) is None:
         raise RunError(f"{folder}: no {WEIGHTS_FILE}: {_why_no_weights(folder)}")
     model = build_model(read_arch(folder))
-    model.load_state_dict(load_tensors(weights))
+    model.load_state_dict(committed(folder)[0])
     return model.eval()
 
 

@@ -276,8 +276,9 @@ class Trainer:
         ema_cpu = {k: v.cpu().contiguous() for k, v in ema.items()} if ema is not None else {}
         tensors = {"model": weights, "ema": ema_cpu, "optimizer": optimizer.state_dict(),
                    "scaler": scaler.state_dict() if scaler is not None else {}, "rng": rng}
-        ckpt.save_tensors(self.output / ckpt.WEIGHTS_FILE, ema_cpu or weights)
+        # the checkpoint and the state.json naming it first (the commit point), then what is derived from them
         ckpt.write_checkpoint(self.output, epoch, tensors, {"step": step, "history": history})
+        ckpt.save_tensors(self.output / ckpt.WEIGHTS_FILE, ema_cpu or weights)
         write_json_atomic(self.output / ckpt.METRICS_FILE, self._final(history), indent=1)
 
     def _final(self, history: list[dict[str, Any]]) -> dict[str, Any]:
