@@ -404,6 +404,7 @@ def _preprocessing(run: dict[str, Any], source: Path) -> dict[str, Any]:
 def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
                    out_dir: str | Path | None = None) -> TrainedExport:
     """Export the trained model of a ``mixnas train`` folder (default into ``TRAIN_DIR/export``)."""
+    from mixnas.tensorfiles import save_tensors
     from mixnas.training import checkpoint as ckpt
 
     source = Path(train_dir)
@@ -421,7 +422,7 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FO
         item.notes.append(f"trained {metrics.get('epochs')} of the {run.get('epochs')} epochs asked (an unfinished "
                           "run: `mixnas train ... --resume` continues it)")
     out.mkdir(parents=True, exist_ok=True)
-    ckpt.save_tensors(out / ckpt.WEIGHTS_FILE, weights)
+    save_tensors(out / ckpt.WEIGHTS_FILE, weights)
     item.files.append(ckpt.WEIGHTS_FILE)
     timm = _timm_text(arch)
     item.timm_text = timm[0]

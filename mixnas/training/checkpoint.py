@@ -32,7 +32,7 @@ from mixnas import tensorfiles
 from mixnas.errors import ArchitectureError, RunError
 from mixnas.models import build as build_model
 from mixnas.search_space.arch import Architecture
-from mixnas.tensorfiles import load_tensors, save_tensors  # noqa: F401  (re-exported: ckpt.save_tensors)
+from mixnas.tensorfiles import load_tensors
 from mixnas.textio import parse_json, path_kind, read_json, read_text, write_text_atomic
 
 STATE_FILE = tensorfiles.STATE_FILE

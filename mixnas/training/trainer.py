@@ -278,7 +278,7 @@ class Trainer:
                    "scaler": scaler.state_dict() if scaler is not None else {}, "rng": rng}
         # the checkpoint and the state.json naming it first (the commit point), then what is derived from them
         ckpt.write_checkpoint(self.output, epoch, tensors, {"step": step, "history": history})
-        ckpt.save_tensors(self.output / ckpt.WEIGHTS_FILE, ema_cpu or weights)
+        tensorfiles.save_tensors(self.output / ckpt.WEIGHTS_FILE, ema_cpu or weights)
         write_json_atomic(self.output / ckpt.METRICS_FILE, self._final(history), indent=1)
 
     def _final(self, history: list[dict[str, Any]]) -> dict[str, Any]:

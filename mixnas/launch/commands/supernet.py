@@ -132,6 +132,7 @@ def extract_folder(supernet_dir: str, arch_spec: Any, output: Path, *, bn_batche
     from mixnas.evaluators.supernet.evaluator import SupernetEvaluator, evaluate_model
     from mixnas.search_space.counting import count
     from mixnas.textio import write_json_atomic
+    from mixnas.tensorfiles import save_tensors
     from mixnas.training import checkpoint as ckpt
 
     if output.resolve() == Path(supernet_dir).resolve():
@@ -154,7 +155,7 @@ def extract_folder(supernet_dir: str, arch_spec: Any, output: Path, *, bn_batche
                         "repeated in all 3 channels)"}}
     output.mkdir(parents=True, exist_ok=True)
     ckpt.write_arch(output, arch)
-    ckpt.save_tensors(output / ckpt.WEIGHTS_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    save_tensors(output / ckpt.WEIGHTS_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     write_json_atomic(output / ckpt.RUN_FILE, run, indent=1)
     write_json_atomic(output / ckpt.METRICS_FILE, metrics, indent=1)
     return metrics
