@@ -501,3 +501,65 @@ def test_cli_refuses_hostile_input_with_one_line_and_exit_2(tmp_path: Path) -> N
         elif "Traceback" in done.stderr:
             failures.append(f"{shown}: traceback")
     assert not failures, "\n".join(failures)
+
+
+# --- every numeric command-line option has a range, checked while parsing ---------------------------------------
+HOSTILE_NUMBERS = ("9" * 400, "1e400", "-1", "0", "nan", "inf", "-inf", "abc", "1.5", "")
+
+
+def _numeric_options():
+    import argparse
+
+    from mixnas.launch.cli import make_parser
+
+    def walk(parser, prog):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{prog} {name}")
+            elif action.type is not None and action.option_strings:
+                yield prog, action
+
+    return list(walk(make_parser(None), "mixnas"))
+
+
+def test_every_numeric_option_has_a_range_that_refuses_hostile_values() -> None:
+    import argparse
+
+    options = _numeric_options()
+    raw = [f"{prog} {a.option_strings[0]}" for prog, a in options if a.type in (int, float)]
+    assert not raw, f"numeric options without a range (use mixnas.bounds): {raw}"
+    ranged = [(prog, a) for prog, a in options if hasattr(a.type, "range")]
+    assert len(ranged) >= 60, len(ranged)
+    for prog, action in ranged:
+        rng = action.type.range
+        assert rng.high is not None, f"{prog} {action.option_strings[0]}: no upper bound"
+        for text in HOSTILE_NUMBERS:
+            try:
+                value = action.type(text)
+            except argparse.ArgumentTypeError as exc:
+                message = str(exc)
+                assert message.startswith("expected ") and "\n" not in message and len(message) < 200, message
+            else:
+                assert rng.contains(value), (prog, action.option_strings, text, value)
+        if action.default is not None:
+            assert rng.contains(action.default), (prog, action.option_strings, action.default)
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "RUN", "--top", "-1"],
+    ["latency", "profile", "--space", "tiny", "-n", "0", "--out", "x.json"],
+    ["latency", "measure", "mixnet_tiny", "--min-seconds", "1e308"],
+    ["latency", "measure", "mixnet_tiny", "--rounds", "9" * 50],
+    ["train", "mixnet_tiny", "--data", "digits", "--threads", "5000"],
+    ["train-proxy", "--arch", "mixnet_tiny", "--data", "digits", "--lr", "nan"],
+    ["rerank", "RUN", "--seeds", "1000"],
+])
+def test_an_out_of_range_option_is_one_line_and_exit_2_before_any_work(argv, capsys) -> None:
+    from mixnas.launch.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mixnas: error: argument ") and "expected " in err[0], err

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mixnas"
 
-LEAVES = {"errors", "pareto", "torch_runtime", "textio", "confignode", "outcome", "tensorfiles"}
+LEAVES = {"errors", "pareto", "torch_runtime", "textio", "confignode", "outcome", "tensorfiles", "bounds"}
 # What each component may import besides itself and the leaves.
 ALLOWED = {
     "search_space": set(),

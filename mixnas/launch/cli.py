@@ -12,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mixnas.errors import MixnasError
 
@@ -33,12 +33,26 @@ COMMAND_MODULES = (
 )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """``--help`` states the range of every numeric option (:mod:`mixnas.bounds`), from the range that checks it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        rng = getattr(action.type, "range", None)
+        return f"{text} [{rng.describe()}]".strip() if rng is not None else action.help
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the terminal contract: a usage error is one line ``mixnas: error: ...`` and exit code 2.
 
     Sub-command parsers are made by ``add_subparsers`` with the parent's class, so every sub-command (and every
-    action of ``mixnas space`` / ``mixnas latency``) reports this way; ``--help`` still prints the full usage.
+    action of ``mixnas space`` / ``mixnas latency``) reports this way; ``--help`` still prints the full usage, with
+    the range of every numeric option.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         text = " ".join(message.split())

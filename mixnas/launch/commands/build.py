@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from mixnas import bounds
+from mixnas.search_space.arch import MAX_CLASSES, MAX_RESOLUTION
 from mixnas.search_space.arch import Architecture
 from mixnas.launch.archref import resolve_cli_arch
 from mixnas.search_space.timm_string import group_timm_stages
@@ -24,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "arch.json, .yaml), or a trial of a run: RUN_DIR:TRIAL or RUN_DIR:best.",
     )
     p.add_argument("arch", metavar="ARCH")
-    p.add_argument("--resolution", type=int, help="input resolution (default: the architecture's)")
-    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the architecture's)")
+    p.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="input resolution (default: the architecture's)")
+    p.add_argument("--num-classes", type=bounds.integer(1, MAX_CLASSES).arg(), help="classifier outputs (default: the architecture's)")
     p.add_argument("--grammar", choices=["tf", "timm"], default="tf", help="grammar of the printed block strings")
     p.add_argument("--input-grammar", choices=["tf", "mnasnet", "timm"], help="grammar of ARCH (default: guessed)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mixnas import bounds
 from mixnas.launch.export import DEFAULT_FORMATS, FORMATS
 
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="PATH", help="a search run directory (RUN_DIR) or a train folder (TRAIN_DIR)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--top", type=int, metavar="K", help="the K best trials by reward (default 5; search runs)")
+    which.add_argument("--top", type=bounds.integer(1, 100_000).arg(), metavar="K", help="the K best trials by reward (default 5; search runs)")
     which.add_argument("--pareto", action="store_true", help="the Pareto front of the run's objectives (search runs)")
     p.add_argument("--format", dest="formats", action="extend", nargs="+", choices=FORMATS, metavar="F",
                    help=f"what to write, one or more of {', '.join(FORMATS)} (--format tf timm, or repeated; "

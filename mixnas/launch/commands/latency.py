@@ -28,6 +28,8 @@ import json
 import sys
 from typing import Any
 
+from mixnas import bounds
+from mixnas.search_space.arch import MAX_RESOLUTION
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS
 from mixnas.evaluators.latency.profile import DEFAULT_CHUNK
@@ -69,7 +71,7 @@ def _add_measure(cmds: argparse._SubParsersAction) -> None:
     m = cmds.add_parser("measure", help="measure architectures end to end")
     m.add_argument("archs", nargs="+", metavar="ARCH", help="preset name, block strings or file")
     measure_options(m)
-    m.add_argument("--resolution", type=int, help="input resolution (default: the architecture's)")
+    m.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="input resolution (default: the architecture's)")
     m.add_argument("--json", action="store_true", help="print one JSON document")
     remote_options(m)
     m.set_defaults(func=run_measure)
@@ -83,7 +85,7 @@ def _add_profile(cmds: argparse._SubParsersAction) -> None:
     count = pr.add_mutually_exclusive_group()
     count.add_argument(
         "-n",
-        type=int,
+        type=bounds.integer(1, 1_000_000).arg(),
         default=None,
         help=f"architectures sampled from the space (default {DEFAULT_PROFILE_SAMPLES})",
     )
@@ -93,23 +95,23 @@ def _add_profile(cmds: argparse._SubParsersAction) -> None:
         help="profile every layer signature the space can produce (refused, with the count, for spaces too large "
         "to list); a search then never meets a missing signature",
     )
-    pr.add_argument("--seed", type=int, default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
+    pr.add_argument("--seed", type=bounds.SEED.arg(), default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
     pr.add_argument(
         "--out", required=True, help="LUT JSON file; an existing one is extended (only missing signatures are measured)"
     )
     pr.add_argument(
         "--calibrate",
-        type=int,
+        type=bounds.integer(0, 10_000).arg(),
         default=DEFAULT_CALIBRATION,
         metavar="K",
         help=f"fit the per-network correction on K architectures measured end to end "
         f"(default {DEFAULT_CALIBRATION}; 0: none)",
     )
-    pr.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    pr.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="override the architectures' input resolution")
     measure_options(pr)
     pr.add_argument(
         "--chunk",
-        type=int,
+        type=bounds.integer(1, 10_000).arg(),
         default=DEFAULT_CHUNK,
         help=f"networks timed part by part in one interleaved measurement, saved after each (default {DEFAULT_CHUNK}; "
         "grows for small networks, see --min-seconds). Fewer, larger chunks make a more repeatable table: each "
@@ -123,7 +125,7 @@ def _add_predict(cmds: argparse._SubParsersAction) -> None:
     pd = cmds.add_parser("predict", help="predict latency from a LUT")
     pd.add_argument("archs", nargs="+", metavar="ARCH")
     pd.add_argument("--lut", required=True)
-    pd.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    pd.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="override the architectures' input resolution")
     pd.add_argument(
         "--measure-missing",
         action="store_true",
@@ -137,14 +139,14 @@ def _add_validate(cmds: argparse._SubParsersAction) -> None:
     v = cmds.add_parser("validate", help="compare LUT predictions with end-to-end measurements")
     v.add_argument("--space", required=True, help="search space: preset name or YAML file")
     v.add_argument("--lut", required=True)
-    v.add_argument("-n", type=int, default=50, help="architectures to measure (default 50)")
+    v.add_argument("-n", type=bounds.integer(1, 1_000_000).arg(), default=50, help="architectures to measure (default 50)")
     v.add_argument(
         "--seed",
-        type=int,
+        type=bounds.SEED.arg(),
         default=VALIDATE_SEED,
         help=f"sampling seed (default {VALIDATE_SEED}; calibration architectures are skipped)",
     )
-    v.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    v.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="override the architectures' input resolution")
     v.add_argument("--plot", help="write a scatter plot PNG here")
     v.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     v.add_argument(
@@ -153,15 +155,15 @@ def _add_validate(cmds: argparse._SubParsersAction) -> None:
         help="fail if the LUT lacks a signature "
         "(default: measure it first, inside other networks of the space, and save it)",
     )
-    v.add_argument("--repeats", type=int, default=None, help="timed runs per network (default: the LUT's)")
-    v.add_argument("--warmup", type=int, default=None, help="untimed runs per network (default: the LUT's)")
-    v.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
+    v.add_argument("--repeats", type=bounds.integer(1, 1_000_000).arg(), default=None, help="timed runs per network (default: the LUT's)")
+    v.add_argument("--warmup", type=bounds.integer(0, 1_000_000).arg(), default=None, help="untimed runs per network (default: the LUT's)")
+    v.add_argument("--rounds", type=bounds.integer(1, 10_000).arg(), default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
     v.add_argument(
-        "--min-seconds", type=float, default=None, help="least wall time one measurement spans (default: the LUT's)"
+        "--min-seconds", type=bounds.number(0, 3600).arg(), default=None, help="least wall time one measurement spans (default: the LUT's)"
     )
     v.add_argument(
         "--chunk",
-        type=int,
+        type=bounds.integer(1, 10_000).arg(),
         default=DEFAULT_CHUNK,
         help=f"when the LUT lacks signatures: the other networks they are timed in per interleaved measurement "
         f"(default {DEFAULT_CHUNK}; as profile --chunk)",
@@ -174,7 +176,7 @@ def _add_coverage(cmds: argparse._SubParsersAction) -> None:
     cv = cmds.add_parser("coverage", help="how many of the signatures a space can produce a LUT holds")
     cv.add_argument("--space", required=True, help="search space: preset name or YAML file")
     cv.add_argument("--lut", required=True)
-    cv.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    cv.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="override the architectures' input resolution")
     cv.add_argument("--json", action="store_true", help="print one JSON document")
     cv.set_defaults(func=run_coverage)
 

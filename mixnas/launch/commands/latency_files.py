@@ -7,6 +7,8 @@ import argparse
 import time
 from typing import Any
 
+from mixnas import bounds
+from mixnas.search_space.arch import MAX_RESOLUTION
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import PRECISIONS, get_backend
 from mixnas.evaluators.latency.phone_programs import PROGRAMS
@@ -31,8 +33,8 @@ def _add_import_csv(cmds: argparse._SubParsersAction) -> None:
     ic.add_argument("--backend", required=True, help="the runtime the CSV was measured with (e.g. tflite)")
     ic.add_argument("--precision", choices=PRECISIONS, default="float32",
                     help="the precision the CSV was measured in (default float32)")
-    ic.add_argument("--threads", type=int, default=1)
-    ic.add_argument("--batch-size", type=int, default=1)
+    ic.add_argument("--threads", type=bounds.THREADS.arg(), default=1)
+    ic.add_argument("--batch-size", type=bounds.integer(1, 4096).arg(), default=1)
     ic.add_argument("--cpu", default="unknown", help="device / CPU name the CSV was measured on")
     ic.set_defaults(func=run_import_csv)
 
@@ -54,23 +56,23 @@ def _add_agent_script(cmds: argparse._SubParsersAction) -> None:
 def _add_export_layers(cmds: argparse._SubParsersAction) -> None:
     e = cmds.add_parser("export-layers", help="write the ONNX models a profile needs, for agent.py --measure-dir")
     e.add_argument("--space", required=True, help="search space: preset name or YAML file")
-    e.add_argument("-n", type=int, default=DEFAULT_PROFILE_SAMPLES,
+    e.add_argument("-n", type=bounds.integer(1, 1_000_000).arg(), default=DEFAULT_PROFILE_SAMPLES,
                    help=f"architectures sampled (default {DEFAULT_PROFILE_SAMPLES})")
-    e.add_argument("--seed", type=int, default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
-    e.add_argument("--calibrate", type=int, default=DEFAULT_CALIBRATION, metavar="K",
+    e.add_argument("--seed", type=bounds.SEED.arg(), default=PROFILE_SEED, help=f"sampling seed (default {PROFILE_SEED})")
+    e.add_argument("--calibrate", type=bounds.integer(0, 10_000).arg(), default=DEFAULT_CALIBRATION, metavar="K",
                    help=f"calibration networks measured end to end (default {DEFAULT_CALIBRATION}; 0: none)")
-    e.add_argument("--resolution", type=int, help="override the architectures' input resolution")
+    e.add_argument("--resolution", type=bounds.integer(1, MAX_RESOLUTION).arg(), help="override the architectures' input resolution")
     e.add_argument("-o", "--out", required=True, help="folder to write (models/ and manifest.json)")
-    e.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+    e.add_argument("--chunk", type=bounds.integer(1, 10_000).arg(), default=DEFAULT_CHUNK,
                    help=f"networks timed together in one measurement (default {DEFAULT_CHUNK}; as profile --chunk); "
                    "for a phone: models run between two runs of the reference network")
     e.add_argument("--program", choices=sorted(PROGRAMS), default=None,
                    help="for --backend executorch or litert: the runtime's benchmark program that run_benchmarks.sh "
                    "runs over adb (default: executor_runner for executorch, benchmark_model for litert)")
-    e.add_argument("--passes", type=int, default=2,
+    e.add_argument("--passes", type=bounds.integer(1, 100).arg(), default=2,
                    help="for a phone: run_benchmarks.sh runs every model this many times, one pass after the "
                    "other; import-results keeps the least (--statistic min) or the median (default 2)")
-    e.add_argument("--validate", type=int, default=0, metavar="K",
+    e.add_argument("--validate", type=bounds.integer(0, 10_000).arg(), default=0, metavar="K",
                    help="for a phone: also export K held-out networks (seed 1), whose measured latencies "
                    "import-results compares with the table's predictions (default 0)")
     measure_options(e)

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mixnas import bounds
+from mixnas.launch.rerank import MAX_SEEDS, MAX_TOP
 from mixnas.launch.commands.search import set_log_level, sigterm_as_interrupt
 from mixnas.launch.commands.status import noise_line
 
@@ -22,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "then rank by the mean over seeds with its standard error. See docs/experiments.md.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--top", type=int, default=3, metavar="K", help="how many of the best trials (default 3)")
-    p.add_argument("--seeds", type=int, default=2, metavar="S", help="extra seeds per trial (default 2)")
+    p.add_argument("--top", type=bounds.integer(1, MAX_TOP).arg(), default=3, metavar="K", help="how many of the best trials (default 3)")
+    p.add_argument("--seeds", type=bounds.integer(1, MAX_SEEDS).arg(), default=2, metavar="S", help="extra seeds per trial (default 2)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)

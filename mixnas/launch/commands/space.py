@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mixnas import bounds
 from mixnas.errors import ConfigError
 from mixnas.search_space.arch_strings import encode_arch
 from mixnas.search_space.presets import arch_preset_names, load_arch_preset, space_preset_names
@@ -31,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sample = actions.add_parser("sample", help="sample architectures: block strings, params, MACs, encoding")
     sample.add_argument("space", metavar="SPACE")
-    sample.add_argument("-n", type=int, default=5, help="how many samples (default 5)")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("-n", type=bounds.integer(1, 100_000).arg(), default=5, help="how many samples (default 5)")
+    sample.add_argument("--seed", type=bounds.SEED.arg(), default=0, help="random seed (default 0)")
     sample.add_argument("--json", action="store_true", help="print one JSON list")
     sample.set_defaults(func=run_sample)
 

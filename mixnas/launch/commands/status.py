@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from mixnas import bounds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "trials and the Pareto front. With --json, stdout is exactly one JSON document.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="how many best trials to list (default 5)")
+    p.add_argument("--top", type=bounds.integer(1, 100_000).arg(), default=5, metavar="K", help="how many best trials to list (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=run)
 

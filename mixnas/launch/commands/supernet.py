@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mixnas import bounds
+from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS
+from mixnas.training.config import MAX_EPOCHS
 from mixnas.data.spec import FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
 from mixnas.launch.commands.epoch_log import EpochLog, check_output
@@ -32,18 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--space", required=True, help="a stage-space preset (tiny, mixnet, ...) or a YAML file")
     t.add_argument("--data", required=True, help="digits, synthetic or a path")
     t.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed)")
-    t.add_argument("--resolution", type=int, help="image size (default: the data's own)")
-    t.add_argument("--images-per-class", type=int, help="at most this many images per class (default: all)")
-    t.add_argument("--epochs", type=int, default=10, help="default %(default)s")
-    t.add_argument("--batch-size", type=int, default=64, help="default %(default)s")
-    t.add_argument("--random-subnets", type=int, default=2,
+    t.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the data's own)")
+    t.add_argument("--images-per-class", type=bounds.integer(2, MAX_IMAGES_PER_CLASS).arg(), help="at most this many images per class (default: all)")
+    t.add_argument("--epochs", type=bounds.integer(1, MAX_EPOCHS).arg(), default=10, help="default %(default)s")
+    t.add_argument("--batch-size", type=bounds.BATCH.arg(), default=64, help="default %(default)s")
+    t.add_argument("--random-subnets", type=bounds.integer(0, 64).arg(), default=2,
                    help="sampled members per step besides the largest and the smallest (default %(default)s)")
     t.add_argument("--no-distill", action="store_true", help="sampled members learn from the labels, not from the "
                    "largest member's predictions")
-    t.add_argument("--lr", type=float, help="peak SGD learning rate (default 0.1 * batch size / 64)")
-    t.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    t.add_argument("--lr", type=bounds.number(0, 100, low_open=True).arg(), help="peak SGD learning rate (default 0.1 * batch size / 64)")
+    t.add_argument("--seed", type=bounds.SEED.arg(), default=0, help="default %(default)s")
     t.add_argument("--device", choices=DEVICES, default="auto", help="default %(default)s")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    t.add_argument("--threads", type=bounds.THREADS.arg(), help="torch CPU threads (default: torch's)")
     t.add_argument("--output", required=True, help="the supernet folder")
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     t.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard curves")
@@ -57,15 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("arch", metavar="ARCH", help="a member of the supernet's space: preset, block strings, a file, "
                    "an arch.json or RUN_DIR:TRIAL / RUN_DIR:best")
     e.add_argument("-o", "--output", required=True, help="the folder to write")
-    e.add_argument("--bn-batches", type=int, default=16, help="recalibration batches (default %(default)s)")
+    e.add_argument("--bn-batches", type=bounds.integer(0, 100_000).arg(), default=16, help="recalibration batches (default %(default)s)")
     e.add_argument("--json", action="store_true", help="print the held-out metrics as one JSON document")
     e.set_defaults(func=run_extract)
 
 
 def _check_train_args(args: argparse.Namespace) -> None:
-    if args.threads is not None and not 1 <= args.threads <= 1024:
-        raise ConfigError(f"--threads: expected an integer in 1..1024, got {args.threads}")
-    check_device(args.device, where="--device")
+    check_device(args.device, where="--device")  # the numbers are checked by their ranges while parsing
 
 
 def _training(args: argparse.Namespace) -> Any:

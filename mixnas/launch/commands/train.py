@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixnas import bounds
+from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS
+from mixnas.training.config import MAX_EPOCHS
 from mixnas.data.spec import BUILTIN_SOURCES, FORMATS, DataSpec
-from mixnas.errors import ConfigError, RunError
+from mixnas.errors import RunError
 from mixnas.launch.commands.epoch_log import EpochLog, check_output
 from mixnas.launch.archref import resolve_cli_arch
 from mixnas.textio import read_json
@@ -22,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 CURVES = ("top1", "top5", "loss", "train_loss", "lr", "images_per_second")  # drawn in TensorBoard
-MAX_EPOCHS = 10_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,19 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="preset name (e.g. mixnet_tiny), block strings, a file or RUN_DIR:TRIAL / RUN_DIR:best")
     p.add_argument("--data", required=True, help="digits, synthetic or a path")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed)")
-    p.add_argument("--resolution", type=int, help="image size (default: the data's own, or the architecture's for folders)")
-    p.add_argument("--images-per-class", type=int, help="at most this many training images per class (default: all)")
-    p.add_argument("--epochs", type=int, default=350, help="whole epochs (default %(default)s, MnasNet's)")
+    p.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the data's own, or the architecture's for folders)")
+    p.add_argument("--images-per-class", type=bounds.integer(2, MAX_IMAGES_PER_CLASS).arg(), help="at most this many training images per class (default: all)")
+    p.add_argument("--epochs", type=bounds.integer(1, MAX_EPOCHS).arg(), default=350, help="whole epochs (default %(default)s, MnasNet's)")
     p.add_argument("--recipe", default="mnasnet", choices=sorted(RECIPES), help="default %(default)s")
-    p.add_argument("--batch-size", type=int, default=128, help="default %(default)s; the learning rate scales with it")
+    p.add_argument("--batch-size", type=bounds.BATCH.arg(), default=128, help="default %(default)s; the learning rate scales with it")
     p.add_argument("--output", help="run folder (default runs/train_ARCH)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="fine-tune: start from these weights (a state dict .pt, or a train / export / "
                    "`mixnas supernet extract` folder holding weights.pt) instead of a fresh initialisation")
-    p.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    p.add_argument("--seed", type=bounds.SEED.arg(), default=0, help="default %(default)s")
     p.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA with AMP when available)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=bounds.THREADS.arg(), help="torch CPU threads (default: torch's)")
     p.add_argument("--deterministic", action="store_true",
                    help="torch.use_deterministic_algorithms (with --device cpu --threads 1: bit-identical resumes)")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard curves")
@@ -59,15 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if not 1 <= args.epochs <= MAX_EPOCHS:
-        raise ConfigError(f"--epochs: expected an integer in 1..{MAX_EPOCHS}, got {args.epochs}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    if args.threads is not None and not 1 <= args.threads <= 1024:
-        raise ConfigError(f"--threads: expected an integer in 1..1024, got {args.threads}")
-    if args.seed < 0:
-        raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
-    check_device(args.device, where="--device")
+    check_device(args.device, where="--device")  # the numbers are checked by their ranges while parsing
 
 
 def _check_resume(output: Path, trainer: Trainer, resume: bool) -> None:

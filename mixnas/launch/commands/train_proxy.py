@@ -8,6 +8,9 @@ import math
 import sys
 from typing import TYPE_CHECKING, Any
 
+from mixnas import bounds
+from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS, MAX_WORKERS
+from mixnas.training.config import MAX_EPOCHS, MAX_SECONDS, MAX_STEPS
 from mixnas.data.spec import FORMATS, NORMALIZATIONS, DataSpec
 from mixnas.errors import ArchitectureError, ConfigError
 from mixnas.launch.archref import resolve_cli_arch, split_trial_ref, trial_record
@@ -38,30 +41,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with the run's own data, budget and settings (this reproduces the trial's recorded score)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed from the file names)")
     budget = p.add_argument_group("budget (training stops at the first limit reached)")
-    budget.add_argument("--epochs", type=float, help=f"epochs (default {DEFAULT_EPOCHS:g} unless --steps / --seconds is given)")
-    budget.add_argument("--steps", type=int, help="optimizer steps")
-    budget.add_argument("--seconds", type=float, help="training seconds (not deterministic)")
+    budget.add_argument("--epochs", type=bounds.number(0, MAX_EPOCHS, low_open=True).arg(), help=f"epochs (default {DEFAULT_EPOCHS:g} unless --steps / --seconds is given)")
+    budget.add_argument("--steps", type=bounds.integer(1, MAX_STEPS).arg(), help="optimizer steps")
+    budget.add_argument("--seconds", type=bounds.number(0, MAX_SECONDS, low_open=True).arg(), help="training seconds (not deterministic)")
     subset = p.add_argument_group("proxy subset")
-    subset.add_argument("--resolution", type=int, help="image size (default: the architecture's)")
+    subset.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the architecture's)")
     subset.add_argument("--classes", help="a count of classes chosen with the seed, or a comma-separated list of class names")
-    subset.add_argument("--images-per-class", type=int, help="at most this many images per class (default: all)")
-    subset.add_argument("--val-fraction", type=float, default=DataSpec.val_fraction, help="held-out share of each class (default %(default)s)")
-    subset.add_argument("--data-seed", type=int, default=0, help="seed of the class / image choice and the split (default 0)")
+    subset.add_argument("--images-per-class", type=bounds.integer(2, MAX_IMAGES_PER_CLASS).arg(), help="at most this many images per class (default: all)")
+    subset.add_argument("--val-fraction", type=bounds.number(0, 1, low_open=True, high_open=True).arg(), default=DataSpec.val_fraction, help="held-out share of each class (default %(default)s)")
+    subset.add_argument("--data-seed", type=bounds.SEED.arg(), default=0, help="seed of the class / image choice and the split (default 0)")
     subset.add_argument("--normalize", choices=NORMALIZATIONS, default="dataset", help="input normalisation (default dataset)")
     subset.add_argument("--flip", action="store_true", help="random horizontal flips")
-    subset.add_argument("--crop-padding", type=int, default=0, help="random crops after padding by this many pixels")
+    subset.add_argument("--crop-padding", type=bounds.integer(0, MAX_DATA_RESOLUTION).arg(), default=0, help="random crops after padding by this many pixels")
     subset.add_argument("--cache-dir", help="cache of decoded image folders (default $MIXNAS_CACHE_DIR or ~/.cache/mixnas/datasets)")
-    subset.add_argument("--workers", type=int, help="image decoding threads (default: one per core)")
+    subset.add_argument("--workers", type=bounds.integer(1, MAX_WORKERS).arg(), help="image decoding threads (default: one per core)")
     train = p.add_argument_group("training")
-    train.add_argument("--seed", type=int, help="experiment seed; the trial seed mixes it with the architecture id "
+    train.add_argument("--seed", type=bounds.SEED.arg(), help="experiment seed; the trial seed mixes it with the architecture id "
                        "(default 0, or the run's seed with --arch RUN_DIR:TRIAL; seed+K reproduces rerank repeat K)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default %(default)s")
+    train.add_argument("--batch-size", type=bounds.BATCH.arg(), default=defaults.batch_size, help="default %(default)s")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="default %(default)s")
-    train.add_argument("--lr", type=float, help="peak learning rate (default: scaled with the batch size)")
+    train.add_argument("--lr", type=bounds.number(0, 100, low_open=True).arg(), help="peak learning rate (default: scaled with the batch size)")
     train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="default %(default)s")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="default %(default)s")
-    train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing, help="default %(default)s")
-    train.add_argument("--threads", type=int, default=1,
+    train.add_argument("--weight-decay", type=bounds.number(0, 1).arg(), default=defaults.weight_decay, help="default %(default)s")
+    train.add_argument("--label-smoothing", type=bounds.number(0, 1, high_open=True).arg(), default=defaults.label_smoothing, help="default %(default)s")
+    train.add_argument("--threads", type=bounds.THREADS.arg(), default=1,
                        help="torch CPU threads (default 1: fastest when the CPU is shared; try 2+ on an idle machine)")
     train.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA when available)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
