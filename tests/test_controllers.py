@@ -297,10 +297,15 @@ def test_unknown_controller_lists_the_valid_names() -> None:
     ("kind", "options", "message"),
     [
         ("evolution", {"popsize": 3}, r"unknown option\(s\) \['popsize'\]; valid options: .*population_size"),
-        ("evolution", {"population_size": 1}, "option population_size must be an integer >= 2, got 1"),
+        ("evolution", {"population_size": 1}, r"option population_size must be an integer in 2..100000, got 1"),
+        ("evolution", {"population_size": 10**30}, r"option population_size must be an integer in 2..100000"),
         ("evolution", {"population_size": 4, "sample_size": 5}, "option sample_size must be at most"),
         ("evolution", {"mutations": 6}, r"option mutations must be an integer in 1..5"),
-        ("rl", {"lr": -1.0}, "option lr must be a number > 0.0"),
+        ("rl", {"lr": -1.0}, r"option lr must be a number in \(0, 10\], got -1.0"),
+        ("rl", {"lr": float("nan")}, r"option lr must be a number in \(0, 10\]"),
+        ("rl", {"hidden_size": 10**8}, r"option hidden_size must be an integer in 1..4096"),
+        ("rl", {"ppo_epochs": 10**9}, r"option ppo_epochs must be an integer in 1..1000"),
+        ("rl", {"entropy_weight": 1e308}, r"option entropy_weight must be a number in \[0, 100\]"),
         ("rl", {"batch_size": 0}, "option batch_size"),
         ("optuna", {"sampler": "hyperband"}, r"option sampler: unknown sampler 'hyperband'; valid: .*tpe"),
         ("optuna", {"sampler_kwargs": {"seed": 1}}, "sampler_kwargs.seed"),
@@ -436,3 +441,14 @@ def test_optuna_bruteforce_exhausts_a_space_without_an_error() -> None:
         controller.tell(suggestion.id, Result("ok", {"acc": float(sum(suggestion.encoding))}))
     assert len(set(asked[:6])) == 6  # every point once, then repeats
     assert sum(t.state.name == "COMPLETE" for t in controller.study.get_trials()) == 8
+
+
+def test_the_docs_give_every_controller_option_its_range() -> None:
+    from pathlib import Path
+
+    from mixnas.controllers.registry import controller_class
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "controllers.md").read_text()
+    for name in CONTROLLERS:
+        for option, rng in controller_class(name).option_ranges.items():
+            assert f"`{option}`" in docs and rng.describe() in docs, (name, option, rng.describe())

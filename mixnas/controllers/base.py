@@ -31,6 +31,8 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from mixnas import bounds
+from mixnas.bounds import Range
 from mixnas.errors import ControllerError
 from mixnas.outcome import Status
 from mixnas.pareto import Objective
@@ -163,27 +165,16 @@ def derive_seeds(seed: int, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(n)]
 
 
-def check_int(controller: str, option: str, value: Any, *, low: int, high: int | None = None) -> int:
-    """Validate an integer option; the error names the controller and the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-        high is not None and value > high
-    ):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ControllerError(f"{controller}: option {option} must be an integer {allowed}, got {value!r}")
-    return int(value)
-
-
-def check_float(
-    controller: str, option: str, value: Any, *, low: float, high: float | None = None, low_open: bool = False
-) -> float:
-    """Validate a real option; the error names the controller and the option."""
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        bound = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
-        raise ControllerError(f"{controller}: option {option} must be a number {bound}, got {value!r}")
-    return float(value)
+def check_option(controller: str, option: str, value: Any, rng: Range) -> Any:
+    """``value`` (a numpy number made a plain one) when it is in ``rng``; else a :class:`ControllerError` naming
+    the controller, the option, the value and the range."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    elif isinstance(value, np.floating):
+        value = float(value)
+    if not rng.contains(value):
+        raise ControllerError(f"{controller}: option {option} must be {rng.describe()}, got {value!r}")
+    return float(value) if not rng.integer else value
 
 
 @dataclass
@@ -213,6 +204,12 @@ class Controller(abc.ABC):
 
     type_name: ClassVar[str] = ""
     supports_multi_objective: ClassVar[bool] = True
+    # The range of every numeric option (mixnas.bounds): checked when the controller is built, listed in the docs.
+    option_ranges: ClassVar[dict[str, Range]] = {"seed": bounds.SEED, "max_retries": bounds.integer(0, 10_000)}
+
+    def _option(self, name: str, value: Any) -> Any:
+        """The value of numeric option ``name``, checked against :attr:`option_ranges`."""
+        return check_option(self.type_name, name, value, self.option_ranges[name])
 
     def __init__(
         self,
@@ -227,11 +224,12 @@ class Controller(abc.ABC):
         self.objectives = coerce_objectives(objectives)
         if not self.supports_multi_objective and len(self.objectives) > 1:
             raise ControllerError(f"{self.type_name}: supports a single objective, got {self._objective_names()}")
-        self.seed = check_int(self.type_name, "seed", seed, low=0)
+        self.seed = check_option(self.type_name, "seed", seed, Controller.option_ranges["seed"])
         if not isinstance(avoid_duplicates, bool):
             raise ControllerError(f"{self.type_name}: option avoid_duplicates must be true or false")
         self.avoid_duplicates = avoid_duplicates
-        self.max_retries = check_int(self.type_name, "max_retries", max_retries, low=0)
+        self.max_retries = check_option(self.type_name, "max_retries", max_retries,
+                                        Controller.option_ranges["max_retries"])
         self._sizes = tuple(len(d.choices) for d in space.dimensions)
         if not self._sizes or min(self._sizes) < 1:
             raise ControllerError(f"{self.type_name}: the search space has no dimensions or an empty dimension")

@@ -33,11 +33,12 @@ from mixnas.controllers.base import (
     Encoding,
     SpaceLike,
     Told,
-    check_int,
+    check_option,
     derive_seeds,
     rng_state,
     set_rng_state,
 )
+from mixnas import bounds
 from mixnas.errors import ControllerError
 from mixnas.pareto import crowding_distance, non_dominated_sort
 
@@ -77,6 +78,8 @@ class EvolutionController(Controller):
     """
 
     type_name = "evolution"
+    option_ranges = {**Controller.option_ranges, "population_size": bounds.integer(2, 100_000),
+                     "sample_size": bounds.integer(1, 100_000)}
 
     def __init__(
         self,
@@ -88,14 +91,15 @@ class EvolutionController(Controller):
         **base: Any,
     ) -> None:
         super().__init__(space, **base)
-        self.population_size = check_int(self.type_name, "population_size", population_size, low=2)
-        self.sample_size = check_int(self.type_name, "sample_size", sample_size, low=1)
+        self.population_size = self._option("population_size", population_size)
+        self.sample_size = self._option("sample_size", sample_size)
         if self.sample_size > self.population_size:
             raise ControllerError(
                 f"evolution: option sample_size must be at most population_size ({self.population_size}), "
                 f"got {sample_size}"
             )
-        self.mutations = check_int(self.type_name, "mutations", mutations, low=1, high=len(self._sizes))
+        self.mutations = check_option(self.type_name, "mutations", mutations,
+                                      bounds.integer(1, len(self._sizes)))  # at most one per dimension
         self._rng = np.random.default_rng(derive_seeds(self.seed, 2)[1])
         # (encoding, fitness with every objective turned to "larger is better"), oldest first
         self._population: deque[tuple[Encoding, tuple[float, ...]]] = deque(maxlen=self.population_size)

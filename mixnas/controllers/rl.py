@@ -40,10 +40,10 @@ from mixnas.controllers.base import (
     Encoding,
     SpaceLike,
     Told,
-    check_float,
-    check_int,
+    check_option,
     derive_seeds,
 )
+from mixnas import bounds
 from mixnas.errors import ControllerError
 
 
@@ -126,6 +126,17 @@ class RLController(Controller):
     """
 
     type_name = "rl"
+    option_ranges = {
+        **Controller.option_ranges,
+        "hidden_size": bounds.integer(1, 4096),  # the LSTM's weights grow with its square
+        "lr": bounds.number(0, 10, low_open=True),
+        "batch_size": bounds.integer(1, 10_000),
+        "ppo_epochs": bounds.integer(1, 1000),
+        "clip": bounds.number(0, 10, low_open=True),
+        "entropy_weight": bounds.number(0, 100),
+        "baseline_decay": bounds.number(0, 0.999999),
+        "weights": bounds.number(0, 1e6),  # each objective's weight
+    }
 
     def __init__(
         self,
@@ -142,14 +153,13 @@ class RLController(Controller):
         **base: Any,
     ) -> None:
         super().__init__(space, **base)
-        name = self.type_name
-        self.hidden_size = check_int(name, "hidden_size", hidden_size, low=1)
-        self.lr = check_float(name, "lr", lr, low=0.0, low_open=True)
-        self.batch_size = check_int(name, "batch_size", batch_size, low=1)
-        self.ppo_epochs = check_int(name, "ppo_epochs", ppo_epochs, low=1)
-        self.clip = check_float(name, "clip", clip, low=0.0, low_open=True)
-        self.entropy_weight = check_float(name, "entropy_weight", entropy_weight, low=0.0)
-        self.baseline_decay = check_float(name, "baseline_decay", baseline_decay, low=0.0, high=0.999999)
+        self.hidden_size = self._option("hidden_size", hidden_size)
+        self.lr = self._option("lr", lr)
+        self.batch_size = self._option("batch_size", batch_size)
+        self.ppo_epochs = self._option("ppo_epochs", ppo_epochs)
+        self.clip = self._option("clip", clip)
+        self.entropy_weight = self._option("entropy_weight", entropy_weight)
+        self.baseline_decay = self._option("baseline_decay", baseline_decay)
         self.weights = self._check_weights(weights)
         self._generator = torch.Generator().manual_seed(derive_seeds(self.seed, 2)[1])
         self.policy = LSTMPolicy(self._sizes, hidden_size=self.hidden_size, generator=self._generator)
@@ -172,7 +182,7 @@ class RLController(Controller):
             return None
         if not isinstance(weights, Mapping) or sorted(weights) != sorted(names):
             raise ControllerError(f"rl: option weights must give one weight per objective {names}, got {weights!r}")
-        return {n: check_float("rl", f"weights.{n}", weights[n], low=0.0) for n in names}
+        return {n: check_option("rl", f"weights.{n}", weights[n], self.option_ranges["weights"]) for n in names}
 
     # ------------------------------------------------------------------ algorithm
 
