@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from mixnas.bounds import Range
 from mixnas.errors import ConfigError, MixnasError
 
 MAX_CONFIG_INT = 10**18  # no count, size or seed in a config comes near this
@@ -142,6 +143,19 @@ class ConfigNode:
             what = "a positive number" if positive else "a number" + (f" >= {minimum}" if minimum is not None else "")
             raise self.error(self.where(key), value, what)
         return float(value)
+
+    def ranged(self, key: str, default: float | None, rng: Range, *, required: bool = False) -> Any:
+        """The number at ``key`` when it is in ``rng`` (:mod:`mixnas.bounds`: the option's one stated range); an
+        integer for an integer range, a float otherwise; None when missing and ``default`` is None."""
+        value = self.get(key, default, required=required)
+        if value is None and (rng.optional or (default is None and not required)):
+            return None
+        if rng.contains(value):
+            return value if rng.integer else float(value)
+        shown: Any = value
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+            shown = f"an integer of about {_digits(value)} digits"  # (repr of a huge int fails)
+        raise self.error(self.where(key), shown, rng.describe())
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.get(key, default)

@@ -563,3 +563,32 @@ def test_an_out_of_range_option_is_one_line_and_exit_2_before_any_work(argv, cap
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mixnas: error: argument ") and "expected " in err[0], err
+
+
+def test_every_numeric_config_key_refuses_hostile_values_in_one_line() -> None:
+    import copy
+
+    import yaml
+
+    from mixnas.errors import ConfigError
+    from mixnas.launch.config import apply_overrides, config_from_dict
+    from mixnas.launch.experiment_config import CONFIG_RANGES
+
+    repo = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((repo / "experiments" / "quickstart.yaml").read_text())
+    base["execution"]["scheduler"] = {"type": "none"}
+    supernet_keys = {"evaluator.bn_batches", "evaluator.batch_size", "evaluator.eval_batch_size", "evaluator.threads"}
+    for key, rng in CONFIG_RANGES.items():
+        if key in supernet_keys:
+            continue  # a supernet evaluator needs a trained supernet folder; its keys go through the same ranged()
+        for text in ("9" * 400, "1e400", "-1", "0", ".nan", ".inf", "abc", "1.5", "[1]"):
+            try:
+                data = apply_overrides(copy.deepcopy(base), [f"{key}={text}"])
+                cfg = config_from_dict(data, source="q.yaml", check_space=False)
+            except ConfigError as exc:
+                message = str(exc)
+                assert "\n" not in message and len(message) < 400, (key, text, message)
+                assert key.split(".")[-1] in message, (key, text, message)
+            else:  # accepted: the value is in the documented range
+                value = yaml.safe_load(text)
+                assert rng.contains(value), (key, text, cfg)

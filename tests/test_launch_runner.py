@@ -332,7 +332,7 @@ def test_absurd_execution_settings_are_refused_at_load(tmp_path):
     for key, value in (("max_concurrent", 10**6), ("trials", 10**400), ("ordering_window", 0),
                        ("max_consecutive_failures", -1)):
         data = {**base, "execution": {**base["execution"], key: value}}
-        with pytest.raises(ConfigError, match=rf"execution.{key}: expected an integer from"):
+        with pytest.raises(ConfigError, match=rf"execution.{key}: expected an integer in "):
             config_from_dict(data, source="x.yaml", base_dir=tmp_path)
 
 

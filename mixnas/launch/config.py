@@ -34,12 +34,9 @@ from mixnas.launch import checks
 from mixnas.launch.checks import check_controller, check_metrics, describe_type, fits_type
 from mixnas.launch.experiment_config import (
     BUDGET_KEYS,
+    CONFIG_RANGES as R,
     CONFIG_FORMAT_VERSION,
     DEFAULT_ORDERING_WINDOW,
-    MAX_CONCURRENT,
-    MAX_CPU_PER_TRIAL,
-    MAX_GPU_PER_TRIAL,
-    MAX_TRIALS,
     MEASURE_TOP_LEVEL,
     SUBSET_KEYS,
     ConstraintsConfig,
@@ -134,10 +131,11 @@ def _supernet_evaluator(e: _Node, base: Path) -> SupernetEvaluatorConfig:
 
     return SupernetEvaluatorConfig(
         checkpoint=e.path_value("checkpoint", base, required=True),
-        bn_batches=_bounded(e, "bn_batches", 8, 0, 100_000), batch_size=_bounded(e, "batch_size", 64, 1, 1 << 20),
-        eval_batch_size=_bounded(e, "eval_batch_size", 500, 1, 1 << 20),
+        bn_batches=e.ranged("bn_batches", 8, R["evaluator.bn_batches"]),
+        batch_size=e.ranged("batch_size", 64, R["evaluator.batch_size"]),
+        eval_batch_size=e.ranged("eval_batch_size", 500, R["evaluator.eval_batch_size"]),
         device=e.string("device", default="cpu", choices=DEVICES),
-        threads=None if e.get("threads") is None else _bounded(e, "threads", None, 1, 1024))
+        threads=e.ranged("threads", None, R["evaluator.threads"]))
 
 
 TABULAR_GIVEN = ("space",)  # TabularEvaluator arguments the trial passes itself, not options
@@ -240,8 +238,8 @@ def _measure_config(lat: _Node, backend: str, precision: str, data: str | None) 
     says otherwise."""
     from mixnas.evaluators.latency.measure import MeasureConfig
 
-    threads = lat.integer("threads", 1, minimum=1)
-    batch_size = lat.integer("batch_size", 1, minimum=1)
+    threads = lat.ranged("threads", 1, R["latency.threads"])
+    batch_size = lat.ranged("batch_size", 1, R["latency.batch_size"])
     options = dict(lat.mapping("options"))
     where = lat.where("options")
     allowed = [f.name for f in dataclasses.fields(MeasureConfig) if f.name not in MEASURE_TOP_LEVEL]
@@ -287,9 +285,9 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
         cfg = MnasnetReward(
             accuracy=r.string("accuracy", "top1"),
             cost=cost,
-            target=r.number("target", required=True, positive=True),
-            alpha=r.number("alpha", alpha),
-            beta=r.number("beta", beta),
+            target=r.ranged("target", None, R["reward.target"], required=True),
+            alpha=r.ranged("alpha", alpha, R["reward.alpha"]),
+            beta=r.ranged("beta", beta, R["reward.beta"]),
         )
         r.used.add("mode")
     elif kind == "metric":
@@ -310,9 +308,9 @@ def _reward(node: _Node, latency: LatencyConfig) -> RewardConfig:
 def _constraints(node: _Node) -> ConstraintsConfig:
     c = node.child("constraints")
     cfg = ConstraintsConfig(
-        max_latency_ms=c.number("max_latency_ms", positive=True),
-        max_params=c.integer("max_params", minimum=1),
-        max_macs=c.integer("max_macs", minimum=1),
+        max_latency_ms=c.ranged("max_latency_ms", None, R["constraints.max_latency_ms"]),
+        max_params=c.ranged("max_params", None, R["constraints.max_params"]),
+        max_macs=c.ranged("max_macs", None, R["constraints.max_macs"]),
     )
     c.finish()
     return cfg
@@ -335,8 +333,8 @@ def _scheduler(x: _Node) -> SchedulerConfig:
     cfg = SchedulerConfig(
         type=s.string("type", "none", choices=SCHEDULERS),
         metric=s.string("metric", "top1"),
-        grace_period=s.integer("grace_period", 1, minimum=1),
-        reduction_factor=s.integer("reduction_factor", 3, minimum=2),
+        grace_period=s.ranged("grace_period", 1, R["execution.scheduler.grace_period"]),
+        reduction_factor=s.ranged("reduction_factor", 3, R["execution.scheduler.reduction_factor"]),
     )
     s.finish()
     return cfg
@@ -345,37 +343,23 @@ def _scheduler(x: _Node) -> SchedulerConfig:
 def _execution(node: _Node) -> ExecutionConfig:
     x = node.child("execution")
     res = x.child("resources_per_trial")
-    cpu = res.number("cpu", 1.0, positive=True)
-    gpu = res.number("gpu", 0.0, minimum=0.0)
-    for key, value, limit in (("cpu", cpu, MAX_CPU_PER_TRIAL), ("gpu", gpu, MAX_GPU_PER_TRIAL)):
-        if value > limit:
-            raise res.error(res.where(key), value, f"at most {limit:g} per trial")
+    cpu = res.ranged("cpu", 1.0, R["execution.resources_per_trial.cpu"])
+    gpu = res.ranged("gpu", 0.0, R["execution.resources_per_trial.gpu"])
     res.finish()
     cfg = ExecutionConfig(
-        trials=_bounded(x, "trials", None, 1, MAX_TRIALS, required=True),
-        max_concurrent=_bounded(x, "max_concurrent", 1, 1, MAX_CONCURRENT),
+        trials=x.ranged("trials", None, R["execution.trials"], required=True),
+        max_concurrent=x.ranged("max_concurrent", 1, R["execution.max_concurrent"]),
         cpu=cpu,
         gpu=gpu,
         address=_address(x),
-        max_failures_per_trial=_bounded(x, "max_failures_per_trial", 1, 0, 100),
+        max_failures_per_trial=x.ranged("max_failures_per_trial", 1, R["execution.max_failures_per_trial"]),
         scheduler=_scheduler(x),
         deterministic=x.boolean("deterministic", False),
-        ordering_window=_bounded(x, "ordering_window", DEFAULT_ORDERING_WINDOW, 1, MAX_CONCURRENT),
-        max_consecutive_failures=_bounded(x, "max_consecutive_failures", 5, 0, MAX_TRIALS),
+        ordering_window=x.ranged("ordering_window", DEFAULT_ORDERING_WINDOW, R["execution.ordering_window"]),
+        max_consecutive_failures=x.ranged("max_consecutive_failures", 5, R["execution.max_consecutive_failures"]),
     )
     x.finish()
     return cfg
-
-
-def _bounded(node: _Node, key: str, default: int | None, low: int, high: int, *, required: bool = False) -> int:
-    """An integer option in ``[low, high]``; the error names both ends."""
-    value = node.get(key, default, required=required)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        shown = value
-        if isinstance(value, int) and abs(value) >= 10**12:  # (str() of a huge int raises)
-            shown = f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
-        raise node.error(node.where(key), shown, f"an integer from {low} to {high:,}")
-    return value
 
 
 def _logging(node: _Node) -> LoggingConfig:
@@ -413,7 +397,7 @@ def config_from_dict(data: Any, *, source: str = "<config>", base_dir: str | Pat
         name=name,
         description=top.get("description", "") or "",
         output_dir=str(Path(top.string("output_dir", "runs")).expanduser()),
-        seed=top.integer("seed", 0, minimum=0),
+        seed=top.ranged("seed", 0, R["seed"]),
         search_space=_search_space(top, base),
         controller=_controller(top),
         evaluator=evaluator,

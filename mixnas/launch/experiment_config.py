@@ -17,11 +17,45 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import yaml
 
+from mixnas import bounds
+from mixnas.bounds import Range
 from mixnas.errors import ConfigError, MixnasError
 from mixnas.evaluators.reward import RewardConfig
 from mixnas.pareto import Objective
 
 CONFIG_FORMAT_VERSION = 1
+DEFAULT_ORDERING_WINDOW = 4
+MAX_CONCURRENT = 4096  # actors of one search; more than any cluster places, and each costs a worker process
+MAX_TRIALS = 10**7
+MAX_CPU_PER_TRIAL = 1024.0
+MAX_GPU_PER_TRIAL = 64.0
+
+# The range of every numeric key of an experiment file, by YAML path (mixnas.bounds: one statement of each range,
+# read by the parser in mixnas/launch/config.py and listed in docs/experiments.md, which a test keeps in step).
+CONFIG_RANGES: dict[str, Range] = {
+    "seed": bounds.SEED,
+    "evaluator.bn_batches": bounds.integer(0, 100_000),
+    "evaluator.batch_size": bounds.BATCH,
+    "evaluator.eval_batch_size": bounds.BATCH,
+    "evaluator.threads": bounds.integer(1, 1024, optional=True),
+    "latency.threads": bounds.THREADS,
+    "latency.batch_size": bounds.integer(1, 4096),
+    "reward.target": bounds.number(0, 1e9, low_open=True),
+    "reward.alpha": bounds.number(-100, 100),
+    "reward.beta": bounds.number(-100, 100),
+    "constraints.max_latency_ms": bounds.number(0, 1e9, low_open=True, optional=True),
+    "constraints.max_params": bounds.integer(1, 10**15, optional=True),
+    "constraints.max_macs": bounds.integer(1, 10**18, optional=True),
+    "execution.trials": bounds.integer(1, MAX_TRIALS),
+    "execution.max_concurrent": bounds.integer(1, MAX_CONCURRENT),
+    "execution.resources_per_trial.cpu": bounds.number(0, MAX_CPU_PER_TRIAL, low_open=True),
+    "execution.resources_per_trial.gpu": bounds.number(0, MAX_GPU_PER_TRIAL),
+    "execution.max_failures_per_trial": bounds.integer(0, 100),
+    "execution.ordering_window": bounds.integer(1, MAX_CONCURRENT),
+    "execution.max_consecutive_failures": bounds.integer(0, MAX_TRIALS),
+    "execution.scheduler.grace_period": bounds.integer(1, 10_000),
+    "execution.scheduler.reduction_factor": bounds.integer(2, 100),
+}
 SUBSET_KEYS = ("classes", "images_per_class", "val_fraction", "seed")  # DataSpec fields under evaluator.subset
 BUDGET_KEYS = ("epochs", "steps", "seconds")  # ProxyConfig fields under evaluator.budget
 
@@ -167,11 +201,6 @@ class SchedulerConfig:
     reduction_factor: int = 3
 
 
-DEFAULT_ORDERING_WINDOW = 4
-MAX_CONCURRENT = 4096  # actors of one search; more than any cluster places, and each costs a worker process
-MAX_TRIALS = 10**7
-MAX_CPU_PER_TRIAL = 1024.0
-MAX_GPU_PER_TRIAL = 64.0
 
 
 @dataclass(frozen=True)
