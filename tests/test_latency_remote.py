@@ -121,8 +121,10 @@ def test_remote_latency_section_is_validated_at_load(tmp_path: Path) -> None:
     good = {"type": "remote", "url": "http://pi.local:8765", "token_file": "token.txt", "threads": 1,
             "options": {"repeats": 50}}
     cfg = config_from_dict(_experiment(good), source="x.yaml", base_dir=tmp_path)
-    assert cfg.latency == RemoteLatency(url="http://pi.local:8765", token_file=str(token.resolve()),
-                                        options={"repeats": 50})
+    assert isinstance(cfg.latency, RemoteLatency) and cfg.latency.url == "http://pi.local:8765"
+    assert cfg.latency.token_file == str(token.resolve())
+    measure = cfg.latency.measure_config  # the section kept parsed
+    assert (measure.backend, measure.repeats, measure.threads) == ("onnxruntime", 50, 1)
     again = config_from_dict(cfg.to_dict(), source="x.yaml", base_dir=tmp_path)
     assert again.latency == cfg.latency
     (tmp_path / "empty.txt").write_text("")

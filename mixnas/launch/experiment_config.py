@@ -20,6 +20,7 @@ import yaml
 from mixnas import bounds
 from mixnas.bounds import Range
 from mixnas.errors import ConfigError, MixnasError
+from mixnas.evaluators.latency.measure import MEASURE_RANGES
 from mixnas.evaluators.reward import RewardConfig
 from mixnas.pareto import Objective
 
@@ -38,8 +39,8 @@ CONFIG_RANGES: dict[str, Range] = {
     "evaluator.batch_size": bounds.BATCH,
     "evaluator.eval_batch_size": bounds.BATCH,
     "evaluator.threads": bounds.integer(1, 1024, optional=True),
-    "latency.threads": bounds.THREADS,
-    "latency.batch_size": bounds.integer(1, 4096),
+    "latency.threads": MEASURE_RANGES["threads"],
+    "latency.batch_size": MEASURE_RANGES["batch_size"],
     "reward.target": bounds.number(0, 1e9, low_open=True),
     "reward.alpha": bounds.number(-100, 100),
     "reward.beta": bounds.number(-100, 100),

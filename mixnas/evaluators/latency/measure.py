@@ -30,6 +30,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
 
+from mixnas import bounds
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.agent import host_info
 from mixnas.evaluators.latency.backends import (
@@ -57,7 +58,12 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_REPEATS = 100
 DEFAULT_ROUNDS = 20
 DEFAULT_MIN_SECONDS = 4.0
-COUNT_LIMITS = (("threads", 1, 1024), ("batch_size", 1, 1024), ("repeats", 1, 10**6), ("warmup", 0, 10**6))
+# The range of every numeric measurement setting (mixnas.bounds): checked by MeasureConfig, used by the command
+# line's options and the experiment's latency section. Upper bounds are sanity limits: torch crashes on absurd thread
+# counts, a huge batch cannot be allocated, a measurement of hours per network never ends a profile.
+MEASURE_RANGES = {"threads": bounds.THREADS, "batch_size": bounds.integer(1, 1024),
+                  "repeats": bounds.integer(1, 10**6), "warmup": bounds.integer(0, 10**6),
+                  "min_seconds": bounds.number(0, 3600)}
 
 
 @dataclass(frozen=True)
@@ -113,17 +119,13 @@ class MeasureConfig:
 
     def __post_init__(self) -> None:
         backend = get_backend(self.backend)
-        # Upper bounds are sanity limits: torch crashes on absurd thread counts, a huge batch cannot be allocated.
-        for name, low, high in COUNT_LIMITS:
+        for name, rng in MEASURE_RANGES.items():
             try:
-                check_count(name, getattr(self, name), low, high)
-            except TimingError as exc:
+                rng.check(getattr(self, name), name)
+            except ValueError as exc:
                 raise LatencyTableError(str(exc)) from None
         if self.device not in ("cpu", "cuda"):
             raise LatencyTableError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
-        seconds = self.min_seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
-            raise LatencyTableError(f"min_seconds: expected a non-negative number of seconds, got {seconds!r}")
         if self.statistic not in STATISTICS:
             raise LatencyTableError(f"statistic: expected one of {list(STATISTICS)}, got {self.statistic!r}")
         if self.clock not in CLOCKS:

@@ -29,6 +29,7 @@ import sys
 from typing import Any
 
 from mixnas import bounds
+from mixnas.evaluators.latency.measure import MEASURE_RANGES
 from mixnas.search_space.arch import MAX_RESOLUTION
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.measure import DEFAULT_ROUNDS
@@ -155,11 +156,11 @@ def _add_validate(cmds: argparse._SubParsersAction) -> None:
         help="fail if the LUT lacks a signature "
         "(default: measure it first, inside other networks of the space, and save it)",
     )
-    v.add_argument("--repeats", type=bounds.integer(1, 1_000_000).arg(), default=None, help="timed runs per network (default: the LUT's)")
-    v.add_argument("--warmup", type=bounds.integer(0, 1_000_000).arg(), default=None, help="untimed runs per network (default: the LUT's)")
+    v.add_argument("--repeats", type=MEASURE_RANGES["repeats"].arg(), default=None, help="timed runs per network (default: the LUT's)")
+    v.add_argument("--warmup", type=MEASURE_RANGES["warmup"].arg(), default=None, help="untimed runs per network (default: the LUT's)")
     v.add_argument("--rounds", type=bounds.integer(1, 10_000).arg(), default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
     v.add_argument(
-        "--min-seconds", type=bounds.number(0, 3600).arg(), default=None, help="least wall time one measurement spans (default: the LUT's)"
+        "--min-seconds", type=MEASURE_RANGES["min_seconds"].arg(), default=None, help="least wall time one measurement spans (default: the LUT's)"
     )
     v.add_argument(
         "--chunk",

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from mixnas import bounds
+from mixnas.evaluators.latency.measure import MEASURE_RANGES
 from mixnas.search_space.arch import MAX_RESOLUTION
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import PRECISIONS, get_backend
@@ -33,8 +34,8 @@ def _add_import_csv(cmds: argparse._SubParsersAction) -> None:
     ic.add_argument("--backend", required=True, help="the runtime the CSV was measured with (e.g. tflite)")
     ic.add_argument("--precision", choices=PRECISIONS, default="float32",
                     help="the precision the CSV was measured in (default float32)")
-    ic.add_argument("--threads", type=bounds.THREADS.arg(), default=1)
-    ic.add_argument("--batch-size", type=bounds.integer(1, 4096).arg(), default=1)
+    ic.add_argument("--threads", type=MEASURE_RANGES["threads"].arg(), default=1)
+    ic.add_argument("--batch-size", type=MEASURE_RANGES["batch_size"].arg(), default=1)
     ic.add_argument("--cpu", default="unknown", help="device / CPU name the CSV was measured on")
     ic.set_defaults(func=run_import_csv)
 

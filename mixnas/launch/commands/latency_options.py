@@ -9,6 +9,7 @@ import time
 from typing import Any, Sequence
 
 from mixnas import bounds
+from mixnas.evaluators.latency.measure import MEASURE_RANGES
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import BACKEND_NAMES, PRECISIONS
 from mixnas.evaluators.latency.measure import DEFAULT_MIN_SECONDS, DEFAULT_REPEATS, DEFAULT_ROUNDS
@@ -44,16 +45,16 @@ def measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-data", metavar="DATA", default=None,
                    help="int8: images that calibrate the quantisation (digits, an image folder, an IDX / CIFAR / "
                    "npz file); default: a stand-in of seeded standard-normal images, recorded in the table")
-    p.add_argument("--threads", type=bounds.THREADS.arg(), default=None,
+    p.add_argument("--threads", type=MEASURE_RANGES["threads"].arg(), default=None,
                    help="CPU threads (default 1; with --remote, the agent's --threads)")
-    p.add_argument("--batch-size", type=bounds.integer(1, 4096).arg(), default=1)
+    p.add_argument("--batch-size", type=MEASURE_RANGES["batch_size"].arg(), default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="torch backend device")
-    p.add_argument("--warmup", type=bounds.integer(0, 1_000_000).arg(), default=10, help="untimed runs (default 10)")
-    p.add_argument("--repeats", type=bounds.integer(1, 1_000_000).arg(), default=DEFAULT_REPEATS, help=f"timed runs (default {DEFAULT_REPEATS})")
+    p.add_argument("--warmup", type=MEASURE_RANGES["warmup"].arg(), default=10, help="untimed runs (default 10)")
+    p.add_argument("--repeats", type=MEASURE_RANGES["repeats"].arg(), default=DEFAULT_REPEATS, help=f"timed runs (default {DEFAULT_REPEATS})")
     p.add_argument("--rounds", type=bounds.integer(1, 10_000).arg(), default=DEFAULT_ROUNDS, help=f"interleaving rounds (default {DEFAULT_ROUNDS})")
     p.add_argument(
         "--min-seconds",
-        type=bounds.number(0, 3600).arg(),
+        type=MEASURE_RANGES["min_seconds"].arg(),
         default=DEFAULT_MIN_SECONDS,
         help=f"least wall time one interleaved measurement spans: more rounds until it has passed, so that its "
         f"minimum is not taken in one slow phase of the machine (default {DEFAULT_MIN_SECONDS:g}; 0: off)",
