@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import hashlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mixnas import bounds
 from mixnas.confignode import dataclass_fields
 from mixnas.errors import ConfigError
 from mixnas.training.device import DEVICES
@@ -26,6 +26,28 @@ DEFAULT_EPOCHS = 5.0  # MnasNet's proxy budget
 MAX_EPOCHS = 10_000
 MAX_STEPS = 100_000_000
 MAX_SECONDS = 7 * 24 * 3600.0
+
+# The range of every numeric setting (mixnas.bounds): checked at construction, read by the command line's options.
+PROXY_RANGES = {
+    "epochs": bounds.number(0, MAX_EPOCHS, low_open=True, optional=True),
+    "steps": bounds.integer(1, MAX_STEPS, optional=True),
+    "seconds": bounds.number(0, MAX_SECONDS, low_open=True, optional=True),
+    "batch_size": bounds.BATCH,
+    "lr": bounds.number(0, 100, low_open=True, optional=True),
+    "momentum": bounds.number(0, 1),
+    "weight_decay": bounds.number(0, 1),
+    "rmsprop_decay": bounds.number(0, 1),
+    "rmsprop_eps": bounds.number(0, 1, low_open=True),
+    "warmup_epochs": bounds.number(0, MAX_EPOCHS),
+    "decay_epochs": bounds.number(0, MAX_EPOCHS, low_open=True),
+    "decay_rate": bounds.number(0, 1, low_open=True),
+    "label_smoothing": bounds.number(0, 1, high_open=True),
+    "dropout_rate": bounds.number(0, 0.99, optional=True),
+    "drop_connect_rate": bounds.number(0, 0.99),
+    "threads": bounds.integer(1, 1024, optional=True),  # torch crashes (SIGSEGV) on absurd thread counts
+    "eval_batch_size": bounds.BATCH,
+    "bn_recalibration": bounds.integer(0, 10**7),
+}
 
 # How a value error begins: "proxy: " for a ProxyConfig made in code, the YAML path when read by from_dict.
 _WHERE: contextvars.ContextVar[str] = contextvars.ContextVar("proxy_config_where", default="proxy: ")
@@ -93,56 +115,24 @@ class ProxyConfig:
     bn_recalibration: int = 1024
 
     def __post_init__(self) -> None:
-        def number(name: str, lo: float, hi: float = math.inf, *, optional: bool = False, low_open: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            ok = ok and (value > lo if low_open else value >= lo) and value <= hi
-            if not ok:
-                bound = f"{'>' if low_open else '>='} {lo}" + (f" and <= {hi}" if hi != math.inf else "")
-                raise ConfigError(f"{_WHERE.get()}{name}: expected a number {bound}{' or null' if optional else ''}, got {value!r}")
-
-        def integer(name: str, lo: int, hi: int | None = None, *, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and optional:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-                bound = f">= {lo}" if hi is None else f"in {lo}..{hi:_}"
-                raise ConfigError(f"{_WHERE.get()}{name}: expected an integer {bound}{' or null' if optional else ''}, got {value!r}")
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{_WHERE.get()}{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
-
-        number("epochs", 0, MAX_EPOCHS, optional=True, low_open=True)
-        integer("steps", 1, MAX_STEPS, optional=True)
-        number("seconds", 0, MAX_SECONDS, optional=True, low_open=True)
+        for name in ("epochs", "steps", "seconds"):
+            self._check(name)
         if self.epochs is None and self.steps is None and self.seconds is None:
             object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
-        integer("batch_size", 1)
-        choice("optimizer", OPTIMIZERS)
-        number("lr", 0, optional=True, low_open=True)
-        number("momentum", 0, 1)
-        number("weight_decay", 0)
-        number("rmsprop_decay", 0, 1)
-        number("rmsprop_eps", 0, low_open=True)
-        choice("schedule", SCHEDULES)
-        number("warmup_epochs", 0)
-        number("decay_epochs", 0, low_open=True)
-        number("decay_rate", 0, 1, low_open=True)
-        number("label_smoothing", 0, 1)
-        if self.label_smoothing >= 1:
-            raise ConfigError(f"{_WHERE.get()}label_smoothing: expected a number in [0, 1), got {self.label_smoothing!r}")
-        number("dropout_rate", 0, 0.99, optional=True)
-        number("drop_connect_rate", 0, 0.99)
-        integer("threads", 1, 1024, optional=True)  # torch crashes (SIGSEGV) on absurd thread counts
-        choice("device", DEVICES)
-        integer("eval_batch_size", 1)
-        integer("bn_recalibration", 0)
+        for name in PROXY_RANGES:
+            self._check(name)
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{_WHERE.get()}{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
         for name in ("channels_last", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_WHERE.get()}{name}: expected true or false, got {getattr(self, name)!r}")
+
+    def _check(self, name: str) -> None:
+        try:
+            PROXY_RANGES[name].check(getattr(self, name), name)
+        except ValueError as exc:
+            raise ConfigError(f"{_WHERE.get()}{exc}") from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "proxy") -> ProxyConfig:

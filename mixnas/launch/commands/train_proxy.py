@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from mixnas import bounds
 from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS, MAX_WORKERS
-from mixnas.training.config import MAX_EPOCHS, MAX_SECONDS, MAX_STEPS
 from mixnas.data.spec import FORMATS, NORMALIZATIONS, DataSpec
 from mixnas.errors import ArchitectureError, ConfigError
 from mixnas.launch.archref import resolve_cli_arch, split_trial_ref, trial_record
@@ -18,7 +17,7 @@ from mixnas.outcome import TrialOutcome
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
 from mixnas.textio import path_kind
-from mixnas.training.config import DEFAULT_EPOCHS, OPTIMIZERS, SCHEDULES, ProxyConfig
+from mixnas.training.config import DEFAULT_EPOCHS, OPTIMIZERS, PROXY_RANGES, SCHEDULES, ProxyConfig
 from mixnas.training.device import DEVICES, check_device
 
 if TYPE_CHECKING:
@@ -41,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with the run's own data, budget and settings (this reproduces the trial's recorded score)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed from the file names)")
     budget = p.add_argument_group("budget (training stops at the first limit reached)")
-    budget.add_argument("--epochs", type=bounds.number(0, MAX_EPOCHS, low_open=True).arg(), help=f"epochs (default {DEFAULT_EPOCHS:g} unless --steps / --seconds is given)")
-    budget.add_argument("--steps", type=bounds.integer(1, MAX_STEPS).arg(), help="optimizer steps")
-    budget.add_argument("--seconds", type=bounds.number(0, MAX_SECONDS, low_open=True).arg(), help="training seconds (not deterministic)")
+    budget.add_argument("--epochs", type=PROXY_RANGES["epochs"].arg(), help=f"epochs (default {DEFAULT_EPOCHS:g} unless --steps / --seconds is given)")
+    budget.add_argument("--steps", type=PROXY_RANGES["steps"].arg(), help="optimizer steps")
+    budget.add_argument("--seconds", type=PROXY_RANGES["seconds"].arg(), help="training seconds (not deterministic)")
     subset = p.add_argument_group("proxy subset")
     subset.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the architecture's)")
     subset.add_argument("--classes", help="a count of classes chosen with the seed, or a comma-separated list of class names")
@@ -58,13 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = p.add_argument_group("training")
     train.add_argument("--seed", type=bounds.SEED.arg(), help="experiment seed; the trial seed mixes it with the architecture id "
                        "(default 0, or the run's seed with --arch RUN_DIR:TRIAL; seed+K reproduces rerank repeat K)")
-    train.add_argument("--batch-size", type=bounds.BATCH.arg(), default=defaults.batch_size, help="default %(default)s")
+    train.add_argument("--batch-size", type=PROXY_RANGES["batch_size"].arg(), default=defaults.batch_size, help="default %(default)s")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer, help="default %(default)s")
-    train.add_argument("--lr", type=bounds.number(0, 100, low_open=True).arg(), help="peak learning rate (default: scaled with the batch size)")
+    train.add_argument("--lr", type=PROXY_RANGES["lr"].arg(), help="peak learning rate (default: scaled with the batch size)")
     train.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="default %(default)s")
-    train.add_argument("--weight-decay", type=bounds.number(0, 1).arg(), default=defaults.weight_decay, help="default %(default)s")
-    train.add_argument("--label-smoothing", type=bounds.number(0, 1, high_open=True).arg(), default=defaults.label_smoothing, help="default %(default)s")
-    train.add_argument("--threads", type=bounds.THREADS.arg(), default=1,
+    train.add_argument("--weight-decay", type=PROXY_RANGES["weight_decay"].arg(), default=defaults.weight_decay, help="default %(default)s")
+    train.add_argument("--label-smoothing", type=PROXY_RANGES["label_smoothing"].arg(), default=defaults.label_smoothing, help="default %(default)s")
+    train.add_argument("--threads", type=PROXY_RANGES["threads"].arg(), default=1,
                        help="torch CPU threads (default 1: fastest when the CPU is shared; try 2+ on an idle machine)")
     train.add_argument("--device", choices=DEVICES, default="auto", help="default auto (CUDA when available)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
