@@ -7,6 +7,7 @@ setting honoured, resumable profiling), never speed.
 from __future__ import annotations
 
 import json
+import re
 import math
 import random
 import statistics
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixnas.errors import LatencyTableError
+from mixnas.errors import ConfigError, LatencyTableError
 from mixnas.evaluators.latency import profile as profile_module
 from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable
 from mixnas.evaluators.latency.measure import (
@@ -857,3 +858,40 @@ def test_a_local_timer_never_holds_more_prepared_stages_than_its_limit() -> None
     assert measured["a"].count == 4  # one stage for both places
     assert max(sizes) <= 3 and len(timer.stages) <= 2  # at most one over the limit, for an instant
     assert built.count("a") == 1
+
+
+# --- a table is checked whole before the first trial --------------------------------------------------------------
+def test_a_table_with_an_absurd_entry_a_foreign_key_or_an_unknown_model_is_refused_on_load(tmp_path: Path, tiny) -> None:
+    base = synthetic_table(tiny).to_dict()
+    sig = next(iter(base["entries"]))
+    cases = [
+        ({**base, "entries": {**base["entries"], sig: {**base["entries"][sig], "ms": 1e308}}},
+         re.escape(f"entries[{sig!r}].ms: expected a finite number > 0 and at most 1e+06, got 1e+308")),
+        ({**base, "entries": {**base["entries"], "conv3x3": base["entries"][sig]}},
+         r"entries\['conv3x3'\]: not a layer signature of this mixnas"),
+        ({**base, "calibration": {"scale": 1.0, "offset_ms": 0.0, "points": [], "model": "cubic"}},
+         r"calibration\.model: expected one of \['scale', 'scale\+offset'"),
+    ]
+    for data, message in cases:
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(LatencyTableError, match=message):
+            LatencyTable.load(path)
+
+
+def test_a_table_this_installation_cannot_extend_is_refused_before_the_first_trial(tmp_path: Path, tiny) -> None:
+    from mixnas.launch.config import check_files, config_from_dict
+
+    path = tmp_path / "phone.json"
+    synthetic_table(tiny, backend="tflite").save(path)  # e.g. an import-csv of a phone's measurements
+    data = {
+        "name": "lut", "search_space": "tiny", "controller": {"type": "random"},
+        "evaluator": {"type": "proxy", "data": "digits"}, "latency": {"type": "lut", "lut": str(path)},
+        "reward": {"type": "metric", "metric": "top1"}, "execution": {"trials": 1},
+    }
+    with pytest.raises(ConfigError, match=r"latency\.lut: lacks \d+ of the signatures this space can produce, and this "
+                                          r"installation cannot measure them \(.*tflite.*\); fill the table on its "
+                                          r"device \(mixnas latency profile --space SPACE --exhaustive"):
+        check_files(config_from_dict(data, source="x.yaml"))
+    data["latency"]["options"] = {"measure_missing": False}  # then such trials fail with their reason
+    check_files(config_from_dict(data, source="x.yaml"))

@@ -99,14 +99,35 @@ def check_machine(cfg: Any, space: Any) -> None:
     if cfg.evaluator.type == "supernet":
         _check_supernet(cfg, space)
     if cfg.latency.type == "lut":
-        from mixnas.evaluators.latency.lut import LatencyTable
-
-        try:
-            LatencyTable.load(str(cfg.latency.lut))
-        except (MixnasError, OSError) as exc:
-            raise ConfigError(f"{src}: latency.lut: {exc}") from None
+        _check_lut(cfg, space)
     if cfg.execution.address == "local":
         _check_devices(cfg)
+
+
+def _check_lut(cfg: Any, space: Any) -> None:
+    """The latency table, read whole by the code the trials use (every entry a signature with a sane time, the
+    calibration model known); where the search would have to measure signatures the table lacks, this
+    installation must be able to (its backend, precision and device), else one line saying how to fill it."""
+    from mixnas.evaluators.latency.predictor import load_predictor, why_not_measurable
+    from mixnas.evaluators.latency.signatures import space_signatures
+    from mixnas.search_space.spaces import StageSpace
+
+    where = f"{cfg.source}: latency.lut"
+    try:
+        predictor = load_predictor(str(cfg.latency.lut), **cfg.latency.options)
+    except (MixnasError, OSError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not cfg.latency.options.get("measure_missing") or not isinstance(space, StageSpace):
+        return
+    why = why_not_measurable(predictor.table)
+    if why is None:
+        return
+    missing = predictor.table.missing(space_signatures(space).signatures)
+    if missing:
+        raise ConfigError(
+            f"{where}: lacks {len(missing)} of the signatures this space can produce, and this installation cannot "
+            f"measure them ({why}); fill the table on its device (mixnas latency profile --space SPACE "
+            "--exhaustive there, then merge), or set latency.options.measure_missing: false to fail such trials")
 
 
 def _check_supernet(cfg: Any, space: Any) -> None:

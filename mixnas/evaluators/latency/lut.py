@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.signatures import SIGNATURE_VERSION
+from mixnas.evaluators.latency.signatures import SIGNATURE_PATTERN, SIGNATURE_VERSION
 from mixnas.textio import exclusive_lock, os_reason, path_kind, read_json, read_text, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,17 @@ class Entry:
         return entry
 
 
+# Calibration models: the terms of ``measured ~= scale * summed + offset + per_part * parts`` each one fits ("" in a
+# table of a mixnas from before the models were named).
+CALIBRATION_MODELS = {
+    "scale": ("scale",),
+    "scale+offset": ("scale", "offset"),
+    "scale+parts": ("scale", "parts"),
+    "scale+offset+parts": ("scale", "offset", "parts"),
+}
+MAX_ENTRY_MS = 1e6  # one part for more than a quarter of an hour: a corrupt or hand-edited table
+
+
 @dataclass(frozen=True)
 class Calibration:
     """``measured ~= scale * sum(entries) + offset_ms + per_part_ms * parts``, fitted on end-to-end measurements.
@@ -210,8 +221,8 @@ class Calibration:
         per_part = _finite(data.get("per_part_ms", 0.0), f"{where}.per_part_ms")
         loo = data.get("loo_rmspe_pct")
         model = data.get("model", "")
-        if not isinstance(model, str):
-            raise LatencyTableError(f"{where}.model: expected a string, got {model!r}")
+        if model != "" and model not in CALIBRATION_MODELS:
+            raise LatencyTableError(f"{where}.model: expected one of {list(CALIBRATION_MODELS)}, got {model!r}")
         return cls(
             scale=scale,
             offset_ms=offset,
@@ -257,10 +268,10 @@ def _finite(value: Any, where: str) -> float:
     return float(value)
 
 
-def _number(value: Any, where: str, *, allow_zero: bool = False) -> float:
+def _number(value: Any, where: str, *, allow_zero: bool = False, high: float = MAX_ENTRY_MS) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    if not ok or value < 0 or (value == 0 and not allow_zero) or value > high:
+        expected = f"a finite number {'>=' if allow_zero else '>'} 0 and at most {high:g}"
         raise LatencyTableError(f"{where}: expected {expected}, got {value!r}")
     return float(value)
 
@@ -419,6 +430,10 @@ class LatencyTable:
         entries_raw = data.get("entries")
         if not isinstance(entries_raw, Mapping):
             raise LatencyTableError(f"{source}: entries: expected an object mapping signatures to latencies")
+        bad = next((sig for sig in entries_raw if not SIGNATURE_PATTERN.match(str(sig))), None)
+        if bad is not None:
+            raise LatencyTableError(f"{source}: entries[{str(bad)[:80]!r}]: not a layer signature of this mixnas "
+                                    "(stem_r..., mb_r..., head_r... or fc_i...)")
         entries = {str(sig): Entry.from_dict(e, f"{source}: entries[{sig!r}]") for sig, e in entries_raw.items()}
         with_timings = next((sig for sig, e in entries.items() if e.timings), None)
         if with_timings is not None and version < TIMINGS_FORMAT_VERSION:

@@ -173,6 +173,25 @@ class MeasuringPredictor:
         profile_archs(self.table, [arch], config, only=set(signatures))
 
 
+def why_not_measurable(table: LatencyTable) -> str | None:
+    """Why this installation cannot measure more signatures for ``table`` (its backend, precision or device is
+    unknown here, or its runtime is not installed), or None when it can."""
+    from mixnas.evaluators.latency.backends import get_backend
+    from mixnas.evaluators.latency.profile import config_from_table
+
+    try:
+        config = config_from_table(table)
+        get_backend(config.backend).versions()  # the runtime is installed
+    except LatencyTableError as exc:
+        return str(exc)
+    if config.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "it was measured on CUDA, and this machine has no CUDA device"
+    return None
+
+
 def load_predictor(
     path: str | os.PathLike[str],
     *,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Iterable, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import STAND_IN
-from mixnas.evaluators.latency.lut import Calibration, Entry, LatencyTable, lut_sum, pool_entries
+from mixnas.evaluators.latency.lut import CALIBRATION_MODELS, Calibration, Entry, LatencyTable, lut_sum, pool_entries
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
     REFERENCE_ARCH,
@@ -372,13 +372,6 @@ def mutant_contexts(
     return contexts, list(uncovered)
 
 
-# Calibration models: the terms of ``measured ~= scale * summed + offset + per_part * parts`` each one fits.
-CALIBRATION_MODELS = {
-    "scale": ("scale",),
-    "scale+offset": ("scale", "offset"),
-    "scale+parts": ("scale", "parts"),
-    "scale+offset+parts": ("scale", "offset", "parts"),
-}
 MIN_POINTS_FOR_PARTS = 8
 # A model with more terms must lower the leave-one-out error by this factor to be preferred (noise guard).
 SIMPLER_MODEL_MARGIN = 0.97

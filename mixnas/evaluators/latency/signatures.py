@@ -105,6 +105,17 @@ class ClassifierPart:
 Part = Union[StemPart, BlockPart, HeadPart, ClassifierPart]
 
 
+# What a signature looks like (one pattern per part kind above): a table's keys are checked against it on load.
+_INT, _INTS = r"\d+", r"\d+(?:\.\d+)*"
+SIGNATURE_PATTERN = re.compile(
+    rf"^(?:stem_r{_INT}_i{_INT}_o{_INT}_s2"
+    rf"|mb_r{_INT}_i{_INT}_m{_INT}_o{_INT}_s{_INT}_k{_INTS}_d{_INTS}_c{_INTS}_a{_INT}_p{_INT}_se{_INT}_(?:swish|relu)"
+    rf"_skip[01]"
+    rf"|head_r{_INT}_i{_INT}_o{_INT}"
+    rf"|fc_i{_INT}_o{_INT})$"
+)
+
+
 def _dots(values: tuple[int, ...]) -> str:
     return ".".join(str(v) for v in values)
 
