@@ -246,6 +246,21 @@ def exclusive_lock(file: str | os.PathLike[str], doing: str = "writing it") -> I
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def output_folder(path: str | os.PathLike[str], error: type[MixnasError]) -> Path:
+    """``path`` as a folder to write into, made when missing; one-line ``error`` when something else (a file, a
+    device, a FIFO) is there or it cannot be made. The one way the tool makes an output folder."""
+    folder = Path(path)
+    kind = path_kind(folder)
+    if kind not in (None, "dir"):
+        what = "a file" if kind == "file" else "a device, FIFO or socket"
+        raise error(f"{folder}: is {what}, expected a folder to write into")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{folder}: cannot make the folder ({os_reason(exc)})") from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without an error: readers (and a

@@ -135,11 +135,11 @@ def test_lut_version_1_is_still_read(tmp_path: Path, tiny) -> None:
         (lambda d: d.update(signature_version=0), "signature_version"),
         (lambda d: d.update(colour="blue"), "unknown keys"),
         (lambda d: d.update(threads=0), "threads"),
-        (lambda d: d["entries"].update(bad={"ms": -1.0}), "entries\\['bad'\\]"),
-        (lambda d: d["entries"].update(bad=[1, 2]), "expected an object"),
-        (lambda d: d.update(format_version=4) or d["entries"].update(bad={"ms": 1.0, "timings": [1.0]}),
+        (lambda d: d["entries"].update(fc_i9_o9={"ms": -1.0}), "entries\\['fc_i9_o9'\\]"),
+        (lambda d: d["entries"].update(fc_i9_o9=[1, 2]), "expected an object"),
+        (lambda d: d.update(format_version=4) or d["entries"].update(fc_i9_o9={"ms": 1.0, "timings": [1.0]}),
          "timings: expected a list of two or more"),
-        (lambda d: d.update(format_version=4) or d["entries"].update(bad={"ms": 1.0, "timings": [1.0, -2]}),
+        (lambda d: d.update(format_version=4) or d["entries"].update(fc_i9_o9={"ms": 1.0, "timings": [1.0, -2]}),
          "timings\\[1\\]"),
         (lambda d: d.update(calibration={"scale": 1.0}), "offset_ms"),
         (lambda d: d.update(calibration={"scale": 1.0, "offset_ms": 0, "per_part_ms": "x"}), "per_part_ms"),
@@ -569,11 +569,11 @@ def test_a_resumed_profile_pools_with_the_contexts_timed_before(tmp_path: Path) 
     path = tmp_path / "lut.json"
     table = LatencyTable("torch", 1, 1)
     for ms in (1.0, 5.0):
-        store_measured(table, {"s": Measurement.from_samples([ms])}, 1.0, None, "min", pool=True)
+        store_measured(table, {"fc_i8_o2": Measurement.from_samples([ms])}, 1.0, None, "min", pool=True)
     table.save(path)
     table = LatencyTable.load(path)  # as a resumed (or later) profile finds it
-    store_measured(table, {"s": Measurement.from_samples([4.0])}, 1.0, None, "min", pool=True)
-    assert table.entries["s"].timings == (1.0, 5.0, 4.0) and table.entries["s"].ms == 4.0
+    store_measured(table, {"fc_i8_o2": Measurement.from_samples([4.0])}, 1.0, None, "min", pool=True)
+    assert table.entries["fc_i8_o2"].timings == (1.0, 5.0, 4.0) and table.entries["fc_i8_o2"].ms == 4.0
 
 
 def test_calibration_networks_are_the_last_sampled() -> None:

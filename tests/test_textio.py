@@ -73,3 +73,40 @@ def test_an_experiment_with_a_key_given_twice_exits_2_with_one_line(tmp_path: Pa
     assert main(["search", str(tmp_path / "dup.yaml"), "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "key 'seed' is given twice" in err[0], err
+
+
+def _outputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
+    """(what it writes, the command line with OUT where the output goes, "file" or "folder")."""
+    repo = Path(__file__).resolve().parents[1]
+    old = repo / "tests" / "data" / "old_formats"
+    lut = str(old / "lut" / "lut_v2.json")
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(old / "run_dirs" / "ledger3_reranked", run)
+    return [
+        ("merge", ["latency", "merge", lut, "--out", "OUT"], "file"),
+        ("import-csv", ["latency", "import-csv", str(old / "lut" / "imported.csv"), "--out", "OUT", "--backend",
+                        "tflite"], "file"),
+        ("agent-script", ["latency", "agent-script", "-o", "OUT"], "file"),
+        ("export of a run", ["export", str(run), "--format", "json", "-o", "OUT"], "folder"),
+        ("export-layers", ["latency", "export-layers", "--space", "tiny", "-n", "1", "--calibrate", "0", "-o", "OUT"],
+         "folder"),
+    ]
+
+
+def test_every_output_refuses_a_fifo_and_the_wrong_kind_of_path_in_one_line(tmp_path: Path, capsys) -> None:
+    from mixnas.launch.cli import main
+
+    fifo, folder, plain = tmp_path / "fifo", tmp_path / "folder", tmp_path / "plain.txt"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    plain.write_text("keep me")
+    for what, argv, kind in _outputs(tmp_path):
+        for bad in (fifo, folder if kind == "file" else plain):
+            code = main([str(bad) if a == "OUT" else a for a in argv])
+            err = capsys.readouterr().err.strip().splitlines()  # progress lines, then one error line
+            errors = [line for line in err if line.startswith("mixnas: error: ")]
+            assert code == 2 and errors == err[-1:] and str(bad) in errors[0], (what, bad, err)
+            assert not any("Traceback" in line for line in err)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and folder.is_dir() and plain.read_text() == "keep me"

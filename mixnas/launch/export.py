@@ -47,7 +47,7 @@ from mixnas.launch.rundir import RunPaths, load_run_config
 from mixnas.launch.summary import SeedMean, front_objectives, pareto_records, ranked, seed_means
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.header import encode_arch_text, encode_header
-from mixnas.textio import atomic_file, path_kind, read_json, write_text_atomic
+from mixnas.textio import atomic_file, output_folder, path_kind, read_json, write_text_atomic
 
 if TYPE_CHECKING:
     from torch import nn
@@ -261,8 +261,7 @@ def _write_onnx(item: Written, arch: Architecture, meta: dict[str, str], module:
 # --- a search run ------------------------------------------------------------------------------------------------
 def _export_one(rank: int, record: TrialRecord, out: Path, formats: Sequence[str],
                 mean: SeedMean | None = None) -> Exported:
-    folder = out / f"{rank:02d}_trial{record.trial:05d}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(out / f"{rank:02d}_trial{record.trial:05d}", RunError)
     item = Exported(folder, rank=rank, record=record, mean=mean)
     arch = _architecture(record)
     if arch is None and any(f in ("tf", "timm", "onnx") for f in formats):
@@ -306,8 +305,7 @@ def export_run(run_dir: str | Path, *, top: int | None = None, pareto: bool = Fa
     chosen = select(cfg, records, top=top, pareto=pareto, means=means)
     if not chosen:
         raise RunError(f"{paths.root}: no successful trial to export yet")
-    out = Path(out_dir) if out_dir else paths.export
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out_dir) if out_dir else paths.export, RunError)
     items = [_export_one(rank, record, out, formats, means.get(record.trial)) for rank, record in enumerate(chosen, 1)]
     write_text_atomic(out / "README.md", markdown_table(cfg, items))
     return out, items
@@ -421,7 +419,7 @@ def export_trained(train_dir: str | Path, *, formats: Sequence[str] = DEFAULT_FO
     if metrics.get("epochs") != run.get("epochs"):
         item.notes.append(f"trained {metrics.get('epochs')} of the {run.get('epochs')} epochs asked (an unfinished "
                           "run: `mixnas train ... --resume` continues it)")
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, RunError)
     save_tensors(out / ckpt.WEIGHTS_FILE, weights)
     item.files.append(ckpt.WEIGHTS_FILE)
     timm = _timm_text(arch)
@@ -455,7 +453,8 @@ def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, f
     if "onnx-int8" in deploy:
         item.calibration = {"model.int8.onnx": deployed.write_onnx_int8(item.folder, float_model, data)}
         int8_path = item.folder / "model.int8.onnx"
-        int8_path.write_bytes(_with_metadata(int8_path.read_bytes(), meta))
+        with atomic_file(int8_path, "wb") as fh:
+            fh.write(_with_metadata(int8_path.read_bytes(), meta))
         item.files.append("model.int8.onnx")
         runs.append(("model.int8.onnx", "onnxruntime", "int8", lambda: deployed.onnx_runner(str(int8_path))))
     for fmt, precision in (("executorch", "float32"), ("executorch-int8", "int8")):

@@ -21,6 +21,7 @@ from mixnas.launch.ledger import TrialRecord
 from mixnas.launch.runner import SearchState
 from mixnas.launch.summary import front_objectives, pareto_records
 from mixnas.outcome import is_finite_number
+from mixnas.textio import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,8 @@ def save_pareto_png(cfg: ExperimentConfig, records: Sequence[TrialRecord], path:
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'mixnas[dev]'); no %s", path)
         return False
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, dpi=110, format="png")
     return True
 
 

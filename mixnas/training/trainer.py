@@ -31,7 +31,8 @@ from mixnas.models import build as build_model
 from mixnas.outcome import finite_or_none
 from mixnas.search_space.arch import Architecture
 from mixnas.search_space.counting import count
-from mixnas.textio import write_json_atomic
+from mixnas.errors import RunError
+from mixnas.textio import output_folder, write_json_atomic
 from mixnas.training import checkpoint as ckpt
 from mixnas.training.batches import augment_batch, to_input
 from mixnas.training.config import trial_seed
@@ -133,7 +134,7 @@ class Trainer:
     # --- the run -----------------------------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train (from the last checkpoint when ``resume``) and return the final metrics."""
-        self.output.mkdir(parents=True, exist_ok=True)
+        output_folder(self.output, RunError)
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(trial_seed(self.seed, self.arch.id))

@@ -51,7 +51,7 @@ from mixnas.evaluators.latency.profile import (
 )
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
-from mixnas.textio import os_reason, path_kind, read_bytes, read_text, write_json_atomic
+from mixnas.textio import os_reason, output_folder, read_bytes, read_text, write_json_atomic
 
 EXPORT_VERSION = 1
 CALIBRATION_CHUNK = 25
@@ -59,13 +59,8 @@ CALIBRATION_CHUNK = 25
 
 def models_folder(folder: str | os.PathLike[str]) -> Path:
     """``folder`` (made if needed) with a ``models/`` subfolder for an export; one error where it cannot be."""
-    root = Path(folder)
-    if path_kind(root) not in (None, "dir"):
-        raise LatencyTableError(f"{root}: exists and is not a folder")
-    try:
-        (root / "models").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LatencyTableError(f"{root}: cannot make the folder ({os_reason(exc)})") from None
+    root = output_folder(folder, LatencyTableError)
+    output_folder(root / "models", LatencyTableError)
     return root
 
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mixnas.errors import LatencyTableError
+from mixnas.textio import atomic_file, os_reason
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
     MeasureConfig,
@@ -299,9 +300,13 @@ def plot_scatter(report: ValidationReport, path: str | Path, *, title: str = "")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_file(path, "wb") as fh:  # the one writer: no device, FIFO or folder is replaced
+            fig.savefig(fh, dpi=110, format="png")
+    except OSError as exc:
+        raise LatencyTableError(f"{path}: cannot write the plot ({os_reason(exc)})") from None
+    finally:
+        plt.close(fig)
 
 
 def _measure_missing(table: Any, space: Any, encodings: Sequence[Any], archs: Sequence[Architecture],

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from mixnas import tensorfiles
-from mixnas.errors import ConfigError
+from mixnas.errors import ConfigError, RunError
+from mixnas.textio import output_folder
 from mixnas.data.sets import ProxyData
 from mixnas.training.config import ProxyConfig
 from mixnas.training.device import pick_device
@@ -131,7 +132,7 @@ class SupernetTrainer:
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train (from the last checkpoint when ``resume``); the per-epoch history."""
-        self.output.mkdir(parents=True, exist_ok=True)
+        output_folder(self.output, RunError)
         with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
             torch.manual_seed(self.training.seed)
             run = self._start(resume)

@@ -134,6 +134,7 @@ def extract_folder(supernet_dir: str, arch_spec: Any, output: Path, *, bn_batche
     from mixnas.search_space.counting import count
     from mixnas.textio import write_json_atomic
     from mixnas.tensorfiles import save_tensors
+    from mixnas.textio import output_folder
     from mixnas.training import checkpoint as ckpt
 
     if output.resolve() == Path(supernet_dir).resolve():
@@ -154,7 +155,7 @@ def extract_folder(supernet_dir: str, arch_spec: Any, output: Path, *, bn_batche
            "preprocessing": evaluator.record["preprocessing"] | {
                "input": "float32 NCHW: RGB pixels / 255, then (x - mean) / std per channel (grayscale: the value "
                         "repeated in all 3 channels)"}}
-    output.mkdir(parents=True, exist_ok=True)
+    output_folder(output, RunError)
     ckpt.write_arch(output, arch)
     save_tensors(output / ckpt.WEIGHTS_FILE, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     write_json_atomic(output / ckpt.RUN_FILE, run, indent=1)
