@@ -72,13 +72,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
 def _training(args: argparse.Namespace) -> Any:
     from mixnas.evaluators.supernet.train import SupernetTraining
 
-    try:
-        return SupernetTraining(epochs=args.epochs, batch_size=args.batch_size, random_subnets=args.random_subnets,
-                                distill=not args.no_distill, lr=args.lr, seed=args.seed, device=args.device)
-    except ConfigError as exc:  # name the option, not the field
-        text = str(exc).removeprefix("supernet training: ")
-        name, _, rest = text.partition(":")
-        raise ConfigError(f"--{name.replace('_', '-')}:{rest}") from None
+    # every number was checked by its option's range while parsing (the same bounds SupernetTraining keeps)
+    return SupernetTraining(epochs=args.epochs, batch_size=args.batch_size, random_subnets=args.random_subnets,
+                            distill=not args.no_distill, lr=args.lr, seed=args.seed, device=args.device)
 
 
 def _check_resume(output: Path, record: dict[str, Any], resume: bool) -> None:
