@@ -72,9 +72,9 @@ def test_remote_timer_refuses_torch(tmp_path: Path) -> None:
 
 def test_a_table_names_the_devices_it_was_measured_on(tmp_path: Path) -> None:
     here = LatencyTable("onnxruntime", 1, 1, device={"cpu": "A", "accelerator": "cpu"},
-                        entries={"s": Entry(ms=1.0, mean_ms=1.0)})
+                        entries={"fc_i8_o2": Entry(ms=1.0, mean_ms=1.0)})
     phone = LatencyTable("onnxruntime", 1, 1, device={"cpu": "B", "accelerator": "cpu", "measured_by": "agent x"},
-                         entries={"t": Entry(ms=2.0, mean_ms=2.0)})
+                         entries={"fc_i8_o3": Entry(ms=2.0, mean_ms=2.0)})
     path = tmp_path / "one.json"
     here.save(path)
     assert json.loads(path.read_text())["format_version"] == 2 and "devices" not in json.loads(path.read_text())

@@ -127,8 +127,8 @@ class ActorPool:
             if ex.scheduler.type == "asha":
                 self._rungs = ray.remote(num_cpus=0)(RungKeeper).remote(
                     ex.scheduler.grace_period, ex.scheduler.reduction_factor, ex.scheduler.metric, self._history)
-            config = ray.put(self.cfg)  # validated once here; every actor gets the parsed config
-            self._actors = [self._actor_cls.remote(config, self._rungs) for _ in range(self.n_actors)]
+            self._config = ray.put(self.cfg)  # validated once here; every actor (and a replacement) gets it parsed
+            self._actors = [self._actor_cls.remote(self._config, self._rungs) for _ in range(self.n_actors)]
             self._idle = list(range(self.n_actors))
         except BaseException:
             self.__exit__(None, None, None)
