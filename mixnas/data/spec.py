@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mixnas import bounds
 from mixnas.confignode import dataclass_fields
 from mixnas.errors import DataError
 from mixnas.search_space.arch import MAX_CLASSES
@@ -30,6 +31,16 @@ SYNTHETIC_IMAGES_PER_CLASS = 100
 MAX_DATA_RESOLUTION = 1024
 MAX_IMAGES_PER_CLASS = 10_000_000
 MAX_WORKERS = 1024
+# The range of every numeric field (mixnas.bounds): checked at construction, read by the command line's options.
+DATA_RANGES = {
+    "resolution": bounds.integer(1, MAX_DATA_RESOLUTION, optional=True),
+    "images_per_class": bounds.integer(2, MAX_IMAGES_PER_CLASS, optional=True),
+    "val_fraction": bounds.number(0, 1, low_open=True, high_open=True),
+    "seed": bounds.integer(0, 2**64 - 1),
+    "crop_padding": bounds.integer(0, MAX_DATA_RESOLUTION),
+    "workers": bounds.integer(1, MAX_WORKERS, optional=True),
+}
+CLASS_COUNT = bounds.integer(2, MAX_CLASSES)  # a count of classes (one class cannot rank architectures)
 MAX_SYNTHETIC_BYTES = 2 << 30  # float32 working memory of the synthetic data set
 MAX_FILE_BYTES = 4 << 30  # one data file after gzip decompression (EMNIST by-class images: 0.55 GB)
 
@@ -79,40 +90,23 @@ class DataSpec:
             raise DataError(f"data: source: expected 'digits', 'synthetic' or a path, got {self.source!r}")
         if self.format not in ("auto", *FORMATS):
             raise DataError(f"{where}: format: expected one of {['auto', *FORMATS]}, got {self.format!r}")
-        if self.resolution is not None and not _is_int(self.resolution, 1, MAX_DATA_RESOLUTION):
-            raise DataError(
-                f"{where}: resolution: expected a positive integer, at most {MAX_DATA_RESOLUTION}, got {self.resolution!r}"
-            )
         if isinstance(self.classes, (list, tuple)):
             names = tuple(str(c) for c in self.classes)
             if len(names) < 2 or len(set(names)) != len(names):
                 raise DataError(f"{where}: classes: expected at least 2 distinct class names (one class cannot rank "
                                 f"architectures), got {list(self.classes)!r}")
             object.__setattr__(self, "classes", names)
-        elif self.classes is not None and not _is_int(self.classes, 2, MAX_CLASSES):
-            raise DataError(
-                f"{where}: classes: expected a count in 2..{MAX_CLASSES} (one class cannot rank architectures), a "
-                f"list of names or null, got {self.classes!r}"
-            )
-        if self.images_per_class is not None and not _is_int(self.images_per_class, 2, MAX_IMAGES_PER_CLASS):
-            raise DataError(
-                f"{where}: images_per_class: expected an integer in 2..{MAX_IMAGES_PER_CLASS} or null, "
-                f"got {self.images_per_class!r}"
-            )
-        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
-            raise DataError(f"{where}: val_fraction: expected a number in (0, 1), got {self.val_fraction!r}")
-        if not _is_int(self.seed, 0, 2**64 - 1):
-            raise DataError(f"{where}: seed: expected an integer >= 0, got {self.seed!r}")
+        elif self.classes is not None and not CLASS_COUNT.contains(_plain(self.classes)):
+            raise DataError(f"{where}: classes: expected {CLASS_COUNT.describe()} (one class cannot rank "
+                            f"architectures), a list of names or null, got {self.classes!r}")
+        for name, rng in DATA_RANGES.items():
+            if not rng.contains(_plain(getattr(self, name))):
+                raise DataError(f"{where}: {name}: expected {rng.describe()}, got {getattr(self, name)!r}")
         if self.normalize not in NORMALIZATIONS:
             raise DataError(f"{where}: normalize: expected one of {list(NORMALIZATIONS)}, got {self.normalize!r}")
         if not isinstance(self.flip, bool):
             raise DataError(f"{where}: flip: expected true or false, got {self.flip!r}")
-        if not _is_int(self.crop_padding, 0, MAX_DATA_RESOLUTION):
-            raise DataError(
-                f"{where}: crop_padding: expected an integer in 0..{MAX_DATA_RESOLUTION}, got {self.crop_padding!r}"
-            )
-        if self.workers is not None and not _is_int(self.workers, 1, MAX_WORKERS):
-            raise DataError(f"{where}: workers: expected an integer in 1..{MAX_WORKERS} or null, got {self.workers!r}")
+
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "data") -> DataSpec:
@@ -135,10 +129,8 @@ class DataSpec:
         return out
 
 
-def _is_int(value: Any, minimum: int, maximum: int | None = None) -> bool:
-    return (
-        isinstance(value, (int, np.integer))
-        and not isinstance(value, bool)
-        and value >= minimum
-        and (maximum is None or value <= maximum)
-    )
+def _plain(value: Any) -> Any:
+    """A numpy integer as a plain int (a count read from an array is one)."""
+    return int(value) if isinstance(value, np.integer) else value
+
+

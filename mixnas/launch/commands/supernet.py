@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mixnas import bounds
-from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS
 from mixnas.training.config import MAX_EPOCHS
-from mixnas.data.spec import FORMATS, DataSpec
+from mixnas.data.spec import DATA_RANGES, FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
 from mixnas.launch.commands.epoch_log import EpochLog, check_output
 from mixnas.training.device import DEVICES, check_device
@@ -35,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--space", required=True, help="a stage-space preset (tiny, mixnet, ...) or a YAML file")
     t.add_argument("--data", required=True, help="digits, synthetic or a path")
     t.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed)")
-    t.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the data's own)")
-    t.add_argument("--images-per-class", type=bounds.integer(2, MAX_IMAGES_PER_CLASS).arg(), help="at most this many images per class (default: all)")
+    t.add_argument("--resolution", type=DATA_RANGES["resolution"].arg(), help="image size (default: the data's own)")
+    t.add_argument("--images-per-class", type=DATA_RANGES["images_per_class"].arg(), help="at most this many images per class (default: all)")
     t.add_argument("--epochs", type=bounds.integer(1, MAX_EPOCHS).arg(), default=10, help="default %(default)s")
     t.add_argument("--batch-size", type=bounds.BATCH.arg(), default=64, help="default %(default)s")
     t.add_argument("--random-subnets", type=bounds.integer(0, 64).arg(), default=2,

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixnas import bounds
-from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS
 from mixnas.training.config import MAX_EPOCHS
-from mixnas.data.spec import BUILTIN_SOURCES, FORMATS, DataSpec
+from mixnas.data.spec import BUILTIN_SOURCES, DATA_RANGES, FORMATS, DataSpec
 from mixnas.errors import RunError
 from mixnas.launch.commands.epoch_log import EpochLog, check_output
 from mixnas.launch.archref import resolve_cli_arch
@@ -40,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="preset name (e.g. mixnet_tiny), block strings, a file or RUN_DIR:TRIAL / RUN_DIR:best")
     p.add_argument("--data", required=True, help="digits, synthetic or a path")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed)")
-    p.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the data's own, or the architecture's for folders)")
-    p.add_argument("--images-per-class", type=bounds.integer(2, MAX_IMAGES_PER_CLASS).arg(), help="at most this many training images per class (default: all)")
+    p.add_argument("--resolution", type=DATA_RANGES["resolution"].arg(), help="image size (default: the data's own, or the architecture's for folders)")
+    p.add_argument("--images-per-class", type=DATA_RANGES["images_per_class"].arg(), help="at most this many training images per class (default: all)")
     p.add_argument("--epochs", type=bounds.integer(1, MAX_EPOCHS).arg(), default=350, help="whole epochs (default %(default)s, MnasNet's)")
     p.add_argument("--recipe", default="mnasnet", choices=sorted(RECIPES), help="default %(default)s")
     p.add_argument("--batch-size", type=bounds.BATCH.arg(), default=128, help="default %(default)s; the learning rate scales with it")

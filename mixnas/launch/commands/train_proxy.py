@@ -9,8 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from mixnas import bounds
-from mixnas.data.spec import MAX_DATA_RESOLUTION, MAX_IMAGES_PER_CLASS, MAX_WORKERS
-from mixnas.data.spec import FORMATS, NORMALIZATIONS, DataSpec
+from mixnas.data.spec import DATA_RANGES, FORMATS, NORMALIZATIONS, DataSpec
 from mixnas.errors import ArchitectureError, ConfigError
 from mixnas.launch.archref import resolve_cli_arch, split_trial_ref, trial_record
 from mixnas.outcome import TrialOutcome
@@ -44,16 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     budget.add_argument("--steps", type=PROXY_RANGES["steps"].arg(), help="optimizer steps")
     budget.add_argument("--seconds", type=PROXY_RANGES["seconds"].arg(), help="training seconds (not deterministic)")
     subset = p.add_argument_group("proxy subset")
-    subset.add_argument("--resolution", type=bounds.integer(1, MAX_DATA_RESOLUTION).arg(), help="image size (default: the architecture's)")
+    subset.add_argument("--resolution", type=DATA_RANGES["resolution"].arg(), help="image size (default: the architecture's)")
     subset.add_argument("--classes", help="a count of classes chosen with the seed, or a comma-separated list of class names")
-    subset.add_argument("--images-per-class", type=bounds.integer(2, MAX_IMAGES_PER_CLASS).arg(), help="at most this many images per class (default: all)")
-    subset.add_argument("--val-fraction", type=bounds.number(0, 1, low_open=True, high_open=True).arg(), default=DataSpec.val_fraction, help="held-out share of each class (default %(default)s)")
-    subset.add_argument("--data-seed", type=bounds.SEED.arg(), default=0, help="seed of the class / image choice and the split (default 0)")
+    subset.add_argument("--images-per-class", type=DATA_RANGES["images_per_class"].arg(), help="at most this many images per class (default: all)")
+    subset.add_argument("--val-fraction", type=DATA_RANGES["val_fraction"].arg(), default=DataSpec.val_fraction, help="held-out share of each class (default %(default)s)")
+    subset.add_argument("--data-seed", type=DATA_RANGES["seed"].arg(), default=0, help="seed of the class / image choice and the split (default 0)")
     subset.add_argument("--normalize", choices=NORMALIZATIONS, default="dataset", help="input normalisation (default dataset)")
     subset.add_argument("--flip", action="store_true", help="random horizontal flips")
-    subset.add_argument("--crop-padding", type=bounds.integer(0, MAX_DATA_RESOLUTION).arg(), default=0, help="random crops after padding by this many pixels")
+    subset.add_argument("--crop-padding", type=DATA_RANGES["crop_padding"].arg(), default=0, help="random crops after padding by this many pixels")
     subset.add_argument("--cache-dir", help="cache of decoded image folders (default $MIXNAS_CACHE_DIR or ~/.cache/mixnas/datasets)")
-    subset.add_argument("--workers", type=bounds.integer(1, MAX_WORKERS).arg(), help="image decoding threads (default: one per core)")
+    subset.add_argument("--workers", type=DATA_RANGES["workers"].arg(), help="image decoding threads (default: one per core)")
     train = p.add_argument_group("training")
     train.add_argument("--seed", type=bounds.SEED.arg(), help="experiment seed; the trial seed mixes it with the architecture id "
                        "(default 0, or the run's seed with --arch RUN_DIR:TRIAL; seed+K reproduces rerank repeat K)")
