@@ -11,6 +11,7 @@ import math
 import os
 import random
 import shutil
+import contextlib
 import signal
 import subprocess
 import sys
@@ -446,3 +447,62 @@ def test_a_malformed_snapshot_is_set_aside_and_the_journal_replayed(tmp_path, ra
     (tmp_path / "run" / "controller.json").write_text(snapshot)
     resume_search(tmp_path / "run", new_config=config(8), force=True)
     assert _essence(_rows(tmp_path / "run")) == _essence(_rows(tmp_path / "reference"))
+
+
+def _local_session_of(pid: int, timeout: float = 90) -> Path:
+    """The private Ray folder of the local search whose driver is ``pid``, once Ray runs in it."""
+    from mixnas.launch.ray_local import DRIVER_FILE, PREFIX, _temp_base, processes_of
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for folder in Path(_temp_base()).glob(PREFIX + "*"):
+            with contextlib.suppress(OSError, ValueError):
+                if int((folder / DRIVER_FILE).read_text().split()[0]) == pid and processes_of(folder):
+                    return folder
+        time.sleep(0.2)
+    raise AssertionError(f"no local Ray of driver {pid} started within {timeout} s")
+
+
+def test_killed_local_searches_leave_no_process_or_folder_once_the_next_one_starts(tmp_path):
+    from mixnas.launch.ray_local import processes_of
+
+    table = {f"{a}{b}": {"acc": 0.5 + 0.1 * a + 0.01 * b} for a in range(3) for b in range(3)}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(_choice_run(tmp_path, "local", table)))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = []
+    for i in range(3):  # SIGKILL the driver three times, each time once its private Ray runs
+        args = ["search", str(tmp_path / "c.yaml"), "--output", str(run_dir)] if i == 0 else ["resume", str(run_dir)]
+        proc = subprocess.Popen([sys.executable, "-m", "mixnas.launch.cli", *args, "-q"], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed.append(_local_session_of(proc.pid))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    _cli("resume", str(run_dir), "-q")  # starts a local Ray: it first ends and removes what the killed ones left
+    for folder in killed:
+        assert not folder.exists(), f"{folder} of a killed search is still there"
+        assert processes_of(folder) == [], f"processes of the killed search in {folder} still run"
+    assert len(_rows(run_dir)) == 9
+
+
+def test_what_a_killed_session_left_running_is_ended_with_its_folder(tmp_path):
+    from mixnas.launch.ray_local import DRIVER_FILE, PREFIX, processes_of, remove_stale_dirs
+
+    folder = tmp_path / f"{PREFIX}dead"
+    (folder / "ray").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a driver process id that is gone
+    from mixnas.launch.ray_local import _process_namespace
+
+    (folder / DRIVER_FILE).write_text(f"{dead.pid} {_process_namespace()}\n")
+    # a stand-in for an agent Ray left behind: its command line names the session's folder, like Ray's programs
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", f"--temp-dir={folder}/ray/x"])
+    try:
+        deadline = time.monotonic() + 10
+        while not processes_of(folder) and time.monotonic() < deadline:  # until it has started
+            time.sleep(0.05)
+        assert processes_of(folder) == [leftover.pid]
+        assert remove_stale_dirs(tmp_path) == [folder]
+        assert leftover.wait(timeout=10) is not None and not folder.exists() and processes_of(folder) == []
+    finally:
+        leftover.kill()

@@ -20,7 +20,9 @@ A local search (``execution.address: local``) gets a private Ray:
   :meth:`RaySession.close` removes after ``ray.shutdown()``. Ray makes its temp folder world-writable (0777); the
   0700 folder above it keeps other users out. A SIGKILLed search cannot remove its folder, so the folder names
   its driver's process id (``driver``), and a new local Ray first removes this user's folders whose driver is
-  gone (:func:`remove_stale_dirs`; Ray's own processes die with the driver that started them).
+  gone (:func:`remove_stale_dirs`). Ray's own processes die with the driver that started them; any that a
+  killed session leaves (a process whose command line names that session's folder, owned by this user) are ended
+  first (:func:`reap_processes`).
 
 Joining a cluster (any other address) uses the token the user provides (``RAY_AUTH_TOKEN``,
 ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, see ``docs/distributed.md``): with one present and
@@ -183,9 +185,52 @@ def remove_stale_dirs(base: str | os.PathLike[str] | None = None) -> list[Path]:
             continue
         if namespace != here or pid <= 0 or pid == os.getpid() or _process_exists(pid):
             continue
+        reap_processes(path)
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
+
+
+def processes_of(folder: Path) -> list[int]:
+    """This user's processes whose command line names ``folder`` (Ray's servers, agents and workers of a session
+    started there all carry its temp, session or log folder); Linux ``/proc`` only, else none."""
+    text, found = str(folder), []
+    proc = Path("/proc")
+    if not proc.is_dir():  # pragma: no cover - not Linux
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in command and "/ray/" in command:  # Ray's programs, not a shell that names the folder
+            found.append(int(entry.name))
+    return found
+
+
+def reap_processes(folder: Path, *, grace: float = 2.0) -> list[int]:
+    """End what a killed search's Ray left running from ``folder`` (its driver is gone, so nothing else will):
+    SIGTERM, then SIGKILL after ``grace`` seconds; returns the process ids found."""
+    import signal
+    import time
+
+    pids = processes_of(folder)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline and any(_process_exists(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if pids:
+        logger.info("ended %d process(es) left by the killed search of %s", len(pids), folder)
+    return pids
 
 
 def _process_namespace() -> str:
