@@ -74,6 +74,10 @@ class _Worker:
         self.evaluator = TrialEvaluator(config, should_stop=None if rungs is None else report)
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
+    def ready(self) -> bool:
+        """Answered once the actor is placed and built (a replacement is not given trials before)."""
+        return True
+
     def run(self, encoding: Sequence[int], trial: int, seed: int | None = None,
             known: Mapping[str, Any] | None = None) -> TrialOutcome:
         outcome = self.evaluator.run(encoding, trial, seed=seed, known=known)
@@ -115,6 +119,7 @@ class ActorPool:
         self._rungs: Any = None
         self._idle: list[int] = []
         self._flights: dict[Any, _Flight] = {}
+        self._starting: dict[Any, int] = {}  # a replacement actor's ready() call -> its index, until it answers
 
     def __enter__(self) -> ActorPool:
         import ray
@@ -154,6 +159,12 @@ class ActorPool:
     def running(self) -> int:
         return len(self._flights)
 
+    @property
+    def starting(self) -> int:
+        """Replacement actors not placed yet (a lost node's resources may never come back: the search goes on
+        with the actors it has)."""
+        return len(self._starting)
+
     def submit(self, trial: int, attempt: int, encoding: Sequence[int], seed: int | None = None,
                known: Mapping[str, Any] | None = None) -> None:
         """Start an attempt on an idle actor (the caller checks :attr:`idle`). A repeat of ``mixnas rerank`` passes
@@ -166,8 +177,23 @@ class ActorPool:
         """The attempts that finished within ``timeout`` seconds (at most one per call)."""
         import ray
 
-        ready, _ = ray.wait(list(self._flights), num_returns=1, timeout=timeout)
-        return [self._collect(ref) for ref in ready]
+        ready, _ = ray.wait([*self._flights, *self._starting], num_returns=1, timeout=timeout)
+        for ref in [r for r in ready if r in self._starting]:
+            self._started(ref)
+        return [self._collect(ref) for ref in ready if ref in self._flights]
+
+    def _started(self, ref: Any) -> None:
+        import ray
+        from ray.exceptions import RayError
+
+        index = self._starting.pop(ref)
+        try:
+            ray.get(ref)
+        except RayError as exc:  # it could not be built: the pool goes on without it
+            logger.warning("a replacement worker could not start (%s); %d worker(s) go on", type(exc).__name__,
+                           len(self._actors) - len(self._starting) - 1)
+            return
+        self._idle.append(index)
 
     def _collect(self, ref: Any) -> Finished:
         import ray
@@ -191,4 +217,6 @@ class ActorPool:
         with contextlib.suppress(Exception):
             ray.kill(self._actors[index])
         self._actors[index] = self._actor_cls.remote(self._config, self._rungs)
-        self._idle.append(index)
+        # given trials only once placed: on a cluster that lost a node it may wait for resources that never come,
+        # and a trial queued on it would wait with it while the other workers sit idle
+        self._starting[self._actors[index].ready.remote()] = index

@@ -280,7 +280,7 @@ class Search:
             view.running = pool.running
             if self.ordering.done(st):
                 return
-            if not pool.running:
+            if not pool.running and not pool.starting:
                 raise RunError(f"{self.paths.root}: the search is stuck: nothing runs and nothing can be asked "
                                f"(asked {st.asked}, told {len(st.told)}, results {sorted(st.results)})")
             for finished in pool.wait(timeout=1.0):
