@@ -177,7 +177,6 @@ def why_not_measurable(table: LatencyTable) -> str | None:
     """Why this installation cannot measure more signatures for ``table`` (its backend, precision or device is
     unknown here, or its runtime is not installed), or None when it can."""
     from mixnas.evaluators.latency.backends import get_backend
-    from mixnas.evaluators.latency.profile import config_from_table
 
     try:
         config = config_from_table(table)
