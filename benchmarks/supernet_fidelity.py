@@ -45,7 +45,8 @@ from mixnas.training.config import ProxyConfig
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
 from mixnas.evaluators.supernet.layout import extreme_encoding
-from mixnas.evaluators.supernet.train import SupernetTrainer, SupernetTraining
+from mixnas.evaluators.supernet.train import SupernetTrainer
+from mixnas.training.config import SupernetTraining
 from mixnas.search_space.counting import count
 from mixnas.search_space.spaces import load_space
 from mixnas.textio import read_json, write_json_atomic

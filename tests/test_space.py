@@ -284,7 +284,7 @@ stages:
         ("globals: {resolution: 4}\n", r"globals\.resolution: expected an integer in 8..4096, got 4"),
         ("globals: {width_multiplier: [1.0, 1.0]}\n", r"globals\.width_multiplier\[1\]: duplicate choice 1.0"),
         ("layer: {expand_ratio: 0}\n", r"layer\.expand_ratio: expected an integer in 1..64, got 0"),
-        ("constraints: {max_params: -5}\n", r"constraints\.max_params: expected a positive number or null, got -5"),
+        ("constraints: {max_params: -5}\n", r"constraints\.max_params: expected a number in \(0, 1e\+15\] or null, got -5"),
         ("kind: graph\n", r"kind: expected one of stages, choices, got 'graph'"),
     ],
 )
@@ -384,3 +384,12 @@ def test_config_node_raises_the_given_error_class_and_shows_yaml_values():
     with pytest.raises(ArchitectureError, match=r"^f.yaml: top.d: unknown key; allowed keys here: \['a', 'b', 'c'\]$"):
         ConfigNode({"d": 1}, "top", "f.yaml", error=ArchitectureError, keys=("a", "b", "c"))
     node.finish()  # declared keys need not be read
+
+
+def test_docs_list_every_space_range() -> None:
+    from mixnas.search_space.spaces.yaml_reader import SPACE_RANGES
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "search_spaces.md").read_text()
+    block = docs.split("<!-- ranges:", 1)[1].split("<!-- /ranges -->", 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{key}` | {rng.describe()} |" for key, rng in SPACE_RANGES.items()]

@@ -23,7 +23,8 @@ from mixnas.data.load import load_proxy_data
 from mixnas.evaluators.base import TrialContext
 from mixnas.evaluators.supernet import store
 from mixnas.evaluators.supernet.evaluator import SupernetEvaluator
-from mixnas.evaluators.supernet.train import SupernetTrainer, SupernetTraining
+from mixnas.evaluators.supernet.train import SupernetTrainer
+from mixnas.training.config import SupernetTraining
 from mixnas.launch.cli import main
 from mixnas.launch.config import config_from_dict
 from mixnas.search_space.spaces import load_space
@@ -196,3 +197,21 @@ def test_sigkill_and_resume_equals_uninterrupted_search(tmp_path, supernet_dir, 
     assert proc.returncode == -signal.SIGKILL, f"the driver ended before the kill: {proc.stderr.read()}"
     _cli("resume", str(killed), "-q")
     assert _outcomes(killed) == _outcomes(tmp_path / "reference")
+
+
+def test_docs_list_every_supernet_training_range() -> None:
+    from mixnas.training.config import SUPERNET_RANGES
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "supernet.md").read_text()
+    block = docs.split("<!-- ranges:", 1)[1].split("<!-- /ranges -->", 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{key}` | {rng.describe()} |" for key, rng in SUPERNET_RANGES.items()]
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("random_subnets", 65), ("lr", float("inf")),
+                                          ("seed", -1), ("warmup_epochs", 1e308), ("batch_size", True)])
+def test_supernet_training_refuses_out_of_range(field: str, value: object) -> None:
+    from mixnas.training.config import SupernetTraining
+
+    with pytest.raises(ConfigError, match=f"supernet training: {field}: expected"):
+        SupernetTraining(**{field: value})

@@ -1,5 +1,6 @@
 """How to train one architecture: :class:`ProxyConfig` (budget, optimizer, schedule, regularisation, device),
-validated once at construction, its bounds and choices, and the seed of one trial. No torch here: the command
+validated once at construction, its bounds and choices, the same for a supernet (:class:`SupernetTraining`), and
+the seed of one trial. No torch here: the command
 line reads these choices without importing it. The proxy trainer, the full trainer and the supernet all train
 with it.
 """
@@ -47,6 +48,18 @@ PROXY_RANGES = {
     "threads": bounds.integer(1, 1024, optional=True),  # torch crashes (SIGSEGV) on absurd thread counts
     "eval_batch_size": bounds.BATCH,
     "bn_recalibration": bounds.integer(0, 10**7),
+}
+
+# The range of every numeric setting of a supernet's training (SupernetTraining; `mixnas supernet train` options).
+SUPERNET_RANGES = {
+    "epochs": bounds.integer(1, MAX_EPOCHS),
+    "batch_size": bounds.BATCH,
+    "random_subnets": bounds.integer(0, 64),
+    "lr": PROXY_RANGES["lr"],
+    "weight_decay": PROXY_RANGES["weight_decay"],
+    "label_smoothing": PROXY_RANGES["label_smoothing"],
+    "warmup_epochs": PROXY_RANGES["warmup_epochs"],
+    "seed": bounds.SEED,
 }
 
 # How a value error begins: "proxy: " for a ProxyConfig made in code, the YAML path when read by from_dict.
@@ -160,6 +173,53 @@ class ProxyConfig:
         if self.optimizer == "sgd":
             return 0.1 * self.batch_size / 64
         return 0.016 * self.batch_size / 256
+
+
+@dataclass(frozen=True)
+class SupernetTraining:
+    """How to train a supernet (all of it must match for ``--resume``); the supernet trainer is in
+    :mod:`mixnas.evaluators.supernet.train`. The numbers are checked against :data:`SUPERNET_RANGES`, the rest by
+    the proxy trainer's :class:`ProxyConfig`.
+
+    Attributes:
+        epochs: whole passes over the training split.
+        batch_size: images per step (each member of the sandwich sees the same batch).
+        random_subnets: uniformly sampled members per step besides the largest and the smallest.
+        distill: the sampled members learn from the largest member's soft predictions (in-place distillation).
+        lr: peak SGD learning rate (None = the proxy trainer's 0.1 * batch_size / 64).
+        weight_decay, label_smoothing, warmup_epochs: as the proxy trainer's.
+        seed: initial weights, data order, augmentation, dropout and the subnet sampler.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    random_subnets: int = 2
+    distill: bool = True
+    lr: float | None = None
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, rng in SUPERNET_RANGES.items():
+            try:
+                rng.check(getattr(self, name), name)
+            except ValueError as exc:
+                raise ConfigError(f"supernet training: {exc}") from None
+        if not isinstance(self.distill, bool):
+            raise ConfigError(f"supernet training: distill: expected true or false, got {self.distill!r}")
+        self.proxy_config()  # the proxy trainer checks the rest
+
+    def proxy_config(self) -> ProxyConfig:
+        return ProxyConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
+                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+                           warmup_epochs=self.warmup_epochs, device=self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def trial_seed(seed: int, arch_id: str) -> int:

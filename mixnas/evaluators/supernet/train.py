@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ import torch
 from torch import nn
 
 from mixnas import tensorfiles
-from mixnas.errors import ConfigError, RunError
+from mixnas.errors import RunError
 from mixnas.textio import output_folder
 from mixnas.data.sets import ProxyData
-from mixnas.training.config import ProxyConfig
+from mixnas.training.config import SupernetTraining
 from mixnas.training.device import pick_device
 from mixnas.training.optim import learning_rate, make_optimizer
 from mixnas.training.batches import augment_batch, to_input
@@ -42,55 +41,7 @@ from mixnas.evaluators.supernet.supernet import Supernet
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, Any]], Any]
-MAX_EPOCHS = 10_000
 PROGRESS_BN_IMAGES = 512  # per-epoch check of the largest / smallest member: BN recalibration images
-
-
-@dataclass(frozen=True)
-class SupernetTraining:
-    """How to train a supernet (all of it must match for ``--resume``).
-
-    Attributes:
-        epochs: whole passes over the training split.
-        batch_size: images per step (each member of the sandwich sees the same batch).
-        random_subnets: uniformly sampled members per step besides the largest and the smallest.
-        distill: the sampled members learn from the largest member's soft predictions (in-place distillation).
-        lr: peak SGD learning rate (None = the proxy trainer's 0.1 * batch_size / 64).
-        weight_decay, label_smoothing, warmup_epochs: as the proxy trainer's.
-        seed: initial weights, data order, augmentation, dropout and the subnet sampler.
-        device: ``auto``, ``cpu`` or ``cuda``.
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    random_subnets: int = 2
-    distill: bool = True
-    lr: float | None = None
-    weight_decay: float = 5e-5
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name, lo, hi in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, 1 << 20), ("random_subnets", 0, 64),
-                             ("seed", 0, 2**63 - 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise ConfigError(f"supernet training: {name}: expected an integer in {lo}..{hi}, got {value!r}")
-        if self.lr is not None and not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
-            raise ConfigError(f"supernet training: lr: expected a positive number or null, got {self.lr!r}")
-        if not isinstance(self.distill, bool):
-            raise ConfigError(f"supernet training: distill: expected true or false, got {self.distill!r}")
-        self.proxy_config()  # the proxy trainer checks the rest
-
-    def proxy_config(self) -> ProxyConfig:
-        return ProxyConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer="sgd", lr=self.lr,
-                           weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
-                           warmup_epochs=self.warmup_epochs, device=self.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -229,4 +180,4 @@ class SupernetTrainer:
         store.write_checkpoint(self.output, run.epoch, tensors, weights, state)
 
 
-__all__ = ["MAX_EPOCHS", "SupernetTrainer", "SupernetTraining"]
+__all__ = ["SupernetTrainer"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mixnas import bounds
-from mixnas.training.config import MAX_EPOCHS
+from mixnas.training.config import SUPERNET_RANGES
 from mixnas.data.spec import DATA_RANGES, FORMATS, DataSpec
 from mixnas.errors import ConfigError, RunError
 from mixnas.launch.commands.epoch_log import EpochLog, check_output
@@ -36,14 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="data format (default: guessed)")
     t.add_argument("--resolution", type=DATA_RANGES["resolution"].arg(), help="image size (default: the data's own)")
     t.add_argument("--images-per-class", type=DATA_RANGES["images_per_class"].arg(), help="at most this many images per class (default: all)")
-    t.add_argument("--epochs", type=bounds.integer(1, MAX_EPOCHS).arg(), default=10, help="default %(default)s")
-    t.add_argument("--batch-size", type=bounds.BATCH.arg(), default=64, help="default %(default)s")
-    t.add_argument("--random-subnets", type=bounds.integer(0, 64).arg(), default=2,
+    t.add_argument("--epochs", type=SUPERNET_RANGES["epochs"].arg(), default=10, help="default %(default)s")
+    t.add_argument("--batch-size", type=SUPERNET_RANGES["batch_size"].arg(), default=64, help="default %(default)s")
+    t.add_argument("--random-subnets", type=SUPERNET_RANGES["random_subnets"].arg(), default=2,
                    help="sampled members per step besides the largest and the smallest (default %(default)s)")
     t.add_argument("--no-distill", action="store_true", help="sampled members learn from the labels, not from the "
                    "largest member's predictions")
-    t.add_argument("--lr", type=bounds.number(0, 100, low_open=True).arg(), help="peak SGD learning rate (default 0.1 * batch size / 64)")
-    t.add_argument("--seed", type=bounds.SEED.arg(), default=0, help="default %(default)s")
+    t.add_argument("--lr", type=SUPERNET_RANGES["lr"].arg(), help="peak SGD learning rate (default 0.1 * batch size / 64)")
+    t.add_argument("--seed", type=SUPERNET_RANGES["seed"].arg(), default=0, help="default %(default)s")
     t.add_argument("--device", choices=DEVICES, default="auto", help="default %(default)s")
     t.add_argument("--threads", type=bounds.THREADS.arg(), help="torch CPU threads (default: torch's)")
     t.add_argument("--output", required=True, help="the supernet folder")
@@ -69,9 +69,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
 
 def _training(args: argparse.Namespace) -> Any:
-    from mixnas.evaluators.supernet.train import SupernetTraining
+    from mixnas.training.config import SupernetTraining
 
-    # every number was checked by its option's range while parsing (the same bounds SupernetTraining keeps)
+    # every number was checked by its option's range while parsing (SUPERNET_RANGES, which SupernetTraining keeps)
     return SupernetTraining(epochs=args.epochs, batch_size=args.batch_size, random_subnets=args.random_subnets,
                             distill=not args.no_distill, lr=args.lr, seed=args.seed, device=args.device)
 

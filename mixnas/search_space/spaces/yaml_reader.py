@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mixnas import bounds
 from mixnas.confignode import ConfigNode, show_value
 from mixnas.errors import ConfigError, MixnasError
 from mixnas.search_space.arch import (
@@ -98,6 +99,34 @@ KINDS = ("stages", "choices")
 
 Check = Callable[[Any, str], Any]
 
+# The range of every numeric key of a stage space (mixnas.bounds: one stated range per key, checked here and listed
+# in docs/search_spaces.md, which tests/test_space.py compares with this table). ``layer.*`` keys are also the
+# per-stage layer keys (``stages[i].KEY`` and ``first`` / ``rest``); a list of choices is checked value by value.
+SPACE_RANGES: dict[str, bounds.Range] = {
+    "globals.resolution": bounds.integer(8, MAX_RESOLUTION),
+    "globals.stem_width": bounds.integer(1, MAX_WIDTH),
+    "globals.head_width": bounds.integer(1, MAX_WIDTH),
+    "globals.width_multiplier": bounds.number(0, 8, low_open=True, optional=True),
+    "globals.depth_multiplier": bounds.number(0, 8, low_open=True, optional=True),
+    "globals.num_classes": bounds.integer(1, MAX_CLASSES),
+    "globals.dropout_rate": bounds.number(0, 0.99),
+    "globals.bn_momentum": bounds.number(0, 0.9999, low_open=True),
+    "globals.bn_epsilon": bounds.number(0, 1, low_open=True),
+    "globals.depth_divisor": bounds.integer(1, 256),
+    "globals.min_depth": bounds.integer(1, MAX_WIDTH),
+    "layer.kernel_groups": bounds.integer(1, MAX_KERNEL_GROUPS),
+    "layer.expand_ratio": bounds.integer(1, MAX_EXPAND),
+    "layer.se_ratio": bounds.number(0, 1),
+    "stages[].filters": bounds.integer(1, MAX_WIDTH),
+    "stages[].repeats": bounds.integer(1, MAX_REPEATS),
+    "stages[].repeats_delta": bounds.integer(-MAX_REPEATS, MAX_REPEATS),
+    "stages[].widths": bounds.integer(1, MAX_WIDTH),
+    "stages[].width_multiplier": bounds.number(0, 8, low_open=True),
+    "constraints.max_params": bounds.number(0, 1e15, low_open=True, optional=True),
+    "constraints.max_macs": bounds.number(0, 1e18, low_open=True, optional=True),
+    "constraints.max_rejections": bounds.integer(0, 10_000_000),
+}
+
 
 # ================================================================================================================
 # Value checks: each takes (value, YAML path) and returns the value or raises through the node
@@ -106,12 +135,6 @@ Check = Callable[[Any, str], Any]
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    if _is_int(value):
-        return True  # math.isfinite would overflow on a huge int
-    return isinstance(value, float) and math.isfinite(value)
 
 
 def _choices(n: ConfigNode, value: Any, path: str, check: Check) -> tuple:
@@ -129,28 +152,24 @@ def _choices(n: ConfigNode, value: Any, path: str, check: Check) -> tuple:
     return tuple(items)
 
 
-def _int_check(n: ConfigNode, lo: int, hi: int | None = None, allowed: tuple[int, ...] | None = None) -> Check:
+def _allowed_check(n: ConfigNode, allowed: tuple[int, ...]) -> Check:
     def check(value: Any, path: str) -> int:
-        if allowed is not None:
-            if not _is_int(value) or value not in allowed:
-                raise n.error(path, value, " or ".join(str(a) for a in allowed))
-            return value
-        if not _is_int(value) or value < lo or (hi is not None and value > hi):
-            raise n.error(path, value, f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}")
+        if not _is_int(value) or value not in allowed:
+            raise n.error(path, value, " or ".join(str(a) for a in allowed))
         return value
 
     return check
 
 
-def _number_check(n: ConfigNode, lo: float, hi: float | None, *, open_low: bool, nullable: bool = False) -> Check:
-    def check(value: Any, path: str) -> float | None:
-        if value is None and nullable:
+def _range_check(n: ConfigNode, key: str) -> Check:
+    """The check of the key ``key`` of :data:`SPACE_RANGES`: the value, a float for a number range."""
+    rng = SPACE_RANGES[key]
+
+    def check(value: Any, path: str) -> Any:
+        if value is None and rng.optional:
             return None
-        bad = not _is_number(value) or value < lo or (open_low and value == lo) or (hi is not None and value > hi)
-        if bad:
-            low = f"({lo}" if open_low else f"[{lo}"
-            text = f"a number in {low}, {hi}]" if hi is not None else f"a number > {lo}"
-            raise n.error(path, value, text + (" or null" if nullable else ""))
+        if not rng.contains(value):
+            raise n.error(path, value, rng.describe())
         return float(value) if isinstance(value, float) else value
 
     return check
@@ -197,33 +216,21 @@ def _choice_value_check(n: ConfigNode) -> Check:
 
 def _layer_checks(n: ConfigNode) -> dict[str, Check]:
     return {
-        "kernel_groups": _int_check(n, 1, MAX_KERNEL_GROUPS),
+        "kernel_groups": _range_check(n, "layer.kernel_groups"),
         "kernels": _kernels_check(n),
         "partition": _word_check(n, PARTITIONS),
-        "expand_ratio": _int_check(n, 1, MAX_EXPAND),
-        "se_ratio": _number_check(n, 0, 1, open_low=False),
+        "expand_ratio": _range_check(n, "layer.expand_ratio"),
+        "se_ratio": _range_check(n, "layer.se_ratio"),
         "swish": _bool_check(n),
-        "expand_groups": _int_check(n, 1, allowed=(1, 2)),
-        "project_groups": _int_check(n, 1, allowed=(1, 2)),
+        "expand_groups": _allowed_check(n, (1, 2)),
+        "project_groups": _allowed_check(n, (1, 2)),
         "skip": _word_check(n, SKIP_CHOICES),
         "dilated": _bool_check(n),
     }
 
 
 def _global_checks(n: ConfigNode) -> dict[str, Check]:
-    return {
-        "resolution": _int_check(n, 8, MAX_RESOLUTION),
-        "stem_width": _int_check(n, 1, MAX_WIDTH),
-        "head_width": _int_check(n, 1, MAX_WIDTH),
-        "width_multiplier": _number_check(n, 0, 8, open_low=True, nullable=True),
-        "depth_multiplier": _number_check(n, 0, 8, open_low=True, nullable=True),
-        "num_classes": _int_check(n, 1, MAX_CLASSES),
-        "dropout_rate": _number_check(n, 0, 0.99, open_low=False),
-        "bn_momentum": _number_check(n, 0, 0.9999, open_low=True),
-        "bn_epsilon": _number_check(n, 0, 1, open_low=True),
-        "depth_divisor": _int_check(n, 1, 256),
-        "min_depth": _int_check(n, 1, MAX_WIDTH),
-    }
+    return {key: _range_check(n, f"globals.{key}") for key in GLOBAL_DEFAULTS}
 
 
 # ================================================================================================================
@@ -285,12 +292,10 @@ def _constraints(top: ConfigNode) -> Constraints:
     node = top.child("constraints", keys=CONSTRAINT_KEYS)
     out = {}
     for key in ("max_params", "max_macs"):
-        value = node.get(key)
-        if value is not None and (not _is_number(value) or value <= 0):
-            raise node.error(node.where(key), value, "a positive number or null")
+        value = _range_check(node, f"constraints.{key}")(node.get(key), node.where(key))
         out[key] = None if value is None else int(value)
     rejections = node.get("max_rejections", DEFAULT_MAX_REJECTIONS)
-    _int_check(node, 0, 10_000_000)(rejections, node.where("max_rejections"))
+    _range_check(node, "constraints.max_rejections")(rejections, node.where("max_rejections"))
     return Constraints(max_rejections=rejections, **out)
 
 
@@ -299,12 +304,12 @@ def _stage_widths(stage: ConfigNode, filters: int) -> tuple[str, tuple, tuple]:
     if "widths" in stage.data and "width_multiplier" in stage.data:
         raise stage.fail(stage.where("width_multiplier"), "use either widths or width_multiplier, not both")
     if "widths" in stage.data:
-        widths = _choices(stage, stage.get("widths"), stage.where("widths"), _int_check(stage, 1, MAX_WIDTH))
+        widths = _choices(stage, stage.get("widths"), stage.where("widths"), _range_check(stage, "stages[].widths"))
         return "widths", widths, widths
     if "width_multiplier" not in stage.data:
         return "widths", (filters,), (filters,)
     key = stage.where("width_multiplier")
-    multipliers = _choices(stage, stage.get("width_multiplier"), key, _number_check(stage, 0, 8, open_low=True))
+    multipliers = _choices(stage, stage.get("width_multiplier"), key, _range_check(stage, "stages[].width_multiplier"))
     widths = tuple(max(1, int(math.floor(filters * m + 0.5))) for m in multipliers)
     for i, w in enumerate(widths):
         if w in widths[:i]:
@@ -391,11 +396,11 @@ class _StageBuilder:
         granularity = _word_check(n, GRANULARITIES)(n.get("granularity", "stage"), where("granularity"))
         raw_deltas = n.get("repeats_delta", 0)
         skeleton = _Skeleton(
-            stride=_int_check(n, 1, allowed=(1, 2))(n.get("stride"), where("stride")),
-            filters=_int_check(n, 1, MAX_WIDTH)(n.get("filters"), where("filters")),
-            repeats=_int_check(n, 1, MAX_REPEATS)(n.get("repeats"), where("repeats")),
+            stride=_allowed_check(n, (1, 2))(n.get("stride"), where("stride")),
+            filters=_range_check(n, "stages[].filters")(n.get("filters"), where("filters")),
+            repeats=_range_check(n, "stages[].repeats")(n.get("repeats"), where("repeats")),
             granularity=granularity,
-            deltas=_choices(n, raw_deltas, where("repeats_delta"), _int_check(n, -MAX_REPEATS, MAX_REPEATS)),
+            deltas=_choices(n, raw_deltas, where("repeats_delta"), _range_check(n, "stages[].repeats_delta")),
         )
         self._check_depths(n, skeleton, isinstance(raw_deltas, list))
         if granularity == "layer" and len(skeleton.deltas) > 1:
