@@ -83,10 +83,16 @@ def cluster(tmp_path_factory):
                    "--include-dashboard=false", f"--temp-dir={temps[NS_HEAD]}", "--disable-usage-stats",
                    env=env, timeout=120)
         assert head.returncode == 0, head.stderr[-2000:]
-        worker = _in(NS_WORKER, RAY, "start", f"--address={HEAD}:6379", f"--node-ip-address={WORKER}",
-                     "--num-cpus=1", f"--temp-dir={temps[NS_WORKER]}", "--disable-usage-stats", env=env, timeout=120)
+        # the worker node sees its own (empty) head_only folder: a file only the head has, as on two machines
+        head_only = base / "head_only"
+        head_only.mkdir()
+        start = [RAY, "start", f"--address={HEAD}:6379", f"--node-ip-address={WORKER}", "--num-cpus=1",
+                 f"--temp-dir={temps[NS_WORKER]}", "--disable-usage-stats"]
+        worker = _in(NS_WORKER, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                     f'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "sh", str(head_only), *start,
+                     env=env, timeout=120)
         assert worker.returncode == 0, worker.stderr[-2000:]
-        yield {"env": env, "token": token, "temps": temps, "base": base}
+        yield {"env": env, "token": token, "temps": temps, "base": base, "head_only": head_only}
     finally:
         for folder in temps.values():
             _end(folder)
@@ -95,7 +101,7 @@ def cluster(tmp_path_factory):
             _ip("netns", "del", ns)
 
 
-def _config(path: Path) -> Path:
+def _config(path: Path, **evaluator: object) -> Path:
     data = {
         "name": "twonodes", "search_space": "tiny", "controller": {"type": "random"},
         "evaluator": {"type": "proxy", "data": "digits", "subset": {"images_per_class": 30}, "budget": {"steps": 40},
@@ -104,6 +110,7 @@ def _config(path: Path) -> Path:
         "execution": {"trials": 10, "max_concurrent": 2, "address": f"{HEAD}:6379", "max_failures_per_trial": 2},
         "logging": {"tensorboard": False},
     }
+    data["evaluator"].update(evaluator)
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -114,6 +121,26 @@ def _rows(run_dir: Path) -> list[tuple]:
         return con.execute("SELECT trial, status, worker, attempt FROM trials ORDER BY trial").fetchall()
     finally:
         con.close()
+
+
+def test_a_node_without_the_data_stops_the_search_with_one_line(cluster):
+    # The data exist where the driver runs (its checks pass) but not on the worker node (its folder is empty there):
+    # one line naming that node and the folder, exit code 2, no trial started (not a failed trial per attempt).
+    from sklearn.datasets import load_digits
+    from test_data import write_idx
+
+    digits = load_digits()
+    write_idx(cluster["head_only"] / "train-images-idx3-ubyte", (digits.images * 16).clip(0, 255).astype("uint8"))
+    write_idx(cluster["head_only"] / "train-labels-idx1-ubyte", digits.target.astype("uint8"))
+    run_dir = cluster["base"] / "run_head_only"
+    config = _config(cluster["base"] / "head_only.yaml", data=str(cluster["head_only"]))
+    proc = _in(NS_HEAD, sys.executable, "-m", "mixnas.launch.cli", "search", str(config), "--output", str(run_dir),
+               "-q", env=cluster["env"], cwd=REPO, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"the worker node {WORKER} cannot run trials" in lines[0], proc.stderr[-3000:]
+    assert "cannot tell the data set's format" in lines[0] and str(cluster["head_only"]) in lines[0], lines
+    assert _rows(run_dir) == []
 
 
 def test_a_search_places_trials_on_both_nodes_and_survives_the_loss_of_one(cluster):

@@ -5,7 +5,8 @@
   trainer reports, the types of a tabular evaluator's options;
 * before a search starts or resumes (:func:`check_machine`, on the machine of the driver): the data path, the
   tabular benchmark (its keys against the space, its columns against the metrics named), the supernet folder
-  (trained weights of the search space), the LUT, and a CUDA device asked for on a local run.
+  (trained weights of the search space), the LUT, and a CUDA device asked for on a local run;
+* on each worker node of a cluster, when its actor starts (:func:`check_node`): the same files and the device.
 
 The functions take the experiment config by duck typing (this module sits below ``config.py``).
 """
@@ -77,6 +78,21 @@ def check_machine(cfg: Any, space: Any) -> None:
     example experiments tested) on a machine without the data. The device is checked only for
     ``execution.address: local``: the workers of a cluster are other machines.
     """
+    check_files(cfg, space)
+    if cfg.execution.address == "local":
+        _check_devices(cfg)
+
+
+def check_node(cfg: Any, space: Any) -> None:
+    """Check, on a worker node of a cluster, what its trials need: the same files as the driver (at the same paths)
+    and the device asked for. A Ray actor calls it once when it starts (:mod:`mixnas.launch.pool`), so a node that
+    lacks them is one error naming the node, not a failed trial per attempt."""
+    check_files(cfg, space)
+    _check_devices(cfg)
+
+
+def check_files(cfg: Any, space: Any) -> None:
+    """The files every trial reads (data set, tabular benchmark, supernet, LUT), read by the code the trials use."""
     from mixnas.search_space.spaces import StageSpace
 
     src = cfg.source
@@ -84,10 +100,17 @@ def check_machine(cfg: Any, space: Any) -> None:
     if cfg.evaluator.type == "proxy":
         from mixnas.data.spec import BUILTIN_SOURCES
 
-        source = cfg.evaluator.data_spec.source
-        if isinstance(source, str) and source not in BUILTIN_SOURCES and not Path(source).exists():
-            raise ConfigError(f"{src}: evaluator.data.source: no such file or folder {source!r} (or use one "
-                              f"of the built-in data sets {list(BUILTIN_SOURCES)})")
+        spec = cfg.evaluator.data_spec
+        if spec.source not in BUILTIN_SOURCES:
+            if not Path(spec.source).expanduser().exists():
+                raise ConfigError(f"{src}: evaluator.data.source: no such file or folder {spec.source!r} (or use "
+                                  f"one of the built-in data sets {list(BUILTIN_SOURCES)})")
+            from mixnas.data.readers import open_source
+
+            try:
+                open_source(spec)  # what the trials open first: the format, the files it needs, their headers
+            except MixnasError as exc:
+                raise ConfigError(f"{src}: evaluator.data.source: {exc}") from None
         if not architectures:
             raise ConfigError(f"{src}: search_space: the proxy evaluator trains architectures, but this space "
                               "decodes to plain choices (a 'choices' space needs evaluator.type 'tabular')")
@@ -100,8 +123,6 @@ def check_machine(cfg: Any, space: Any) -> None:
         _check_supernet(cfg, space)
     if cfg.latency.type == "lut":
         _check_lut(cfg, space)
-    if cfg.execution.address == "local":
-        _check_devices(cfg)
 
 
 def _check_lut(cfg: Any, space: Any) -> None:

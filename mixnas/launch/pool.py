@@ -7,7 +7,9 @@ it runs (Ray Tune's ``reuse_actors``, without Tune's per-trial bookkeeping: a Tu
 actor call ~1 ms). Pointing ``execution.address`` at a cluster spreads the same actors over its nodes. Before any
 actor is made, the cluster's CPUs / GPUs are checked against ``max_concurrent x resources_per_trial``: an actor
 Ray cannot place would hold its trial forever. A worker that is lost (it crashed, Ray killed it for memory, its
-node died) comes back as a failed outcome and its actor is replaced.
+node died) comes back as a failed outcome and its actor is replaced. An actor on another machine first checks that
+its node has what the trials read (:func:`~mixnas.launch.checks.check_node`); a node that lacks it stops the search
+with one line naming the node and the file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from mixnas.errors import ConfigError
+from mixnas.errors import ConfigError, MixnasError, RunError
 from mixnas.launch.asha import RungKeeper
 from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.ray_local import RaySession, connect_ray
@@ -66,22 +68,38 @@ class _Worker:
     def __init__(self, config: ExperimentConfig, rungs: Any = None) -> None:
         import ray
 
+        from mixnas.launch.checks import check_node
         from mixnas.launch.trial import TrialEvaluator
 
         def report(trial: int, epoch: int, metrics: Mapping[str, Any]) -> bool:
             return bool(ray.get(rungs.report.remote(trial, epoch, dict(metrics))))
 
-        self.evaluator = TrialEvaluator(config, should_stop=None if rungs is None else report)
         self.node = ray.get_runtime_context().get_node_id()[:12]
+        self.problem: str | None = None
+        try:
+            if config.execution.address != "local":  # another machine: its files and device are checked here
+                check_node(config, config.space)
+            self.evaluator = TrialEvaluator(config, should_stop=None if rungs is None else report)
+        except MixnasError as exc:
+            self.problem = f"the worker node {ray.util.get_node_ip_address()} cannot run trials: {exc}"
 
-    def ready(self) -> bool:
-        """Answered once the actor is placed and built (a replacement is not given trials before)."""
-        return True
+    def ready(self) -> str | None:
+        """Answered once the actor is placed and built (it is not given trials before): None, or why this node
+        cannot run trials (a file the trials read missing there, a device it lacks)."""
+        return self.problem
 
     def run(self, encoding: Sequence[int], trial: int, seed: int | None = None,
             known: Mapping[str, Any] | None = None) -> TrialOutcome:
         outcome = self.evaluator.run(encoding, trial, seed=seed, known=known)
         return outcome.replace(worker=f"{self.node}/{outcome.worker}")  # Ray node / host:pid
+
+
+def _refuse(problem: str | None) -> None:
+    """Stop the search with one line when a node cannot run trials (every attempt there would fail the same way);
+    what finished is in the ledger, and a resume goes on once the node has what it lacked."""
+    if problem:
+        raise ConfigError(f"{problem} (every node needs the files the trials read, at the same paths: copy them "
+                          "there or use a shared file system, then resume)")
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,13 @@ class ActorPool:
                     ex.scheduler.grace_period, ex.scheduler.reduction_factor, ex.scheduler.metric, self._history)
             self._config = ray.put(self.cfg)  # validated once here; every actor (and a replacement) gets it parsed
             self._actors = [self._actor_cls.remote(self._config, self._rungs) for _ in range(self.n_actors)]
+            try:
+                problems = ray.get([actor.ready.remote() for actor in self._actors])
+            except ray.exceptions.RayError as exc:
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise RunError(f"a worker could not start: {type(exc).__name__}: {first}"[:500]) from None
+            for problem in problems:
+                _refuse(problem)
             self._idle = list(range(self.n_actors))
         except BaseException:
             self.__exit__(None, None, None)
@@ -188,11 +213,12 @@ class ActorPool:
 
         index = self._starting.pop(ref)
         try:
-            ray.get(ref)
+            problem = ray.get(ref)
         except RayError as exc:  # it could not be built: the pool goes on without it
             logger.warning("a replacement worker could not start (%s); %d worker(s) go on", type(exc).__name__,
                            len(self._actors) - len(self._starting) - 1)
             return
+        _refuse(problem)
         self._idle.append(index)
 
     def _collect(self, ref: Any) -> Finished:
