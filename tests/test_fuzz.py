@@ -590,3 +590,23 @@ def test_every_numeric_config_key_refuses_hostile_values_in_one_line() -> None:
             else:  # accepted: the value is in the documented range
                 value = yaml.safe_load(text)
                 assert rng.contains(value), (key, text, cfg)
+
+
+def test_every_range_table_in_the_docs_is_the_one_in_the_code() -> None:
+    """Each ``<!-- ranges: generated from MODULE.NAME -->`` table of docs/ lists that table's keys and ranges, in
+    its order; and every range table of the configuration has one."""
+    import importlib
+    import re
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    found = set()
+    for page in sorted(docs.glob("*.md")):
+        text = page.read_text()
+        for match in re.finditer(r"<!-- ranges: generated from ([\w.]+)\.(\w+);.*?-->(.*?)<!-- /ranges -->", text, re.S):
+            module, name, block = match.groups()
+            table = getattr(importlib.import_module(module), name)
+            rows = [line for line in block.splitlines() if line.startswith("| `")]
+            assert rows == [f"| `{key}` | {rng.describe()} |" for key, rng in table.items()], (page.name, name)
+            found.add(name)
+    assert found >= {"CONFIG_RANGES", "SPACE_RANGES", "SUPERNET_RANGES", "PROXY_RANGES", "DATA_RANGES",
+                     "MEASURE_RANGES"}, found

@@ -385,11 +385,3 @@ def test_config_node_raises_the_given_error_class_and_shows_yaml_values():
         ConfigNode({"d": 1}, "top", "f.yaml", error=ArchitectureError, keys=("a", "b", "c"))
     node.finish()  # declared keys need not be read
 
-
-def test_docs_list_every_space_range() -> None:
-    from mixnas.search_space.spaces.yaml_reader import SPACE_RANGES
-
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "search_spaces.md").read_text()
-    block = docs.split("<!-- ranges:", 1)[1].split("<!-- /ranges -->", 1)[0]
-    rows = [line for line in block.splitlines() if line.startswith("| `")]
-    assert rows == [f"| `{key}` | {rng.describe()} |" for key, rng in SPACE_RANGES.items()]
