@@ -51,8 +51,12 @@ RUNS = {
     "ledger2_finished": ("2", {"meta", "trials", "journal"}, {"ok": 12}, 2),
     "ledger2_interrupted": ("2", {"meta", "trials", "journal"}, {"ok": 5, "running": 2}, 2),
     "ledger3_reranked": ("3", {"meta", "trials", "journal", "repeats"}, {"ok": 12}, 2),
+    "ledger4_interrupted": ("4", {"meta", "trials", "journal", "repeats"}, {"ok": 5, "running": 2}, 2),
+    "ledger4_reranked": ("4", {"meta", "trials", "journal", "repeats"}, {"ok": 12}, 2),
 }
-FINISHED_TWIN = {"ledger1_interrupted": "ledger1_finished", "ledger2_interrupted": "ledger2_finished"}
+FINISHED = ("ledger1_finished", "ledger2_finished", "ledger3_reranked", "ledger4_reranked")
+FINISHED_TWIN = {"ledger1_interrupted": "ledger1_finished", "ledger2_interrupted": "ledger2_finished",
+                 "ledger4_interrupted": "ledger4_reranked"}
 LUTS = {"lut_v1.json": 1, "lut_v2.json": 2, "lut_v3.json": 3, "lut_v4.json": 4, "lut_v5.json": 5}
 TRAIN_ARGS = ["--data", "digits", "--resolution", "16", "--images-per-class", "20", "--batch-size", "32",
               "--device", "cpu", "--threads", "1", "--deterministic", "--no-tensorboard"]
@@ -133,7 +137,7 @@ def test_an_old_ledger_reads_with_its_trials(name, tmp_path):
             assert r.reward == pytest.approx(expected["mean_acc"])
         else:
             assert r.reward is None and not r.metrics
-    if "repeats" in tables:  # mixnas rerank --top 1 --seeds 1: the best trial again with experiment seed 1
+    if name.endswith("_reranked"):  # mixnas rerank --top 1 --seeds 1: the best trial again with experiment seed 1
         assert [(p.trial, p.repeat, p.seed, Status(p.status)) for p in repeats] == [(BEST[0], 1, 1, Status.OK)]
         assert repeats[0].reward == pytest.approx(records[BEST[0]].reward)
         assert dict(repeats[0].metrics) == pytest.approx(dict(records[BEST[0]].metrics))
@@ -142,10 +146,10 @@ def test_an_old_ledger_reads_with_its_trials(name, tmp_path):
     assert _file_meta(run) == (version, tables)  # a read-only opening upgrades nothing
 
 
-def test_the_finished_runs_of_the_three_formats_hold_the_same_search(tmp_path):
-    """The same seeded 12-trial search, written by three versions of mixnas, reads back as the same trials."""
-    rows = [_rows(_copy_run(name, tmp_path)) for name in ("ledger1_finished", "ledger2_finished", "ledger3_reranked")]
-    assert rows[0] == rows[1] == rows[2]
+def test_the_finished_runs_of_every_format_hold_the_same_search(tmp_path):
+    """The same seeded 12-trial search, written by four versions of mixnas, reads back as the same trials."""
+    rows = [_rows(_copy_run(name, tmp_path)) for name in FINISHED]
+    assert all(r == rows[0] for r in rows)
     assert max(rows[0], key=lambda r: r[4])[:2] == BEST
 
 
@@ -162,7 +166,7 @@ def test_status_json_of_an_old_run(name, tmp_path, capsys):
     best = max((r for r in _rows(run) if r[2] is Status.OK), key=lambda r: r[4])
     assert (doc["best"]["trial"], tuple(doc["best"]["encoding"])) == best[:2]
     assert doc["best"]["reward"] == pytest.approx(best[4])
-    if "repeats" in tables:
+    if name.endswith("_reranked"):
         assert doc["seed_noise"]["trials"] == 1 and doc["seed_noise"]["evaluations"] == 2
     assert _file_meta(run) == (version, tables)  # status does not upgrade the ledger
 
@@ -190,7 +194,7 @@ def test_resume_of_an_interrupted_old_run_finishes_it_as_the_uninterrupted_run(n
     assert snapshot["format_version"] == SNAPSHOT_VERSION and snapshot["journal_length"] == 2 * TRIALS
 
 
-@pytest.mark.parametrize("name", ["ledger1_finished", "ledger2_finished", "ledger3_reranked"])
+@pytest.mark.parametrize("name", FINISHED)
 def test_resume_of_a_finished_old_run_evaluates_nothing(name, tmp_path, ray_address):
     run = _copy_run(name, tmp_path, address=ray_address)
     before = _rows(run)
