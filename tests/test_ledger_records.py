@@ -56,7 +56,7 @@ def test_a_format_3_ledger_gains_the_failures_of_repeats(tmp_path):
     with Ledger(path, readonly=True) as ledger:
         assert [(r.reward, r.failures) for r in ledger.repeats()] == [(0.6, ())]
     with Ledger(path) as ledger:
-        assert ledger.get_meta("format_version") == str(LEDGER_FORMAT_VERSION) == "4"
+        assert ledger.get_meta("format_version") == str(LEDGER_FORMAT_VERSION) == "5"
         ledger.add_repeat(0, 2, 2, TrialOutcome(Status.OK, {"top1": 0.7}, 0.7), failures=("x",))
         assert [(r.repeat, r.failures) for r in ledger.repeats()] == [(1, ()), (2, ("x",))]
 

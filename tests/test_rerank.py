@@ -23,7 +23,7 @@ import yaml
 from ledger_watch import kill_when
 from mixnas.launch import cli
 from mixnas.launch.config import config_from_dict
-from mixnas.launch.ledger import Ledger, RepeatRecord, TrialRecord
+from mixnas.launch.ledger import LEDGER_FORMAT_VERSION, Ledger, RepeatRecord, TrialRecord
 from mixnas.launch.rerank import rerank_run
 from mixnas.launch.runner import run_search
 from mixnas.launch.summary import seed_mean, seed_means, seed_noise
@@ -237,7 +237,7 @@ def test_a_format_2_ledger_is_upgraded_and_an_old_one_reads_without_repeats(tmp_
     with Ledger(path, readonly=True) as ledger:
         assert ledger.repeats() == [] and len(ledger) == 1
     with Ledger(path) as ledger:
-        assert ledger.get_meta("format_version") == "4"
+        assert ledger.get_meta("format_version") == str(LEDGER_FORMAT_VERSION)
         ledger.add_repeat(0, 1, 1, TrialOutcome(status=Status.OK, metrics={"top1": 0.6}, reward=0.6))
         assert [r.reward for r in ledger.repeats()] == [0.6]
 

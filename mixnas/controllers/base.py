@@ -14,6 +14,13 @@ told already. With ``avoid_duplicates`` (the default) a controller does not prop
 was told before, until every encoding of the space has been seen: it asks its algorithm again a bounded number of
 times, then takes a random unseen encoding, and only if none can be found does it allow a repeat.
 
+What is known before training: the launcher may give a controller a function (:meth:`Controller.use_costs`) that
+returns, for any encoding, the :class:`Known` metrics that cost no training (params, MACs, the latency table's
+prediction) and the known factor of an objective (the MnasNet reward's latency term). A controller calls it through
+:meth:`Controller.known`; it stays a pure function of the encoding for the controller (the launcher journals every
+answer, so a replay sees the same), and a controller knows no files, Ray or torch. Without one, ``known`` answers
+nothing known.
+
 Subclasses implement ``_propose`` (the algorithm's next encoding) and ``_observe`` (learn from a told result), and
 optionally ``_discard`` / ``_on_ask`` / ``_state`` / ``_load_state``; they hold every random generator they use and
 put its state into ``state_dict``.
@@ -27,7 +34,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
@@ -60,6 +67,34 @@ class SpaceLike(Protocol):
     def mutate(self, encoding: Encoding, rng: np.random.Generator, n: int = 1) -> Encoding: ...
 
     def is_feasible(self, encoding: Encoding) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Known:
+    """What is known about an encoding before it is trained.
+
+    Attributes:
+        metrics: metric name -> value known without training (``params``, ``macs``, ``latency_ms`` predicted by
+            the latency table); a metric that is not known (a signature the table lacks) is absent.
+        factors: objective name -> a known factor of that objective: the objective's value is the factor times a
+            value learnt by training (the MnasNet reward is ``accuracy * (latency / T) ** w``: its factor is the
+            latency term, known where the latency is).
+    """
+
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    factors: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics), "factors": dict(self.factors)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Known:
+        return cls({str(k): float(v) for k, v in data.get("metrics", {}).items()},
+                   {str(k): float(v) for k, v in data.get("factors", {}).items()})
+
+
+NOTHING_KNOWN = Known()
+CostFn = Callable[[tuple[int, ...]], Known]
 
 
 @dataclass(frozen=True)
@@ -238,8 +273,21 @@ class Controller(abc.ABC):
         self._pending: dict[str, Encoding] = {}
         self._seen = _Seen()
         self._n_told = 0
+        self._costs: CostFn | None = None
 
     # ------------------------------------------------------------------ protocol
+
+    def use_costs(self, costs: CostFn | None) -> None:
+        """Give the controller what is known before training (:class:`Known` for an encoding), or take it away.
+
+        Not part of ``state_dict``: the launcher gives it again after a resume, answering as before."""
+        self._costs = costs
+
+    def known(self, encoding: Encoding) -> Known:
+        """What is known about ``encoding`` before training (nothing without :meth:`use_costs`)."""
+        if self._costs is None:
+            return NOTHING_KNOWN
+        return self._costs(tuple(int(i) for i in encoding))
 
     def ask(self) -> Suggestion:
         """Propose the next encoding; it stays pending until its result is told."""

@@ -191,6 +191,15 @@ class ConstraintsConfig:
     max_params: int | None = None
     max_macs: int | None = None
 
+    def broken(self, metrics: Mapping[str, Any]) -> str | None:
+        """Why ``metrics`` break a limit (``params 5.2e+06 > max 5e+06``), or None; a metric not given (not known
+        yet) breaks nothing."""
+        for name, limit in (("params", self.max_params), ("macs", self.max_macs), ("latency_ms", self.max_latency_ms)):
+            value = metrics.get(name)
+            if limit is not None and isinstance(value, (int, float)) and value > limit:
+                return f"{name} {value:,.6g} > max {limit:,.6g}"
+        return None
+
 
 @dataclass(frozen=True)
 class SchedulerConfig:

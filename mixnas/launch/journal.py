@@ -66,6 +66,10 @@ class RunState:
         results: finished trials not yet told, in the order they finished.
         queue: (trial, attempt) waiting for an actor; a resumed ``running`` row is run again from its attempt.
         finished: trials with a final outcome.
+        untrained: trials asked that need no training (screened out, or copies of a trial of the same
+            architecture): the trial budget counts ``asked - untrained``.
+        copies: copied trials waiting for the trial they copy, by that trial.
+        exhausted: the controller proposed only candidates that need no training for too long: no more asks.
     """
 
     records: dict[int, TrialRecord]
@@ -74,6 +78,14 @@ class RunState:
     results: dict[int, TrialRecord] = field(default_factory=dict)
     queue: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)
     finished: int = 0
+    untrained: int = 0
+    copies: dict[int, list[int]] = field(default_factory=dict)
+    exhausted: bool = False
+
+    @property
+    def trainings(self) -> int:
+        """Trials asked that are (or will be) trained: what ``execution.trials`` counts."""
+        return self.asked - self.untrained
 
     @classmethod
     def from_ledger(cls, rows: Sequence[TrialRecord], events: Sequence[tuple[str, int]]) -> RunState:
@@ -85,9 +97,12 @@ class RunState:
                 continue
             if r.finished:
                 state.results[r.trial] = r
+            elif r.copy_of is not None:
+                state.copies.setdefault(r.copy_of, []).append(r.trial)
             else:
                 state.queue.append((r.trial, r.attempt))
         state.finished = sum(1 for r in rows if r.finished)
+        state.untrained = sum(1 for r in rows if not r.trained)
         return state
 
 
@@ -108,7 +123,7 @@ class Ordering:
 
     def can_ask(self, state: RunState) -> bool:
         k = state.asked
-        if k >= self.n_trials or k - state.finished >= self.concurrency:
+        if state.exhausted or state.trainings >= self.n_trials or k - state.finished >= self.concurrency:
             return False
         if self.deterministic and k >= self.window:
             return len(state.told) >= k - self.window + 1
@@ -120,9 +135,10 @@ class Ordering:
         if not self.deterministic:
             return next(iter(state.results))
         j = len(state.told)  # told is a prefix in deterministic mode
-        if j in state.results and state.asked >= min(j + self.window, self.n_trials):
+        if j in state.results and (state.asked >= j + self.window or state.exhausted
+                                   or state.trainings >= self.n_trials):  # (nothing more will be asked)
             return j
         return None
 
     def done(self, state: RunState) -> bool:
-        return state.asked >= self.n_trials and len(state.told) >= state.asked
+        return (state.exhausted or state.trainings >= self.n_trials) and len(state.told) >= state.asked

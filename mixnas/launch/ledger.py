@@ -36,8 +36,15 @@ from typing import Any, Iterator, Mapping
 from mixnas.errors import RunError
 from mixnas.outcome import Status, TrialOutcome
 
-LEDGER_FORMAT_VERSION = 4  # 2: the journal table; 3: the repeats table (mixnas rerank); 4: repeats.failures
-READABLE_FORMATS = (1, 2, 3, LEDGER_FORMAT_VERSION)  # older ones are upgraded when opened for writing
+# 2: the journal table; 3: the repeats table (mixnas rerank); 4: repeats.failures; 5: trials.origin / copy_of and
+# the known table (what was known before training, as the controller was shown it)
+LEDGER_FORMAT_VERSION = 5
+READABLE_FORMATS = (1, 2, 3, 4, LEDGER_FORMAT_VERSION)
+# How a trial got its outcome: trained by a worker; screened out before training (over a hard limit, known before
+# training); copied from an earlier trial of the same architecture (``copy_of``). Only trained trials count
+# against the trial budget.
+TRAINED, SCREENED, COPIED = "trained", "screened", "copied"
+ORIGINS = (TRAINED, SCREENED, COPIED)  # older ones are upgraded when opened for writing
 ASK, TELL = "ask", "tell"
 
 _SCHEMA = """
@@ -60,7 +67,13 @@ CREATE TABLE IF NOT EXISTS trials (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
-    eval_seconds REAL
+    eval_seconds REAL,
+    origin TEXT,
+    copy_of INTEGER
+);
+CREATE TABLE IF NOT EXISTS known (
+    encoding TEXT PRIMARY KEY,
+    known TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -165,6 +178,10 @@ class TrialRecord(_OutcomeFields):
 
     Args:
         failures: the reasons of the attempts that failed and were tried again, oldest first.
+        origin: ``trained`` (by a worker), ``screened`` (over a hard limit before training: never trained) or
+            ``copied`` (the outcome of trial ``copy_of``, the same architecture); only trained trials count
+            against the trial budget (ledger format 5 on; older trials were all trained).
+        copy_of: the trial whose outcome a copied trial holds.
     """
 
     trial: int
@@ -177,6 +194,13 @@ class TrialRecord(_OutcomeFields):
     failures: tuple[str, ...] = ()
     created_at: float = 0.0
     finished_at: float | None = None
+    origin: str = TRAINED
+    copy_of: int | None = None
+
+    @property
+    def trained(self) -> bool:
+        """Trained by a worker (not screened out, not a copy): what the trial budget counts."""
+        return self.origin == TRAINED
 
     @property
     def attempt(self) -> int:
@@ -196,6 +220,8 @@ class TrialRecord(_OutcomeFields):
             "failures": list(self.failures),
             "created_at": self.created_at,
             "finished_at": self.finished_at,
+            "origin": self.origin,
+            "copy_of": self.copy_of,
         }
 
 
@@ -259,6 +285,8 @@ def _record(row: sqlite3.Row) -> TrialRecord:
         failures=tuple(_loads(row["failures"]) or ()),
         created_at=row["created_at"],
         finished_at=row["finished_at"],
+        origin=(row["origin"] if "origin" in row.keys() else None) or TRAINED,
+        copy_of=row["copy_of"] if "copy_of" in row.keys() else None,
     )
 
 
@@ -317,12 +345,18 @@ class Ledger:
 
         Format 1 (no journal): ``journal_from_snapshot`` fills its journal later. Format 2 (no repeats table):
         nothing else to do. Format 3 (repeats without ``failures``): the column is added (empty for old repeats).
+        Format 4 (no ``origin`` / ``copy_of``, no known table): the columns are added, empty (every older trial was
+        trained), and the table is made.
         """
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(repeats)")}
         if "failures" not in columns:
             self._conn.execute("ALTER TABLE repeats ADD COLUMN failures TEXT")
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(trials)")}
+        for column, kind in (("origin", "TEXT"), ("copy_of", "INTEGER")):  # format 4 and older: all trained
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        if row and row[0] in ("1", "2", "3"):
+        if row and row[0] in ("1", "2", "3", "4"):
             self._conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(LEDGER_FORMAT_VERSION),))
         if row and row[0] == "1":
             self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('upgraded_from', '1')")
@@ -364,22 +398,46 @@ class Ledger:
         arch_id: str | None,
         block_strings: list[str] | None,
         candidate: Any,
+        origin: str = TRAINED,
+        copy_of: int | None = None,
+        outcome: TrialOutcome | None = None,
+        known: Mapping[tuple[int, ...], Mapping[str, Any]] | None = None,
     ) -> TrialRecord:
-        """Insert a proposed trial (status ``running``) and journal its ask, in one transaction; a row already there
-        with the same trial (a format-1 ledger's row whose ask was never saved) is replaced. Returns the record as
-        the ledger holds it."""
+        """Insert a proposed trial and journal its ask, in one transaction; a row already there with the same trial
+        (a format-1 ledger's row whose ask was never saved) is replaced. Returns the record as the ledger holds it.
+
+        A trained trial starts ``running``; a screened one (and a copy whose trial has finished) is stored with its
+        ``outcome`` at once. ``known``: what the controller was shown before this ask (encoding -> the JSON of a
+        :class:`~mixnas.controllers.base.Known`), stored with the ask so a replay shows it the same."""
+        if origin not in ORIGINS:
+            raise RunError(f"{self.path}: trial origin must be one of {list(ORIGINS)}, got {origin!r}")
         created_at = time.time()
+        o = as_stored(outcome) if outcome is not None else None
         with self._transaction():
+            if known:
+                self._conn.executemany("INSERT OR IGNORE INTO known(encoding, known) VALUES (?, ?)",
+                                       [(_dumps(list(e)), _dumps(v)) for e, v in known.items()])
             self._conn.execute(
                 "INSERT OR REPLACE INTO trials(trial, suggestion_id, encoding, arch_id, block_strings, candidate, "
-                "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                "status, created_at, origin, copy_of) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                 (trial, suggestion_id, _dumps(list(encoding)), arch_id, _dumps(block_strings), _dumps(candidate),
-                 created_at),
+                 created_at, None if origin == TRAINED else origin, copy_of),
             )
+            if o is not None:
+                self._store_outcome(trial, o, created_at)
             self._conn.execute("INSERT INTO journal(event, trial) VALUES ('ask', ?)", (trial,))
         return TrialRecord(trial, suggestion_id, tuple(int(i) for i in encoding), arch_id,
                            tuple(block_strings) if block_strings is not None else None,
-                           _loads(_dumps(candidate)), created_at=created_at)
+                           _loads(_dumps(candidate)), outcome=o, created_at=created_at,
+                           finished_at=created_at if o is not None else None, origin=origin, copy_of=copy_of)
+
+    def known(self) -> dict[tuple[int, ...], Any]:
+        """What controllers were shown before training, by encoding (empty before ledger format 5)."""
+        try:
+            rows = self._conn.execute("SELECT encoding, known FROM known").fetchall()
+        except sqlite3.OperationalError:  # an older ledger opened read-only
+            return {}
+        return {tuple(int(i) for i in _loads(e)): _loads(k) for e, k in rows}
 
     def record_tell(self, trial: int) -> None:
         """Journal that the controller has been told trial ``trial``'s result."""
@@ -420,15 +478,18 @@ class Ledger:
         o = as_stored(outcome)
         finished_at = time.time() if finished_at is None else finished_at
         with self._transaction():
-            cur = self._conn.execute(
-                "UPDATE trials SET status = ?, reason = ?, metrics = ?, reward = ?, curve = ?, attempt = ?, "
-                "worker = ?, started_at = ?, finished_at = ?, eval_seconds = ? WHERE trial = ?",
-                (o.status.value, o.reason, _dumps(dict(o.metrics)), o.reward, _dumps(list(o.curve)), o.attempt,
-                 o.worker, o.started_at, finished_at, o.eval_seconds, trial),
-            )
-            if cur.rowcount != 1:
-                raise RunError(f"{self.path}: trial {trial} is not in the ledger")
+            self._store_outcome(trial, o, finished_at)
         return o, finished_at
+
+    def _store_outcome(self, trial: int, o: TrialOutcome, finished_at: float) -> None:
+        cur = self._conn.execute(
+            "UPDATE trials SET status = ?, reason = ?, metrics = ?, reward = ?, curve = ?, attempt = ?, "
+            "worker = ?, started_at = ?, finished_at = ?, eval_seconds = ? WHERE trial = ?",
+            (o.status.value, o.reason, _dumps(dict(o.metrics)), o.reward, _dumps(list(o.curve)), o.attempt,
+             o.worker, o.started_at, finished_at, o.eval_seconds, trial),
+        )
+        if cur.rowcount != 1:
+            raise RunError(f"{self.path}: trial {trial} is not in the ledger")
 
     def add_repeat(self, trial: int, repeat: int, seed: int, outcome: TrialOutcome, *,
                    failures: tuple[str, ...] = ()) -> RepeatRecord:

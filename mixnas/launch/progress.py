@@ -67,6 +67,10 @@ class ProgressPrinter:
         self.stream.flush()
 
     def on_trial(self, record: TrialRecord, state: SearchState) -> None:
+        if not record.trained:  # screened out or a copy: nothing was trained (status counts them apart)
+            if self.tty:
+                self._write(state)
+            return
         if record.status not in ("ok", "pruned") and not self.tty:
             self.stream.write(f"trial {record.trial}: {record.status}: {record.reason}\n")
         self._write(state, force=not self.tty)

@@ -37,15 +37,29 @@ from mixnas.launch.experiment_config import ExperimentConfig
 from mixnas.launch.controller_setup import build_controller, run_setup
 from mixnas.launch.journal import SNAPSHOT_VERSION, Ordering, RunState, replay
 from mixnas.launch.journal import controller_result
-from mixnas.launch.ledger import Ledger, TrialRecord
+from mixnas.launch.known import KnownCosts
+from mixnas.launch.ledger import COPIED, SCREENED, TRAINED, Ledger, TrialRecord
 from mixnas.launch.pool import ActorPool, Finished
 from mixnas.launch.rundir import RunPaths, create_run, reconcile_config, run_lock
 from mixnas.launch.summary import RunSummary, summarize
-from mixnas.outcome import Status
+from mixnas.outcome import Status, TrialOutcome
 from mixnas.search_space.arch import Architecture
 from mixnas.textio import write_json_atomic
 
 logger = logging.getLogger(__name__)
+SCREENED_REASON = "screened before training"
+# Proposals in a row that need no training (screened out or copies) after which a search stops asking: the space
+# under the hard limits looks exhausted, or the controller is stuck on trained architectures.
+UNTRAINED_STREAK = 200
+
+
+def copied_outcome(original: TrialRecord) -> TrialOutcome:
+    """The outcome a copy of ``original`` (the same architecture, already trained) records: the same status,
+    metrics, reward and reason; no worker, curve or evaluation time of its own (nothing ran)."""
+    o = original.outcome
+    reason = f"copy of trial {original.trial}" + (f": {o.reason}" if o.reason else "")
+    return TrialOutcome(o.status, dict(o.metrics), o.reward, (), reason, attempt=0, worker=None, started_at=None,
+                        eval_seconds=0.0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -69,7 +83,7 @@ class SearchState:
 
     def seconds_left(self) -> float | None:
         """Estimated time to finish, from this session's throughput (None before a trial ended)."""
-        done = sum(1 for r in self.records.values() if r.finished)
+        done = sum(1 for r in self.records.values() if r.finished and r.trained)
         new = done - self.done_at_start
         if new <= 0:
             return None
@@ -107,27 +121,40 @@ class Search:
         self.timings: list[dict[str, float]] = []  # per trial: driver seconds from ask to tell (benchmarks)
         self._ask_time: dict[int, float] = {}
         self._dirty = False  # told something since the last snapshot
+        self._untrained_streak = 0  # asks in a row that needed no training
+        self._first_trained: dict[Any, int] = {}  # architecture key -> the first trial that trains it
 
     def run(self) -> RunSummary:
         """Run until every trial is told; returns the final summary."""
         with run_lock(self.paths), Ledger(self.paths.ledger) as self.ledger:
             self.space = load_search_space(self.cfg)
+            self.costs = KnownCosts(self.cfg, self.space, self.ledger.known())
             self.controller = self._restore()
             self._ask_unjournalled()
             self.state = RunState.from_ledger(self.ledger.trials(), self.ledger.journal())
-            view = SearchState(self.cfg, self.paths, self.state.records, done_at_start=self.state.finished)
+            for r in sorted(self.state.records.values(), key=lambda r: r.trial):
+                if r.trained:
+                    self._first_trained.setdefault(self._architecture_key(r), r.trial)
+            trained = sum(1 for r in self.state.records.values() if r.finished and r.trained)
+            view = self._view = SearchState(self.cfg, self.paths, self.state.records, done_at_start=trained)
+            for original in [t for t in self.state.copies if self.state.records[t].finished]:
+                self._finish_copies(original)  # the trial they copy finished before the driver was stopped
             if not self.ordering.done(self.state) or self.state.results or self.state.queue:
                 self._run(view)
             self._save_snapshot()
             view.finished, view.running = True, 0
             self.ledger.set_meta("finished_at", str(time.time()))
+            if self.state.exhausted:
+                self.ledger.set_meta("exhausted", "1")
             for obs in self.observers:
                 obs.on_end(view)
             return view.summary()
 
     # ------------------------------------------------------------------ the controller, from the journal
     def _new_controller(self, options: dict[str, Any]) -> Any:
-        return build_controller(self.cfg, self.space, options)
+        controller = build_controller(self.cfg, self.space, options)
+        controller.use_costs(self.costs)  # what is known before training, as journalled (a replay sees the same)
+        return controller
 
     def _restore(self) -> Any:
         """The controller the journal describes: a snapshot plus the journal after it, or the whole journal."""
@@ -223,13 +250,73 @@ class Search:
             arch_id, strings, data = candidate.id, encode_arch(candidate, "tf"), candidate.to_dict()
         else:
             arch_id, strings, data = None, None, candidate
-        record = self.ledger.add_trial(trial, suggestion_id=suggestion.id, encoding=encoding, arch_id=arch_id,
-                                       block_strings=strings, candidate=data)
-        self._ask_time[trial] = t0
+        origin, copy_of, outcome = TRAINED, None, None
         if state is not None:
-            state.asked += 1
-            state.records[trial] = record
+            origin, copy_of, outcome = self._before_training(encoding, arch_id)
+        record = self.ledger.add_trial(trial, suggestion_id=suggestion.id, encoding=encoding, arch_id=arch_id,
+                                       block_strings=strings, candidate=data, origin=origin, copy_of=copy_of,
+                                       outcome=outcome, known=self.costs.take_fresh())
+        self._ask_time[trial] = t0
+        if state is None:
+            return
+        state.asked += 1
+        state.records[trial] = record
+        if origin == TRAINED:
+            self._first_trained.setdefault(self._architecture_key(record), trial)
             state.queue.append((trial, 0))
+            self._untrained_streak = 0
+            return
+        state.untrained += 1
+        self._untrained_streak += 1
+        if record.finished:
+            self._finished(record)
+        else:
+            state.copies.setdefault(copy_of, []).append(trial)
+        if self._untrained_streak >= UNTRAINED_STREAK:
+            state.exhausted = True
+            logger.warning("the controller proposed %d candidates in a row that need no training (over a hard limit, "
+                           "or already trained): no more are asked; the search ends with %d trainings",
+                           self._untrained_streak, state.trainings)
+
+    def _before_training(self, encoding: tuple[int, ...], arch_id: str | None
+                         ) -> tuple[str, int | None, TrialOutcome | None]:
+        """``(origin, copy_of, outcome)`` of a new trial: screened out (over a hard limit, known before training),
+        a copy of the trial that trains the same architecture (with its outcome once it has one), or trained."""
+        known = self.costs(encoding)
+        why = self.costs.screened(known)
+        if why is not None:
+            return SCREENED, None, TrialOutcome.failure(f"{SCREENED_REASON}: {why}", status=Status.INFEASIBLE,
+                                                        retryable=False, metrics=dict(known.metrics))
+        first = self._first_trained.get(arch_id if arch_id is not None else encoding)
+        if first is None:
+            return TRAINED, None, None
+        original = self.state.records[first]
+        return COPIED, first, (copied_outcome(original) if original.finished else None)
+
+    @staticmethod
+    def _architecture_key(record: TrialRecord) -> Any:
+        """One network, one key: the architecture's content hash (an encoding for a space of plain choices)."""
+        return record.arch_id if record.arch_id is not None else record.encoding
+
+    def _finished(self, record: TrialRecord) -> None:
+        """Bookkeeping of a trial that has its final outcome (committed): to be told, shown, and copied."""
+        self.state.records[record.trial] = self.state.results[record.trial] = record
+        self.state.finished += 1
+        for obs in self.observers:
+            obs.on_trial(record, self._view)
+        if record.trial in self.state.copies:
+            self._finish_copies(record.trial)
+
+    def _finish_copies(self, original: int) -> None:
+        """The copies that waited for trial ``original`` get its outcome."""
+        outcome = copied_outcome(self.state.records[original])
+        for trial in self.state.copies.pop(original):
+            stored, finished_at = self.ledger.finish_trial(trial, outcome)
+            record = dataclasses.replace(self.state.records[trial], outcome=stored, finished_at=finished_at)
+            self.state.records[trial] = self.state.results[trial] = record
+            self.state.finished += 1
+            for obs in self.observers:
+                obs.on_trial(record, self._view)
 
     def _tell(self, record: TrialRecord) -> None:
         self.controller.tell(record.suggestion_id, controller_result(record, self.cfg.reward))
@@ -301,10 +388,7 @@ class Search:
             return
         stored, finished_at = self.ledger.finish_trial(trial, outcome)
         record = dataclasses.replace(self.state.records[trial], outcome=stored, finished_at=finished_at)
-        self.state.records[trial] = self.state.results[trial] = record
-        self.state.finished += 1
-        for obs in self.observers:
-            obs.on_trial(record, view)
+        self._finished(record)
         self._check_failure_streak(record)
 
     def _check_failure_streak(self, record: TrialRecord) -> None:
@@ -351,7 +435,10 @@ def resume_search(run_dir: str | Path, *, new_config: ExperimentConfig | None = 
     with Ledger(paths.ledger, readonly=True) as ledger:
         records = ledger.trials()
         told = sum(1 for e, _ in ledger.journal() if e == "tell")
-    if len(records) >= cfg.execution.trials and all(r.finished for r in records) and told >= cfg.execution.trials:
+        exhausted = ledger.get_meta("exhausted") == "1"
+    trained = sum(1 for r in records if r.trained)
+    if ((trained >= cfg.execution.trials or exhausted) and all(r.finished for r in records)
+            and told >= len(records)):
         return summarize(cfg, records, finished=True), True
     check_files(cfg)
     return Search(cfg, paths, observers=observers).run(), False

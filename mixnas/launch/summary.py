@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mixnas.controllers.base import Objective
 from mixnas.launch.experiment_config import ExperimentConfig
-from mixnas.launch.ledger import RepeatRecord, TrialRecord
+from mixnas.launch.ledger import COPIED, SCREENED, RepeatRecord, TrialRecord
 from mixnas.outcome import Status, is_finite_number
 
 if TYPE_CHECKING:
@@ -54,10 +54,11 @@ def _values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float
 
 
 def pareto_records(records: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[TrialRecord]:
-    """The ``ok`` records on the Pareto front, in trial order (duplicates of a front point all kept)."""
+    """The ``ok`` trained records on the Pareto front, in trial order (duplicates of a front point all kept; copies of
+    a trial left out)."""
     from mixnas.pareto import pareto_front
 
-    scored = [(r, _values(r, objectives)) for r in records if r.status == "ok"]
+    scored = [(r, _values(r, objectives)) for r in records if r.status == "ok" and r.trained]
     scored = [(r, v) for r, v in scored if v is not None]
     if not scored:
         return []
@@ -93,20 +94,21 @@ def ranking_reward(record: TrialRecord, means: Mapping[int, SeedMean] | None = N
 
 def best_record(cfg: ExperimentConfig, records: Sequence[TrialRecord],
                 means: Mapping[int, SeedMean] | None = None) -> TrialRecord | None:
-    """The ``ok`` trial with the best reward (the mean over seeds where ``means`` has one; earliest on ties)."""
+    """The ``ok`` trained trial with the best reward (the mean over seeds where ``means`` has one; earliest on ties;
+    a copy of a trial is that trial)."""
     best, best_reward = None, None
     for r in records:
         reward = ranking_reward(r, means)
-        if r.status == "ok" and reward is not None and (best_reward is None or better(cfg, reward, best_reward)):
+        if r.status == "ok" and r.trained and reward is not None and (best_reward is None or better(cfg, reward, best_reward)):
             best, best_reward = r, reward
     return best
 
 
 def ranked(cfg: ExperimentConfig, records: Sequence[TrialRecord],
            means: Mapping[int, SeedMean] | None = None) -> list[TrialRecord]:
-    """``ok`` trials with a reward, best first (by the mean over seeds where ``means`` has one; trial order breaks
-    ties)."""
-    ok = [r for r in records if r.status == "ok" and ranking_reward(r, means) is not None]
+    """``ok`` trained trials with a reward, best first (by the mean over seeds where ``means`` has one; trial order
+    breaks ties; copies are left out: each architecture once)."""
+    ok = [r for r in records if r.status == "ok" and r.trained and ranking_reward(r, means) is not None]
     sign = 1.0 if cfg.reward.type == "metric" and cfg.reward.direction == "min" else -1.0
     return sorted(ok, key=lambda r: (sign * ranking_reward(r, means), r.trial))  # type: ignore[operator]
 
@@ -125,6 +127,8 @@ class RunSummary:
     active: bool = False
     eval_seconds: float = 0.0
     means: Mapping[int, SeedMean] = field(default_factory=dict)  # trials re-evaluated by mixnas rerank
+    screened: int = 0  # candidates over a hard limit, never trained (not in ``counts``)
+    copied: int = 0  # candidates whose architecture an earlier trial trained (not in ``counts``)
 
     @property
     def done(self) -> int:
@@ -142,6 +146,8 @@ class RunSummary:
             "trials": self.trials,
             "done": self.done,
             "counts": dict(self.counts),
+            "screened": self.screened,
+            "copied": self.copied,
             "best": shown_record(self.best, self.means) if self.best else None,
             "pareto_front": [r.trial for r in self.front],
             "hypervolume": self.hypervolume,
@@ -153,20 +159,23 @@ def summarize(cfg: ExperimentConfig, records: Sequence[TrialRecord], *, finished
               active: bool = False, means: Mapping[int, SeedMean] | None = None) -> RunSummary:
     """The summary of ``records``; the best trial is chosen by the mean over seeds where ``means`` has one."""
     counts = {s.value: 0 for s in Status}
-    for r in records:
+    trained = [r for r in records if r.trained]  # a copy repeats its trial; a screened candidate was not trained
+    for r in trained:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     objectives = front_objectives(cfg)
     return RunSummary(
         name=cfg.name,
         trials=cfg.execution.trials,
         counts=counts,
-        best=best_record(cfg, records, means),
-        front=pareto_records(records, objectives),
-        hypervolume=hypervolume_of(records, objectives, reference_point(cfg)),
+        best=best_record(cfg, trained, means),
+        front=pareto_records(trained, objectives),
+        hypervolume=hypervolume_of(trained, objectives, reference_point(cfg)),
         finished=finished,
         active=active,
-        eval_seconds=sum(r.eval_seconds or 0.0 for r in records),
+        eval_seconds=sum(r.eval_seconds or 0.0 for r in trained),
         means=dict(means or {}),
+        screened=sum(1 for r in records if r.origin == SCREENED),
+        copied=sum(1 for r in records if r.origin == COPIED),
     )
 
 

@@ -102,8 +102,10 @@ class TensorBoardLogger:
     def on_trial(self, record: TrialRecord, state: SearchState) -> None:
         from mixnas.launch.summary import better
 
+        if not record.trained:  # screened out or a copy: no training to plot (the x axis counts trainings)
+            return
         w = self._writer
-        done = sum(1 for r in state.records.values() if r.finished)
+        done = sum(1 for r in state.records.values() if r.finished and r.trained)
         if record.status == "ok" and record.reward is not None:
             w.add_scalar("search/reward", record.reward, record.trial)
             if self._best is None or better(state.cfg, record.reward, self._best):

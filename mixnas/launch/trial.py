@@ -130,7 +130,7 @@ class TrialEvaluator:
             elif self._latency is not None:
                 mean_ms, std_ms = self._latency(candidate)
                 metrics.update(latency_ms=mean_ms, latency_std_ms=std_ms)
-        broken = self._broken_constraint(metrics)
+        broken = self.cfg.constraints.broken(metrics)
         if broken:
             return TrialOutcome.failure(broken, status=Status.INFEASIBLE, retryable=False, metrics=metrics)
 
@@ -150,7 +150,7 @@ class TrialEvaluator:
         scored = scored.replace(metrics=metrics)
         if scored.status.is_failure:
             return scored
-        broken = self._broken_constraint(metrics)  # a table may report params / MACs only now
+        broken = self.cfg.constraints.broken(metrics)  # a table may report params / MACs only now
         if broken:
             return TrialOutcome.failure(broken, status=Status.INFEASIBLE, retryable=False, metrics=metrics)
         try:
@@ -160,10 +160,3 @@ class TrialEvaluator:
         except KeyError as exc:  # the evaluator does not report a metric the reward needs: same on every attempt
             return TrialOutcome.failure(str(exc.args[0]), retryable=False, metrics=metrics)
 
-    def _broken_constraint(self, metrics: Mapping[str, Any]) -> str | None:
-        c = self.cfg.constraints
-        checks = (("params", c.max_params), ("macs", c.max_macs), ("latency_ms", c.max_latency_ms))
-        for name, limit in checks:
-            if limit is not None and name in metrics and metrics[name] > limit:
-                return f"{name} {metrics[name]:,.6g} > max {limit:,.6g}"
-        return None

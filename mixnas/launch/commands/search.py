@@ -84,7 +84,9 @@ def print_result(summary, run_dir: Path) -> int:
     print(f"run: {run_dir}")
     c = summary.counts
     print(f"trials: {summary.done} done ({c['ok']} ok, {c['failed']} failed, {c['diverged']} diverged, "
-          f"{c['infeasible']} infeasible, {c['pruned']} pruned)")
+          f"{c['infeasible']} infeasible, {c['pruned']} pruned)"
+          + (f"; {summary.screened} screened out before training" if summary.screened else "")
+          + (f"; {summary.copied} repeats of a trained architecture, not trained again" if summary.copied else ""))
     if best is not None:
         shown = {k: best.metrics[k] for k in ("top1", "latency_ms", "params", "macs") if k in best.metrics}
         details = ", ".join(f"{k} {v:,.0f}" if k in ("params", "macs") else f"{k} {v:.4g}" for k, v in shown.items())

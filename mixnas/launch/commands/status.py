@@ -33,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
     with Ledger(paths.ledger, readonly=True) as ledger:
         records, repeats = ledger.trials(), ledger.repeats()
         finished_at = ledger.get_meta("finished_at")
+        exhausted = ledger.get_meta("exhausted") == "1"  # it stopped asking: only untrainable proposals came
     means = seed_means(records, repeats)  # trials re-ranked with more seeds are ranked by their means
     noise = seed_noise(records, repeats)
     active = run_is_active(paths)
-    done = sum(1 for r in records if r.finished)
-    finished = not active and finished_at is not None and done >= cfg.execution.trials
+    done = sum(1 for r in records if r.finished and r.trained)
+    finished = not active and finished_at is not None and (done >= cfg.execution.trials or exhausted)
     summary = summarize(cfg, records, finished=finished, active=active, means=means)
     top = ranked(cfg, records, means)[: max(0, args.top)]
     if args.json:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     c = summary.counts
     print(f"{cfg.name} ({paths.root}): {state}, {summary.done}/{summary.trials} trials done, "
           f"{c['running']} running, {c['ok']} ok, {summary.failed} failed, {c['infeasible']} infeasible, "
-          f"{c['pruned']} pruned; {summary.eval_seconds:.1f} s of evaluation")
+          f"{c['pruned']} pruned; {summary.eval_seconds:.1f} s of evaluation" + _untrained(summary))
     if summary.hypervolume is not None:
         print(f"hypervolume: {summary.hypervolume:.6g} (Pareto front: {len(summary.front)} trials)")
     if top:
@@ -100,3 +101,13 @@ def noise_line(noise: dict[str, Any]) -> str:
     reward = f"reward {noise['reward_sd']:.5f}" if noise.get("reward_sd") is not None else ""
     return (f"proxy seed noise (s.d. of one evaluation, pooled over {noise['trials']} re-ranked trials, "
             f"{noise['evaluations']} evaluations): {top1}{reward}; means ± standard error (mixnas rerank)")
+
+
+def _untrained(summary: Any) -> str:
+    """``; 12 screened out before training (over a hard limit), 3 repeated an architecture (not trained again)``."""
+    parts = []
+    if summary.screened:
+        parts.append(f"{summary.screened} screened out before training (over a hard limit)")
+    if summary.copied:
+        parts.append(f"{summary.copied} repeated an architecture already trained (not trained again)")
+    return "".join(f"; {p}" for p in parts)
