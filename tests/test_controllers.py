@@ -40,8 +40,12 @@ CASES: dict[str, tuple[str, dict[str, Any], list[Objective]]] = {
     "rl": ("rl", {"hidden_size": 8, "batch_size": 3, "lr": 0.05}, [ACC]),
     "optuna-tpe": ("optuna", {"sampler": "tpe", "sampler_kwargs": {"n_startup_trials": 5}}, [ACC]),
     "optuna-nsga2": ("optuna", {"sampler": "nsga2", "sampler_kwargs": {"population_size": 6}}, [ACC, COST]),
+    "guided": ("guided", {"n_initial": 4, "candidates": 30}, [ACC]),
+    "guided-2obj": ("guided", {"n_initial": 4, "candidates": 30, "acquisition": "ucb"}, [ACC, COST]),
+    "guided-ensemble": ("guided", {"n_initial": 4, "candidates": 30, "model": "ensemble", "acquisition": "thompson"},
+                        [ACC]),
 }
-SEARCHERS = ["evolution", "rl", "optuna-tpe"]
+SEARCHERS = ["evolution", "rl", "optuna-tpe", "guided"]
 
 
 def toy_space() -> ChoiceSpace:
@@ -288,9 +292,9 @@ def test_nondominated_ranks_and_crowding() -> None:
 
 
 def test_unknown_controller_lists_the_valid_names() -> None:
-    with pytest.raises(ControllerError, match=r"unknown controller 'ppo'; valid: \['evolution', 'optuna'"):
+    with pytest.raises(ControllerError, match=r"unknown controller 'ppo'; valid: \['evolution', 'guided', 'optuna'"):
         make_controller("ppo", toy_space())
-    assert sorted(CONTROLLERS) == ["evolution", "optuna", "random", "rl"]
+    assert sorted(CONTROLLERS) == ["evolution", "guided", "optuna", "random", "rl"]
 
 
 @pytest.mark.parametrize(
@@ -311,6 +315,15 @@ def test_unknown_controller_lists_the_valid_names() -> None:
         ("optuna", {"sampler_kwargs": {"seed": 1}}, "sampler_kwargs.seed"),
         ("optuna", {"sampler_kwargs": {"n_startup": 1}}, "option sampler_kwargs: TPESampler"),
         ("random", {"avoid_duplicates": "yes"}, "option avoid_duplicates"),
+        ("guided", {"n_initial": 1}, r"guided: option n_initial must be an integer in 2..100000, got 1"),
+        ("guided", {"candidates": 10**6}, r"option candidates must be an integer in 1..10000"),
+        ("guided", {"random_fraction": 1.5}, r"option random_fraction must be a number in \[0, 1\], got 1.5"),
+        ("guided", {"top_k": 0}, r"option top_k must be an integer in 1..100000"),
+        ("guided", {"mutations": 2.5}, r"option mutations must be an integer in 1..1000"),
+        ("guided", {"beta": -1.0}, r"option beta must be a number in \[0, 100\]"),
+        ("guided", {"max_points": 10**5}, r"option max_points must be an integer in 2..5000"),
+        ("guided", {"acquisition": "pi"}, r"option acquisition must be one of \['ei', 'ucb', 'thompson'\], got 'pi'"),
+        ("guided", {"model": "mlp"}, r"option model must be one of \['gp', 'ensemble'\], got 'mlp'"),
     ],
 )
 def test_bad_options_name_the_option(kind: str, options: dict[str, Any], message: str) -> None:

@@ -390,6 +390,7 @@ def test_a_lost_worker_is_a_failed_attempt_and_the_search_goes_on(tmp_path, ray_
     {"type": "evolution", "options": {"population_size": 8, "sample_size": 3}},
     {"type": "rl"},
     {"type": "optuna", "options": {"sampler": "tpe"}},
+    {"type": "guided", "options": {"n_initial": 6}},
 ])
 def test_resume_from_the_ledger_alone_equals_uninterrupted_run(shared_dir, tmp_path, ray_address, controller):
     trials = 24

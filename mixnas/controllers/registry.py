@@ -38,11 +38,18 @@ def _optuna() -> type[Controller]:
     return OptunaController
 
 
+def _guided() -> type[Controller]:
+    from mixnas.controllers.guided import GuidedController
+
+    return GuidedController
+
+
 CONTROLLERS: Mapping[str, Callable[[], type[Controller]]] = {
     "random": _random,
     "evolution": _evolution,
     "rl": _rl,
     "optuna": _optuna,
+    "guided": _guided,
 }
 
 
@@ -75,7 +82,7 @@ def make_controller(
     """Build the controller registered under ``name``.
 
     Args:
-        name: ``random``, ``evolution``, ``rl`` or ``optuna``.
+        name: ``random``, ``evolution``, ``rl``, ``optuna`` or ``guided``.
         space: The search space.
         objectives: Objective names and directions; ``None`` means one maximised scalar ``reward``.
         seed: Seed of every random generator the controller holds.

@@ -55,11 +55,12 @@ from mixnas.launch.experiment_config import (
     SupernetEvaluatorConfig,
     TabularEvaluatorConfig,
 )
+from mixnas.controllers.registry import CONTROLLERS
 from mixnas.pareto import DIRECTIONS
 from mixnas.textio import parse_yaml
 from mixnas.textio import read_yaml as textio_read_yaml
 
-CONTROLLER_TYPES = ("random", "evolution", "rl", "optuna")
+CONTROLLER_TYPES = tuple(CONTROLLERS)  # the registry: one list of controller names
 EVALUATOR_TYPES = ("proxy", "tabular", "supernet")
 LATENCY_TYPES = ("none", "lut", "measure", "remote")
 LATENCY_PRECISIONS = ("float32", "int8")  # evaluators.latency.backends.PRECISIONS (not imported: no torch here)

@@ -44,7 +44,8 @@ class KnownCosts:
         known = self._answers.get(encoding)
         if known is None:
             known = self._answers[encoding] = self._compute(encoding)
-            self._fresh[encoding] = known.to_dict()
+            if known.metrics or known.factors:  # nothing known (a space of plain choices) is the same on replay
+                self._fresh[encoding] = known.to_dict()
         return known
 
     def take_fresh(self) -> dict[Encoding, dict[str, Any]]:
