@@ -51,24 +51,44 @@ def test_a_candidate_over_a_hard_limit_is_never_trained_and_does_not_count(tmp_p
     sets = [f"execution.address={ray_address}", "execution.trials=4", "execution.max_concurrent=2",
             "controller={type: random}", f"constraints.max_params={limit}", "evaluator.budget={steps: 3}",
             "evaluator.subset.images_per_class=10", "logging.tensorboard=false"]
-    proc = _cli("search", str(REPO / "experiments" / "quickstart.yaml"), "--output", str(run_dir), "-q",
-                *[x for s in sets for x in ("--set", s)])
+    _cli("search", str(REPO / "experiments" / "quickstart.yaml"), "--output", str(run_dir), "-q",
+         *[x for s in sets for x in ("--set", s)])
     rows, journal, known = _records(run_dir)
     trained = [r for r in rows if r.origin == TRAINED]
-    screened = [r for r in rows if r.origin == SCREENED]
-    assert len(trained) == 4 and screened, [(r.trial, r.origin) for r in rows]
+    assert len(trained) == 4 and len(rows) == 4 + sum(r.origin == SCREENED for r in rows)
     for r in trained:  # every training was of a candidate within the limit
         assert r.status == "ok" and r.metrics["params"] <= limit and r.worker
-    for r in screened:  # never sent to a worker; its known params say why
-        assert r.status == "infeasible" and r.worker is None and r.eval_seconds is None
-        assert r.reason.startswith("screened before training: params") and r.metrics["params"] > limit
-        assert known[r.encoding]["metrics"]["params"] == r.metrics["params"]
+        assert known[r.encoding]["metrics"]["params"] == r.metrics["params"] and "screened" not in known[r.encoding]
+    # the controller was shown candidates over the limit, as over it, and did not propose them
+    refused = [e for e, k in known.items() if k.get("screened")]
+    assert refused and all(k["metrics"]["params"] > limit for e, k in known.items() if e in refused)
+    assert not set(refused) & {r.encoding for r in trained}
     assert sorted(t for e, t in journal if e == "ask") == sorted(t for e, t in journal if e == "tell") == \
-        [r.trial for r in rows]  # screened trials were asked and told like any other
-    assert f"{len(screened)} screened out before training" in proc.stdout
+        [r.trial for r in rows]
     status = json.loads(_cli("status", str(run_dir), "--json").stdout)
-    assert status["state"] == "finished" and status["done"] == 4 and status["screened"] == len(screened)
-    assert status["counts"]["infeasible"] == 0  # the counts are of trainings
+    assert status["state"] == "finished" and status["done"] == 4
+
+
+def test_a_search_where_everything_is_over_the_limit_trains_nothing_and_stops(tmp_path, ray_address):
+    """The controller's last resort (a random pick) is still screened out by the driver, never trained; after
+    UNTRAINED_STREAK proposals in a row that need no training the search stops asking."""
+    from mixnas.launch.runner import UNTRAINED_STREAK
+
+    run_dir = tmp_path / "run"
+    sets = [f"execution.address={ray_address}", "execution.trials=4", "controller={type: random, options: "
+            "{max_retries: 0}}", "constraints.max_params=1000", "logging.tensorboard=false"]
+    proc = subprocess.run([sys.executable, "-m", "mixnas", "search", str(REPO / "experiments" / "quickstart.yaml"),
+                           "--output", str(run_dir), "-q", *[x for s in sets for x in ("--set", s)]],
+                          capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the search ran and found nothing
+    assert f"{UNTRAINED_STREAK} screened out before training" in proc.stdout, proc.stdout
+    rows, journal, _ = _records(run_dir)
+    assert len(rows) == UNTRAINED_STREAK and all(r.origin == SCREENED for r in rows)
+    assert all(r.worker is None and r.reason.startswith("screened before training: params") for r in rows)
+    status = json.loads(_cli("status", str(run_dir), "--json").stdout)
+    assert status["state"] == "finished" and status["screened"] == UNTRAINED_STREAK and status["done"] == 0
+    assert _cli("resume", str(run_dir), "-q").stdout.startswith(f"run {run_dir} is already finished")
 
 
 def _macro3(tmp_path: Path, ray_address: str, **controller) -> Path:

@@ -79,18 +79,27 @@ class Known:
         factors: objective name -> a known factor of that objective: the objective's value is the factor times a
             value learnt by training (the MnasNet reward is ``accuracy * (latency / T) ** w``: its factor is the
             latency term, known where the latency is).
+        screened: why the search would not train it (over a hard limit, by these metrics), or None. Controllers
+            do not propose such an encoding (:meth:`Controller.allowed`), as they do not propose one the space
+            itself rules out.
     """
 
     metrics: Mapping[str, float] = field(default_factory=dict)
     factors: Mapping[str, float] = field(default_factory=dict)
+    screened: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": dict(self.metrics), "factors": dict(self.factors)}
+        out: dict[str, Any] = {"metrics": dict(self.metrics), "factors": dict(self.factors)}
+        if self.screened is not None:
+            out["screened"] = self.screened
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Known:
+        screened = data.get("screened")
         return cls({str(k): float(v) for k, v in data.get("metrics", {}).items()},
-                   {str(k): float(v) for k, v in data.get("factors", {}).items()})
+                   {str(k): float(v) for k, v in data.get("factors", {}).items()},
+                   None if screened is None else str(screened))
 
 
 NOTHING_KNOWN = Known()
@@ -283,6 +292,10 @@ class Controller(abc.ABC):
         Not part of ``state_dict``: the launcher gives it again after a resume, answering as before."""
         self._costs = costs
 
+    def allowed(self, encoding: Encoding) -> bool:
+        """Whether ``encoding`` may be proposed: the space allows it and nothing known rules it out (a hard limit)."""
+        return self.space.is_feasible(encoding) and self.known(encoding).screened is None
+
     def known(self, encoding: Encoding) -> Known:
         """What is known about ``encoding`` before training (nothing without :meth:`use_costs`)."""
         if self._costs is None:
@@ -424,7 +437,7 @@ class Controller(abc.ABC):
             return self._first_feasible()
         for _ in range(self.max_retries + 1):
             encoding = self._propose()
-            if encoding not in self._seen.members and self.space.is_feasible(encoding):
+            if encoding not in self._seen.members and self.allowed(encoding):
                 return encoding
             self._discard(encoding)
         unseen = self._random_unseen()
@@ -436,7 +449,7 @@ class Controller(abc.ABC):
     def _first_feasible(self) -> Encoding:
         for _ in range(self.max_retries + 1):
             encoding = self._propose()
-            if self.space.is_feasible(encoding):
+            if self.allowed(encoding):
                 return encoding
             self._discard(encoding)
         return self.space.sample(self._base_rng)
@@ -447,14 +460,14 @@ class Controller(abc.ABC):
             candidates = [
                 enc
                 for enc in itertools.product(*(range(k) for k in self._sizes))
-                if enc not in self._seen.members and self.space.is_feasible(enc)
+                if enc not in self._seen.members and self.allowed(enc)
             ]
             if not candidates:
                 return None
             return tuple(int(i) for i in candidates[int(self._base_rng.integers(len(candidates)))])
         for _ in range(4 * (self.max_retries + 1)):
             encoding = self.space.sample(self._base_rng)
-            if encoding not in self._seen.members:
+            if encoding not in self._seen.members and self.allowed(encoding):
                 return encoding
         return None
 

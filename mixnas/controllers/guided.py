@@ -151,7 +151,7 @@ class GuidedController(Controller):
             return self.space.sample(self._rng)
         scores = self._acquire(pool, weights)
         for i in _best_first(scores):
-            if self.space.is_feasible(pool[i]):
+            if self.allowed(pool[i]):
                 return pool[i]
         return self.space.sample(self._rng)
 
@@ -191,7 +191,7 @@ class GuidedController(Controller):
             pool[self.space.mutate(parent, self._rng, n=int(self._rng.integers(1, most + 1)))] = None
         for _ in range(n_random):
             pool[self.space.sample(self._rng)] = None
-        return [e for e in pool if e not in self._seen.members]
+        return [e for e in pool if e not in self._seen.members and self.allowed(e)]
 
     def _ranked(self, weights: np.ndarray) -> list[Encoding]:
         """Told encodings, best first (several objectives: by non-dominated rank, then by the scalarisation)."""

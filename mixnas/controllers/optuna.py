@@ -210,7 +210,7 @@ class OptunaController(Controller):
         order = self._base_rng.permutation(len(neighbours))
         for j in order:
             candidate = neighbours[int(j)]
-            if candidate not in self._seen.members and self.space.is_feasible(candidate):
+            if candidate not in self._seen.members and self.allowed(candidate):
                 return candidate
         return None
 

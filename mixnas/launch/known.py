@@ -2,8 +2,9 @@
 
 For an architecture that costs nothing to know: its params and MACs (counted), the latency table's prediction (a
 table lookup; a signature the table lacks leaves the latency unknown: nothing is measured at ask time), and the
-factor of the MnasNet reward that follows from a known cost (``(cost / T) ** w``). The driver uses the same answer to
-screen out a candidate over a hard limit (``constraints``) before any training.
+factor of the MnasNet reward that follows from a known cost (``(cost / T) ** w``), and whether that is over a hard
+limit (``constraints``). Controllers do not propose what is over a limit; the driver screens out, before any
+training, a candidate that is anyway (a controller's last-resort random pick).
 
 Every answer is kept: a controller may ask about many encodings per ``ask`` (a predictor-guided one ranks
 hundreds), and a later resume must show it exactly what it was shown, even if the latency table grew in between
@@ -53,10 +54,6 @@ class KnownCosts:
         fresh, self._fresh = self._fresh, {}
         return fresh
 
-    def screened(self, known: Known) -> str | None:
-        """Why a candidate with ``known`` is over a hard limit (``constraints``), or None."""
-        return self.cfg.constraints.broken(known.metrics)
-
     # ------------------------------------------------------------------ computing an answer
     def _compute(self, encoding: Encoding) -> Known:
         candidate = self.space.decode(encoding)
@@ -75,7 +72,7 @@ class KnownCosts:
             cost = metrics[reward.cost]
             w = reward.alpha if cost <= reward.target else reward.beta
             factors["reward"] = (cost / reward.target) ** w if cost > 0 else 0.0
-        return Known(metrics, factors)
+        return Known(metrics, factors, screened=self.cfg.constraints.broken(metrics))
 
     def _latency(self, arch: Architecture) -> float | None:
         if self.cfg.latency.type != "lut":

@@ -283,7 +283,7 @@ class Search:
         """``(origin, copy_of, outcome)`` of a new trial: screened out (over a hard limit, known before training),
         a copy of the trial that trains the same architecture (with its outcome once it has one), or trained."""
         known = self.costs(encoding)
-        why = self.costs.screened(known)
+        why = known.screened
         if why is not None:
             return SCREENED, None, TrialOutcome.failure(f"{SCREENED_REASON}: {why}", status=Status.INFEASIBLE,
                                                         retryable=False, metrics=dict(known.metrics))
