@@ -20,7 +20,7 @@ ALLOWED = {
     "training": {"search_space", "models", "data"},
     "evaluators": {"search_space", "models", "data", "training"},
     "launch": {"search_space", "models", "data", "controllers", "evaluators", "training"},
-    "__init__": {"training"},  # the package root: mixnas.load_model, imported lazily
+    "__init__": {"training", "launch"},  # the package root: mixnas.load_model and the Python API, imported lazily
     "__main__": {"launch"},  # python -m mixnas: the command line
 }
 

@@ -23,7 +23,7 @@ import re
 import typing
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mixnas.confignode import ConfigNode as _Node
 from mixnas.pareto import Objective
@@ -467,13 +467,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
-    """Apply ``--set`` overrides to a raw config mapping (a copy); missing intermediate mappings are created."""
+def apply_overrides(data: Any, overrides: Sequence[str] | Mapping[str, Any]) -> Any:
+    """Apply overrides to a raw config mapping (a copy); missing intermediate mappings are created.
+
+    ``overrides``: ``--set`` texts (``execution.trials=10``, the value in YAML syntax), or a mapping of key paths to
+    values as they are (``{"execution.trials": 10}``: the Python API's form of ``--set``).
+    """
     if not isinstance(data, Mapping):
         return data  # validation reports what the file holds instead of a mapping
     data = copy.deepcopy(dict(data))
-    for text in overrides:
-        parts, value = parse_override(text)
+    if isinstance(overrides, Mapping):
+        items = []
+        for key, value in overrides.items():
+            parts = str(key).split(".")
+            if not all(parts) or len(parts) > 16:
+                raise ConfigError(f"override {key!r}: expected a key path such as 'execution.trials', at most 16 "
+                                  "parts")
+            items.append((f"{key}={value!r}", parts, copy.deepcopy(value)))
+    else:
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        items = [(text, *parse_override(text)) for text in overrides]
+    for text, parts, value in items:
         node = data
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
@@ -491,7 +506,7 @@ def read_yaml(path: str | Path) -> Any:
     return textio_read_yaml(path, ConfigError)
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] = (), *,
                 check_space: bool = True) -> ExperimentConfig:
     """Read, override and validate an experiment file."""
     path = Path(path)

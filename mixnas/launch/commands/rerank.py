@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from mixnas import bounds
 from mixnas.launch.rerank import MAX_SEEDS, MAX_TOP
-from mixnas.launch.commands.search import set_log_level, sigterm_as_interrupt
+from mixnas.launch.commands.search import set_log_level
 from mixnas.launch.commands.status import noise_line
 
 
@@ -57,14 +56,12 @@ def _text(cfg_reward: str, doc: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mixnas.launch.rerank import rerank_run
-    from mixnas.launch.rundir import RunPaths, load_run_config
+    from mixnas.launch import api
 
-    cfg = load_run_config(RunPaths(Path(args.run_dir)))
+    run_dir = api.open_run(args.run_dir)
+    cfg = run_dir.config
     set_log_level(cfg, args.verbose)
-    with sigterm_as_interrupt():
-        result = rerank_run(args.run_dir, top=args.top, seeds=args.seeds,
-                            progress=None if args.quiet else _progress)
+    result = run_dir.rerank(top=args.top, seeds=args.seeds, progress=None if args.quiet else _progress)
     doc = result.to_dict()
     if args.json:
         json.dump(doc, sys.stdout, allow_nan=False)

@@ -5,13 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mixnas.launch.commands.search import (
-    add_config_options,
-    observers,
-    print_result,
-    set_log_level,
-    sigterm_as_interrupt,
-)
+from mixnas.launch.commands.search import add_config_options, print_result, set_log_level
 from mixnas.launch.config import apply_overrides, config_from_dict, load_config, read_yaml
 
 
@@ -32,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mixnas.launch import api
     from mixnas.launch.rundir import RunPaths, load_run_config
-    from mixnas.launch.runner import resume_search
 
     run_dir = Path(args.run_dir)
     paths = RunPaths(run_dir)
@@ -45,10 +39,9 @@ def run(args: argparse.Namespace) -> int:
         new = config_from_dict(data, source=f"{paths.config} (with --set)", base_dir=run_dir)
     cfg = new or load_run_config(paths)
     set_log_level(cfg, args.verbose)
-    with sigterm_as_interrupt():
-        summary, already = resume_search(run_dir, new_config=new, force=args.force,
-                                         observers=observers(cfg, args.quiet))
-    if already:
+    result = api.resume(run_dir, config=args.config, overrides=args.overrides, force=args.force, quiet=args.quiet)
+    summary = result.summary()
+    if result.was_finished:
         print(f"run {run_dir} is already finished ({summary.done}/{summary.trials} trials); nothing to resume")
         return 0
     return print_result(summary, run_dir)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
-from typing import Iterator
 
-from mixnas.launch.config import load_config
 from mixnas.launch.experiment_config import ExperimentConfig
 
 
@@ -40,39 +36,6 @@ def set_log_level(cfg: ExperimentConfig, verbose: bool) -> None:
         logging.getLogger().setLevel(cfg.logging.level.upper())
         # Ray's own loggers are chatty at INFO; keep them at WARNING unless debugging
         logging.getLogger("ray").setLevel(logging.WARNING)
-
-
-def observers(cfg: ExperimentConfig, quiet: bool) -> list:
-    from mixnas.launch.progress import ProgressPrinter
-    from mixnas.launch.tb import ParetoPlotter, TensorBoardLogger
-
-    out: list = [] if quiet else [ProgressPrinter(sys.stderr)]
-    out.append(TensorBoardLogger() if cfg.logging.tensorboard else ParetoPlotter())
-    if cfg.logging.tensorboard:
-        out.append(ParetoPlotter())
-    return out
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM stops the search the way Ctrl-C does.
-
-    The signal raises KeyboardInterrupt in the driver loop, which stops the actors, shuts down a local Ray and
-    removes its temp folder on the way out; the CLI prints ``mixnas: interrupted`` (exit 130) and ``mixnas
-    resume`` continues. Without this, Python's default SIGTERM ends the driver with no clean-up at all, and
-    ``ray.init`` would install a ``sys.exit`` handler instead (:mod:`mixnas.launch.ray_local` puts this one
-    back). Further SIGTERMs are ignored while the clean-up runs, so a second one cannot cut it short.
-    """
-
-    def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def print_result(summary, run_dir: Path) -> int:
@@ -114,11 +77,9 @@ def print_result(summary, run_dir: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mixnas.launch.runner import run_search
+    from mixnas.launch import api
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = api.experiment(args.config, args.overrides)
     set_log_level(cfg, args.verbose)
-    run_dir = Path(args.output) if args.output else Path(cfg.output_dir) / cfg.name
-    with sigterm_as_interrupt():
-        summary = run_search(cfg, run_dir, observers=observers(cfg, args.quiet))
-    return print_result(summary, run_dir)
+    result = api.search(cfg, output=args.output, quiet=args.quiet)
+    return print_result(result.summary(), result.path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 from mixnas import bounds
 
@@ -24,22 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mixnas.launch.ledger import Ledger
-    from mixnas.launch.rundir import RunPaths, load_run_config, run_is_active
-    from mixnas.launch.summary import ranked, seed_means, seed_noise, shown_record, summarize
+    from mixnas.launch import api
+    from mixnas.launch.summary import ranked, seed_means, seed_noise, shown_record
 
-    paths = RunPaths(Path(args.run_dir))
-    cfg = load_run_config(paths)
-    with Ledger(paths.ledger, readonly=True) as ledger:
-        records, repeats = ledger.trials(), ledger.repeats()
-        finished_at = ledger.get_meta("finished_at")
-        exhausted = ledger.get_meta("exhausted") == "1"  # it stopped asking: only untrainable proposals came
+    run_dir = api.open_run(args.run_dir)
+    cfg, paths = run_dir.config, run_dir.paths
+    records, repeats = run_dir.read()
     means = seed_means(records, repeats)  # trials re-ranked with more seeds are ranked by their means
     noise = seed_noise(records, repeats)
-    active = run_is_active(paths)
-    done = sum(1 for r in records if r.finished and r.trained)
-    finished = not active and finished_at is not None and (done >= cfg.execution.trials or exhausted)
-    summary = summarize(cfg, records, finished=finished, active=active, means=means)
+    summary = run_dir.summary()
+    done = summary.done
     top = ranked(cfg, records, means)[: max(0, args.top)]
     if args.json:
         doc = summary.to_dict()
