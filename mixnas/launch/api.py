@@ -180,6 +180,30 @@ def resume(run_dir: str | Path, *, config: str | Path | None = None, overrides: 
     return run
 
 
+@dataclass(frozen=True)
+class RunRead:
+    """A run as read at one moment: its trials and repeats, and whether its search is running (a driver holds its
+    lock) or finished (it ended after every training it was asked for, or after it stopped asking)."""
+
+    records: list[TrialRecord]
+    repeats: list[RepeatRecord]
+    active: bool
+    finished: bool
+
+
+def read_run(paths: RunPaths, cfg: ExperimentConfig) -> RunRead:
+    """Read a run directory's ledger (read-only: the search may be writing it)."""
+    from mixnas.launch.rundir import run_is_active
+
+    with Ledger(paths.ledger, readonly=True) as ledger:
+        records, repeats = ledger.trials(), ledger.repeats()
+        finished_at, exhausted = ledger.get_meta("finished_at"), ledger.get_meta("exhausted") == "1"
+    active = run_is_active(paths)
+    done = sum(1 for r in records if r.finished and r.trained)
+    finished = not active and finished_at is not None and (done >= cfg.execution.trials or exhausted)
+    return RunRead(records, repeats, active, finished)
+
+
 def open_run(run_dir: str | Path) -> Run:
     """A run directory, to read (safe while its search runs)."""
     return Run(run_dir)
@@ -202,31 +226,24 @@ class Run:
         return f"Run({str(self.path)!r}: {s.to_dict()['state']}, {s.done}/{s.trials} trials)"
 
     # ------------------------------------------------------------------ reading
-    def read(self) -> tuple[list[TrialRecord], list[RepeatRecord]]:
-        """Every trial and every repeat, read at once."""
-        with Ledger(self.paths.ledger, readonly=True) as ledger:
-            return ledger.trials(), ledger.repeats()
+    def read(self) -> RunRead:
+        """Every trial and repeat, and whether the search is running or finished, read at once."""
+        return read_run(self.paths, self.config)
 
     def trials(self) -> list[TrialRecord]:
         """Every trial, in order (running, screened-out and copied ones included: see ``origin``)."""
-        return self.read()[0]
+        return self.read().records
 
     def repeats(self) -> list[RepeatRecord]:
         """The extra evaluations of ``rerank``."""
-        return self.read()[1]
+        return self.read().repeats
 
-    def summary(self) -> RunSummary:
-        """Counts, the best trial (by its mean over seeds after ``rerank``), the Pareto front, hypervolume."""
-        from mixnas.launch.rundir import run_is_active
-
-        records, repeats = self.read()
-        with Ledger(self.paths.ledger, readonly=True) as ledger:
-            finished_at, exhausted = ledger.get_meta("finished_at"), ledger.get_meta("exhausted") == "1"
-        active = run_is_active(self.paths)
-        done = sum(1 for r in records if r.finished and r.trained)
-        finished = not active and finished_at is not None and (done >= self.config.execution.trials or exhausted)
-        return summarize(self.config, records, finished=finished, active=active,
-                         means=seed_means(records, repeats))
+    def summary(self, read: RunRead | None = None) -> RunSummary:
+        """Counts, the best trial (by its mean over seeds after ``rerank``), the Pareto front, hypervolume (of
+        ``read``, a :meth:`read` already made, or of the run now)."""
+        r = read or self.read()
+        return summarize(self.config, r.records, finished=r.finished, active=r.active,
+                         means=seed_means(r.records, r.repeats))
 
     def best(self) -> TrialRecord | None:
         """The best ``ok`` trial by reward (by its mean over seeds where ``rerank`` evaluated it again)."""
@@ -301,4 +318,4 @@ class Run:
                           out_dir=output)
 
 
-__all__ = ["Progress", "Run", "experiment", "open_run", "resume", "search"]
+__all__ = ["Progress", "Run", "RunRead", "experiment", "open_run", "read_run", "resume", "search"]

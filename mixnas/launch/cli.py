@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "search",
     "resume",
     "status",
+    "report",
     "rerank",
     "export",
     "build",

@@ -28,10 +28,11 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = api.open_run(args.run_dir)
     cfg, paths = run_dir.config, run_dir.paths
-    records, repeats = run_dir.read()
+    read = run_dir.read()
+    records, repeats = read.records, read.repeats
     means = seed_means(records, repeats)  # trials re-ranked with more seeds are ranked by their means
     noise = seed_noise(records, repeats)
-    summary = run_dir.summary()
+    summary = run_dir.summary(read)
     done = summary.done
     top = ranked(cfg, records, means)[: max(0, args.top)]
     if args.json:
