@@ -86,7 +86,7 @@ class EvolutionController(Controller):
         space: SpaceLike,
         *,
         population_size: int = 20,
-        sample_size: int = 5,
+        sample_size: int = 10,
         mutations: int = 1,
         **base: Any,
     ) -> None:
