@@ -155,22 +155,32 @@ def search(config: str | Path | Mapping[str, Any] | ExperimentConfig, *, overrid
     return Run(run_dir)
 
 
-def resume(run_dir: str | Path, *, config: str | Path | None = None, overrides: Overrides = (),
+def changed_config(run_dir: str | Path, config: str | Path | ExperimentConfig | None = None,
+                   overrides: Overrides = ()) -> ExperimentConfig | None:
+    """The experiment a resume is asked to compare with the run's: ``config`` (a YAML path, with ``overrides``), or
+    the run's own ``config.yaml`` with ``overrides``; None when neither is given."""
+    paths = RunPaths(Path(run_dir))
+    if isinstance(config, ExperimentConfig):
+        return experiment(config, overrides)
+    if config is not None:
+        return load_config(config, overrides)
+    if overrides:
+        data = apply_overrides(read_yaml(paths.config), overrides)
+        return config_from_dict(data, source=f"{paths.config} (with overrides)", base_dir=paths.root)
+    return None
+
+
+def resume(run_dir: str | Path, *, config: str | Path | ExperimentConfig | None = None, overrides: Overrides = (),
            force: bool = False, progress: ProgressFn | None = None, quiet: bool = True) -> Run:
     """Continue a run from its ledger (a finished run is returned as it is).
 
-    ``config`` / ``overrides``: a changed experiment, compared with the run's; a difference is refused (with the list
-    of changes) unless ``force``.
+    ``config`` / ``overrides``: a changed experiment (:func:`changed_config`), compared with the run's; a difference
+    is refused (with the list of changes) unless ``force``.
     """
     from mixnas.launch.runner import resume_search
 
     paths = RunPaths(Path(run_dir))
-    new = None
-    if config is not None:
-        new = load_config(config, overrides)
-    elif overrides:
-        data = apply_overrides(read_yaml(paths.config), overrides)
-        new = config_from_dict(data, source=f"{paths.config} (with overrides)", base_dir=paths.root)
+    new = changed_config(paths.root, config, overrides)
     cfg = new or load_run_config(paths)
     with sigterm_as_interrupt():
         _, finished = resume_search(paths.root, new_config=new, force=force,
@@ -318,4 +328,4 @@ class Run:
                           out_dir=output)
 
 
-__all__ = ["Progress", "Run", "RunRead", "experiment", "open_run", "read_run", "resume", "search"]
+__all__ = ["Progress", "Run", "RunRead", "changed_config", "experiment", "open_run", "read_run", "resume", "search"]

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from mixnas.launch.commands.search import add_config_options, print_result, set_log_level
-from mixnas.launch.config import apply_overrides, config_from_dict, load_config, read_yaml
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,16 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from mixnas.launch.rundir import RunPaths, load_run_config
 
     run_dir = Path(args.run_dir)
-    paths = RunPaths(run_dir)
-    new = None
-    if args.config:
-        new = load_config(args.config, args.overrides)
-    elif args.overrides:
-        data = apply_overrides(read_yaml(paths.config), args.overrides)
-        new = config_from_dict(data, source=f"{paths.config} (with --set)", base_dir=run_dir)
-    cfg = new or load_run_config(paths)
-    set_log_level(cfg, args.verbose)
-    result = api.resume(run_dir, config=args.config, overrides=args.overrides, force=args.force, quiet=args.quiet)
+    new = api.changed_config(run_dir, args.config, args.overrides)
+    set_log_level(new or load_run_config(RunPaths(run_dir)), args.verbose)
+    result = api.resume(run_dir, config=new, force=args.force, quiet=args.quiet)
     summary = result.summary()
     if result.was_finished:
         print(f"run {run_dir} is already finished ({summary.done}/{summary.trials} trials); nothing to resume")
