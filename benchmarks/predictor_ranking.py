@@ -26,7 +26,8 @@ import numpy as np
 
 from mixnas.controllers.predictor import EncodingFeatures, GaussianProcess, RidgeEnsemble
 from mixnas.evaluators.tabular import nas_bench_macro
-from mixnas.search_space.spaces import ChoiceSpace, Dimension, load_space
+from mixnas.search_space.spaces import ChoiceSpace, load_space
+from search_efficiency import anb_space
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 MACRO = SHARED / "nas_bench_macro" / "nas-bench-macro_cifar10.json"
@@ -41,19 +42,14 @@ def macro_table() -> tuple[ChoiceSpace, list[tuple[int, ...]], np.ndarray]:
 
 
 def anb_table() -> tuple[ChoiceSpace, list[tuple[int, ...]], np.ndarray]:
-    dims = []
-    for b in range(7):
-        dims += [Dimension(f"block{b}_e", (1, 4, 6)), Dimension(f"block{b}_k", (3, 5)),
-                 Dimension(f"block{b}_l", (1, 2, 3, 4) if b == 5 else (1, 2, 3)),
-                 Dimension(f"block{b}_se", (False, True))]
-    space = ChoiceSpace(dims, name="accel_nasbench_mnasnet")
+    space = anb_space()  # the space benchmarks/search_efficiency.py searches (this script's folder is on sys.path)
     with open(ANB, newline="") as f:
         rows = list(csv.DictReader(f))
 
     def value(name: str, text: str) -> object:
         return text == "True" if name.endswith("_se") else int(text)
 
-    encodings = [space.encode({d.name: value(d.name, r[d.name]) for d in dims}) for r in rows]
+    encodings = [space.encode({d.name: value(d.name, r[d.name]) for d in space.dimensions}) for r in rows]
     return space, encodings, np.array([float(r["val_top1"]) for r in rows])
 
 
