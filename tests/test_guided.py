@@ -13,7 +13,9 @@ import pytest
 
 from mixnas.controllers import Controller, Objective, Result, make_controller
 from mixnas.controllers.base import NOTHING_KNOWN, Known
-from mixnas.controllers.guided import _expected_improvement
+from mixnas.controllers.guided import _expected_improvement, _Front2, _reference_point
+from mixnas.errors import ControllerError
+from mixnas.evaluators.reward import hypervolume
 from mixnas.controllers.predictor import EncodingFeatures, GaussianProcess, RidgeEnsemble
 from mixnas.search_space.spaces import ChoiceSpace, Dimension
 
@@ -150,11 +152,50 @@ def test_a_capped_fit_keeps_the_best_and_the_latest() -> None:
     assert mean[1, 0] == pytest.approx(toy_values(told[-1])["acc"], abs=0.05)
 
 
-def test_a_multi_objective_search_of_the_toy_finds_both_ends_of_the_front() -> None:
-    controller = guided([ACC, Objective("cost", "min")], candidates=100)
+@pytest.mark.parametrize("multi_objective", ["ehvi", "parego"])
+def test_a_multi_objective_search_of_the_toy_finds_both_ends_of_the_front(multi_objective: str) -> None:
+    controller = guided([ACC, Objective("cost", "min")], candidates=100, multi_objective=multi_objective)
     told = tell_random(controller, 40, toy_values)
     assert OPTIMUM in told or max(toy_values(e)["acc"] for e in told) >= 4.5
     assert min(sum(e) for e in told) <= 1
+
+
+def test_ehvi_is_the_default_for_two_objectives_and_refused_for_three() -> None:
+    assert guided([ACC, LAT]).options()["multi_objective"] == "ehvi"
+    three = [ACC, LAT, Objective("params", "min")]
+    assert guided(three).options()["multi_objective"] == "parego"
+    with pytest.raises(ControllerError, match="ehvi needs exactly two objectives.*use multi_objective: parego"):
+        guided(three, multi_objective="ehvi")
+    with pytest.raises(ControllerError, match=r"multi_objective must be one of \['ehvi', 'parego'\]"):
+        guided([ACC, LAT], multi_objective="nsga")
+
+
+def test_the_hypervolume_gain_is_the_growth_of_the_hypervolume() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        told = rng.normal(size=(int(rng.integers(1, 12)), 2))
+        reference = _reference_point(told)
+        front = _Front2(told, reference)
+        inside = [tuple(p) for p in told if (p > reference).all()]
+        before = hypervolume(inside, tuple(reference), ["max", "max"]) if inside else 0.0
+        for point in rng.normal(size=(5, 2)):
+            grown = inside + ([tuple(point)] if (point > reference).all() else [])
+            after = hypervolume(grown, tuple(reference), ["max", "max"]) if grown else 0.0
+            assert front.gain(point[None])[0] == pytest.approx(after - before, abs=1e-12)
+
+
+def test_the_expected_hypervolume_gain_is_exact_with_one_known_objective() -> None:
+    rng = np.random.default_rng(2)
+    told = rng.normal(size=(8, 2))
+    front = _Front2(told, _reference_point(told))
+    mean, std = rng.normal(size=(6, 2)), np.abs(rng.normal(size=(6, 2)))
+    std[:3, 0] = 0  # first objective known
+    std[3:, 1] = 0  # second objective known
+    by_sampling = front.gain(mean + std * rng.standard_normal((100_000, 6, 2))).mean(axis=0)
+    assert front.expected_gain(mean, std, rng) == pytest.approx(by_sampling, rel=0.02, abs=1e-3)
+    both = np.abs(rng.normal(size=(4, 2)))  # both uncertain: a Monte Carlo mean of the same quantity
+    sampled = front.gain(mean[:4] + both * rng.standard_normal((100_000, 4, 2))).mean(axis=0)
+    assert front.expected_gain(mean[:4], both, rng) == pytest.approx(sampled, rel=0.25, abs=0.02)
 
 
 # ----------------------------------------------------------------------------------------------- the predictor
