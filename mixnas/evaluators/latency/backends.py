@@ -82,6 +82,8 @@ class Backend:
         versions: the runtime's library versions, for the device metadata of a table.
         tensor_input: stages take torch tensors (else float32 numpy arrays).
         agent: the latency agent (``agent.py``) runs its files, over the network and offline.
+        folds_batch_norms: its models are converted from the network with batch norms folded
+            (:func:`deployed_module`); a table records it (``settings.folded_batch_norms``).
     """
 
     name: str
@@ -93,6 +95,7 @@ class Backend:
     versions: Callable[[], dict[str, Any]]
     tensor_input: bool = False
     agent: bool = False
+    folds_batch_norms: bool = False
 
     def check(self, precision: str, device: str) -> None:
         """A :class:`LatencyTableError` naming what this backend allows when it cannot run ``precision`` on
@@ -183,7 +186,7 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_
         import onnx  # noqa: F401  (the legacy exporter needs it)
     except ImportError:
         raise LatencyTableError("exporting to ONNX needs onnx: pip install 'mixnas[onnx]'") from None
-    module = module.eval()
+    module = deployed_module(module)
     example = torch.zeros(*input_shape)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -200,6 +203,14 @@ def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
         )
     return buffer.getvalue()
+
+
+def deployed_module(module: torch.nn.Module) -> torch.nn.Module:
+    """What a converter converts: a copy of ``module`` in eval mode with its batch norms folded into the
+    convolutions before them (:func:`mixnas.models.folding.fold_batch_norms`), as deployed."""
+    from mixnas.models.folding import fold_batch_norms
+
+    return fold_batch_norms(module)
 
 
 @contextlib.contextmanager
@@ -294,7 +305,7 @@ def to_pte(module: torch.nn.Module, input_shape: Sequence[int], precision: str,
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    module = module.eval()
+    module = deployed_module(module)
     example = (torch.zeros(*input_shape),)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -401,7 +412,7 @@ def to_tflite(module: torch.nn.Module, input_shape: Sequence[int], precision: st
     litert_torch = require_litert()
     import torch
 
-    module = module.eval()
+    module = deployed_module(module)
     example = (torch.zeros(*input_shape),)
     options: dict[str, Any] = {}
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger(), \
@@ -491,11 +502,11 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions,
                      tensor_input=True),
     "onnxruntime": Backend("onnxruntime", ("float32", "int8"), ("cpu",), _onnx_convert, _onnx_load, ".onnx",
-                           _onnx_versions, agent=True),
+                           _onnx_versions, agent=True, folds_batch_norms=True),
     "executorch": Backend("executorch", ("float32", "int8"), ("cpu",), _executorch_convert, _executorch_load, ".pte",
-                          _executorch_versions, tensor_input=True),
+                          _executorch_versions, tensor_input=True, folds_batch_norms=True),
     "litert": Backend("litert", ("float32", "int8"), ("cpu",), _litert_convert, _litert_load, ".tflite",
-                      _litert_versions),
+                      _litert_versions, folds_batch_norms=True),
 }
 BACKEND_NAMES = tuple(BACKENDS)
 

@@ -55,7 +55,12 @@ PRECISION_FORMAT_VERSION = 5  # written only for a precision other than float32 
 READABLE_FORMAT_VERSIONS = (1, 2, 3, 4, 5)
 DEFAULT_PRECISION = "float32"  # what a table without ``precision`` (format_version <= 4) was measured in
 # What a table is *of*: never mixed, not even by merge(force=True).
-KIND_KEYS = ("backend", "precision")
+# ``folded_batch_norms``: the converted networks had their batch norms folded into the convolutions first
+# (:func:`mixnas.models.folding.fold_batch_norms`; absent in tables made before, whose converted parts kept a float
+# batch norm after every MixConv with several groups and grouped 1x1 convolution).
+KIND_KEYS = ("backend", "precision", "folded_batch_norms")
+FOLDED_HINT = ("; a table without folded_batch_norms was measured by a mixnas before batch norms were folded "
+               "before conversion: profile it again")
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -328,7 +333,7 @@ class LatencyTable:
 
     def condition(self) -> dict[str, Any]:
         """What must match for two tables to be comparable: backend, precision, threads, batch, clock, statistic,
-        device."""
+        whether batch norms were folded before conversion, device."""
         return {
             "backend": self.backend,
             "precision": self.precision,
@@ -336,6 +341,7 @@ class LatencyTable:
             "batch_size": self.batch_size,
             "clock": self.settings.get("clock"),
             "statistic": self.settings.get("statistic"),
+            "folded_batch_norms": bool(self.settings.get("folded_batch_norms", False)),
             **{k: self.device.get(k) for k in DEVICE_KEYS},
         }
 
@@ -354,7 +360,8 @@ class LatencyTable:
         if kind:  # a float32 entry in an int8 table (or an ONNX Runtime one in a torch table) is simply wrong
             details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in kind)
             raise LatencyTableError(f"refusing to merge latency tables of different {' and '.join(kind)} ({details}); "
-                                    "a table holds one backend and one precision")
+                                    "a table holds one backend, one precision and one conversion" + FOLDED_HINT
+                                    * ("folded_batch_norms" in kind))
         if differing and not force:
             details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in differing)
             raise LatencyTableError(

@@ -156,6 +156,8 @@ class MeasureConfig:
             out["quantization"] = INT8_SCHEME
         else:
             del out["calibration_data"]
+        if get_backend(self.backend).folds_batch_norms:
+            out["folded_batch_norms"] = True
         return out
 
 

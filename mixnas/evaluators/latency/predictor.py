@@ -191,6 +191,21 @@ def why_not_measurable(table: LatencyTable) -> str | None:
     return None
 
 
+def unfolded_warning(table: LatencyTable) -> str | None:
+    """A warning for a table this mixnas measured before batch norms were folded before conversion (its
+    MixConv parts are slower than what ``mixnas export`` now ships), else None."""
+    from mixnas.evaluators.latency.backends import BACKENDS
+
+    backend = BACKENDS.get(table.backend)
+    if backend is None or not backend.folds_batch_norms or table.settings.get("folded_batch_norms"):
+        return None
+    if "clock" not in table.settings:  # imported from another tool's measurements: its conversion is its own
+        return None
+    return ("measured before batch norms were folded into the convolutions before conversion: its parts with "
+            "several kernel groups or grouped 1x1 convolutions are slower than the networks mixnas now converts "
+            "and exports; profile it again")
+
+
 def load_predictor(
     path: str | os.PathLike[str],
     *,
@@ -204,4 +219,7 @@ def load_predictor(
     ``config`` (how to measure) only matters with ``measure_missing``.
     """
     predictor = LatencyPredictor.from_file(path, calibrated=calibrated)
+    stale = unfolded_warning(predictor.table)
+    if stale:
+        logger.warning("%s: %s", path, stale)
     return MeasuringPredictor(predictor, config=config) if measure_missing else predictor

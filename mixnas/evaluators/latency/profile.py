@@ -23,7 +23,15 @@ from typing import Any, Callable, Collection, Iterable, Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import STAND_IN
-from mixnas.evaluators.latency.lut import CALIBRATION_MODELS, Calibration, Entry, LatencyTable, lut_sum, pool_entries
+from mixnas.evaluators.latency.lut import (
+    CALIBRATION_MODELS,
+    FOLDED_HINT,
+    Calibration,
+    Entry,
+    LatencyTable,
+    lut_sum,
+    pool_entries,
+)
 from mixnas.evaluators.latency.measure import (
     DEFAULT_ROUNDS,
     REFERENCE_ARCH,
@@ -119,7 +127,8 @@ def check_compatible(table: LatencyTable, config: MeasureConfig, timer: Timer | 
     differing = [k for k in here if here[k] != theirs[k]]
     if differing:
         details = ", ".join(f"{k}: table {theirs[k]!r}, now {here[k]!r}" for k in differing)
-        raise LatencyTableError(f"the latency table was measured under other conditions ({details})")
+        hint = FOLDED_HINT if "folded_batch_norms" in differing else ""
+        raise LatencyTableError(f"the latency table was measured under other conditions ({details}){hint}")
 
 
 def select_contexts(
