@@ -17,8 +17,12 @@ latency agent on another device, or written out for it (``export-layers``).
   and run on the CPU execution provider (the agent's session settings: ``intra_op_num_threads``, full graph
   optimisation, sequential execution). ``int8``: ONNX Runtime static quantisation of the exported model, QDQ
   format, per-channel int8 weights and uint8 activations (:func:`quantize_onnx`), after ONNX Runtime's
-  pre-processing (shape inference and graph optimisation, which folds batch norm into the convolutions as a
-  deployed model has it).
+  pre-processing (shape inference and graph optimisation).
+
+Every converting backend (all but ``torch``) converts the module as it is deployed (:func:`deployed_module`): a
+copy with every batch norm folded into the convolutions before it, also after a MixConv with several kernel
+groups or a grouped 1x1 convolution, where the converters' own folding does not reach (they fold a batch norm only
+right after one ``Conv``). ``mixnas export`` converts the same way, so a table times what an export ships.
 
 Precision ``int8`` needs calibration inputs (:func:`calibration_inputs`): images of the data set named by
 ``calibration_data`` (the experiment's data in a search), else a stand-in that the table records
@@ -177,16 +181,18 @@ def require_onnxruntime() -> Any:
         ) from None
 
 
-def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = False) -> bytes:
-    """Serialise ``module`` (in eval mode) to an ONNX model for one input of ``input_shape`` (with
-    ``dynamic_batch``: any batch size, the first axis of ``input`` and ``output`` named ``batch``)."""
+def export_onnx(module: torch.nn.Module, input_shape: Sequence[int], *, dynamic_batch: bool = False,
+                fold_batch_norms: bool = True) -> bytes:
+    """Serialise ``module`` (in eval mode, its batch norms folded: :func:`deployed_module`) to an ONNX model for
+    one input of ``input_shape`` (with ``dynamic_batch``: any batch size, the first axis of ``input`` and
+    ``output`` named ``batch``). ``fold_batch_norms=False`` exports the module as it is (for comparisons)."""
     import torch
 
     try:
         import onnx  # noqa: F401  (the legacy exporter needs it)
     except ImportError:
         raise LatencyTableError("exporting to ONNX needs onnx: pip install 'mixnas[onnx]'") from None
-    module = deployed_module(module)
+    module = deployed_module(module) if fold_batch_norms else module.eval()
     example = torch.zeros(*input_shape)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
