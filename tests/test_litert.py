@@ -52,6 +52,22 @@ def test_litert_measures_both_precisions() -> None:
         assert m.min_ms > 0 and m.count >= 4
 
 
+def test_an_int8_part_whose_input_stays_float_is_timed_in_context() -> None:
+    """litert-torch leaves the input of a part with a residual addition in float32 while the part before it is
+    int8 in and out: the runner passes the int8 output on, cast (this crashed before)."""
+    from mixnas.evaluators.latency.backends import convert_pipeline
+    from mixnas.evaluators.latency.profile import context_pipeline
+    from mixnas.search_space.arch import GlobalParams
+    from mixnas.search_space.arch_strings import decode_arch
+
+    params = GlobalParams(stem_size=16, feature_size=32, resolution=16, num_classes=4)
+    arch = decode_arch(["r1_k3_a1_p1_s11_e1_i16_o16"], grammar="tf", global_params=params)  # stem, skip block
+    config = MeasureConfig(backend="litert", precision="int8")
+    stages = [litert_runner(model, 1) for _, model in convert_pipeline(context_pipeline(arch, 1)[:2], config)]
+    out = stages[1](stages[0](calibration_inputs(None, (1, 3, 16, 16))[0]))
+    assert out.shape == (1, 16, 8, 8)
+
+
 def test_a_litert_table_is_built_validated_and_used_by_a_trial(tmp_path: Path, capsys) -> None:
     lut = tmp_path / "lite.json"
     assert main(["latency", "profile", "--arch", "mixnet_tiny", "--calibrate", "1", "--backend", "litert",

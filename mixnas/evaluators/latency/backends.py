@@ -473,13 +473,21 @@ def litert_runner(model: bytes, threads: int) -> Callable[[Any], Any]:
     dtype, (scale, zero) = np.dtype(source["dtype"]), source["quantization"]
     set_tensor, invoke, get_tensor, index = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor, \
         source["index"]
-    last: list[Any] = [None, None]  # the latest float input and its quantised form, made once, outside the runs
+    last: list[Any] = [None, None]  # the latest input of another type and its converted form, made once per input
+
+    def convert(x: Any) -> Any:
+        if np.issubdtype(dtype, np.integer):  # a float input to a quantised model
+            info = np.iinfo(dtype)
+            return np.clip(np.rint(x / (scale or 1.0)) + zero, info.min, info.max).astype(dtype)
+        # an int8 part's output into a part whose input the quantizer left in float (litert-torch 0.10 does so for
+        # parts that end or begin at a residual addition): its scale is the other model's, so the values are only
+        # cast; latency does not depend on them
+        return x.astype(dtype)
 
     def run(x: Any, _keep: Any = (model, interpreter)) -> Any:
-        if x.dtype != dtype:  # a float input to a fully quantised model (an int8 part's output passes as is)
+        if x.dtype != dtype:  # an input of another type than the model's (an int8 part's output passes as is)
             if x is not last[0]:
-                info = np.iinfo(dtype)
-                last[:] = [x, np.clip(np.rint(x / (scale or 1.0)) + zero, info.min, info.max).astype(dtype)]
+                last[:] = [x, convert(x)]
             x = last[1]
         set_tensor(index, x)
         invoke()
