@@ -37,6 +37,8 @@ CASES: dict[str, tuple[str, dict[str, Any], list[Objective]]] = {
     "random": ("random", {}, [ACC]),
     "evolution": ("evolution", {"population_size": 6, "sample_size": 3}, [ACC]),
     "evolution-2obj": ("evolution", {"population_size": 6, "sample_size": 3}, [ACC, COST]),
+    "evolution-screen": ("evolution", {"population_size": 6, "sample_size": 3, "screen": 8}, [ACC]),
+    "evolution-screen-2obj": ("evolution", {"population_size": 6, "sample_size": 3, "screen": 8}, [ACC, COST]),
     "rl": ("rl", {"hidden_size": 8, "batch_size": 3, "lr": 0.05}, [ACC]),
     "optuna-tpe": ("optuna", {"sampler": "tpe", "sampler_kwargs": {"n_startup_trials": 5}}, [ACC]),
     "optuna-nsga2": ("optuna", {"sampler": "nsga2", "sampler_kwargs": {"population_size": 6}}, [ACC, COST]),
@@ -45,7 +47,7 @@ CASES: dict[str, tuple[str, dict[str, Any], list[Objective]]] = {
     "guided-ensemble": ("guided", {"n_initial": 4, "candidates": 30, "model": "ensemble", "acquisition": "thompson"},
                         [ACC]),
 }
-SEARCHERS = ["evolution", "rl", "optuna-tpe", "guided"]
+SEARCHERS = ["evolution", "evolution-screen", "rl", "optuna-tpe", "guided"]
 
 
 def toy_space() -> ChoiceSpace:

@@ -13,7 +13,7 @@ import pytest
 
 from mixnas.controllers import Controller, Objective, Result, make_controller
 from mixnas.controllers.base import NOTHING_KNOWN, Known
-from mixnas.controllers.guided import _expected_improvement, _Front2, _reference_point
+from mixnas.controllers.acquisition import Front2D, expected_improvement, reference_point
 from mixnas.errors import ControllerError
 from mixnas.evaluators.reward import hypervolume
 from mixnas.controllers.predictor import EncodingFeatures, GaussianProcess, RidgeEnsemble
@@ -174,8 +174,8 @@ def test_the_hypervolume_gain_is_the_growth_of_the_hypervolume() -> None:
     rng = np.random.default_rng(1)
     for _ in range(100):
         told = rng.normal(size=(int(rng.integers(1, 12)), 2))
-        reference = _reference_point(told)
-        front = _Front2(told, reference)
+        reference = reference_point(told)
+        front = Front2D(told, reference)
         inside = [tuple(p) for p in told if (p > reference).all()]
         before = hypervolume(inside, tuple(reference), ["max", "max"]) if inside else 0.0
         for point in rng.normal(size=(5, 2)):
@@ -187,7 +187,7 @@ def test_the_hypervolume_gain_is_the_growth_of_the_hypervolume() -> None:
 def test_the_expected_hypervolume_gain_is_exact_with_one_known_objective() -> None:
     rng = np.random.default_rng(2)
     told = rng.normal(size=(8, 2))
-    front = _Front2(told, _reference_point(told))
+    front = Front2D(told, reference_point(told))
     mean, std = rng.normal(size=(6, 2)), np.abs(rng.normal(size=(6, 2)))
     std[:3, 0] = 0  # first objective known
     std[3:, 1] = 0  # second objective known
@@ -232,5 +232,5 @@ def test_expected_improvement_matches_its_definition() -> None:
     mean, std, best = np.array([0.0, 1.0, -1.0, 2.0]), np.array([1.0, 0.5, 2.0, 0.0]), 0.5
     draws = mean + std * rng.standard_normal((200_000, 4))
     expected = np.maximum(draws - best, 0).mean(axis=0)
-    assert _expected_improvement(mean, std, best) == pytest.approx(expected, abs=5e-3)
-    assert _expected_improvement(mean, std, best)[3] == 1.5 and math.isfinite(_expected_improvement(mean, std, 9)[0])
+    assert expected_improvement(mean, std, best) == pytest.approx(expected, abs=5e-3)
+    assert expected_improvement(mean, std, best)[3] == 1.5 and math.isfinite(expected_improvement(mean, std, 9)[0])
