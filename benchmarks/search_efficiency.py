@@ -64,6 +64,7 @@ CONTROLLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("random", {}),
     "evolution-t5": ("evolution", {"population_size": 20, "sample_size": 5}),
     "evolution-t10": ("evolution", {"population_size": 20, "sample_size": 10}),
+    "evolution-screen": ("evolution", {"population_size": 20, "sample_size": 10, "screen": 20}),
     "rl": ("rl", {}),
     "optuna-tpe": ("optuna", {"sampler": "TPESampler"}),
     "optuna-nsga2": ("optuna", {"sampler": "NSGAIISampler"}),
