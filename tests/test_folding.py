@@ -55,7 +55,8 @@ def test_the_folded_copy_computes_the_same_function_without_batch_norms() -> Non
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     # the trained network is untouched: same tensors, its batch norms still there
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 1 + 2 + 3 + 3 + 1  # stem, dw+project, 3 per expanded block, head
+    # stem, depthwise and projection of the unexpanded block, 3 per expanded block, head
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 1 + 2 + 3 + 3 + 1
 
 
 def test_a_batch_norm_that_is_not_after_a_convolution_stays() -> None:
@@ -72,7 +73,8 @@ def test_an_int8_mixconv_block_has_no_float_batch_norm_left() -> None:
 
     net = network()
     shape = (1, 3, 32, 32)
-    for model in (export_onnx(net, shape), quantize_onnx(export_onnx(net, shape), list(calibration_inputs(None, shape)))):
+    calibration = list(calibration_inputs(None, shape))
+    for model in (export_onnx(net, shape), quantize_onnx(export_onnx(net, shape), calibration)):
         ops = [n.op_type for n in onnx.load_from_string(model).graph.node]
         assert "BatchNormalization" not in ops
     import onnxruntime as ort

@@ -184,7 +184,8 @@ class EvolutionController(Controller):
             self._told.append((told.encoding, tuple(told.values)))
 
     def _options(self) -> dict[str, Any]:
-        options = {"population_size": self.population_size, "sample_size": self.sample_size, "mutations": self.mutations}
+        options = {"population_size": self.population_size, "sample_size": self.sample_size,
+                   "mutations": self.mutations}
         if self.screen > 1:  # absent when off, so that the state of a plain evolution is what it always was
             options["screen"] = self.screen
         return options

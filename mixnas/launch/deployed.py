@@ -7,11 +7,11 @@ by ExecuTorch's own runtime for their score (the optional extra ``mixnas[executo
 ``mixnas export TRAIN_DIR --format onnx-int8`` writes ``model.int8.onnx``: the trained network quantised by ONNX
 Runtime's static quantisation (the latency backend's :func:`~mixnas.evaluators.latency.backends.quantize_onnx`:
 QDQ, per-channel int8 weights, uint8 activations, every batch norm folded into the convolutions first),
-calibrated on images of the model's own training split, preprocessed exactly as its input. Every deployed file of the export (``model.onnx`` too) is
-then run by its runtime on the evaluation split the training reported (the data set's test split, or the held-out
-part of train): its top-1 stands beside the PyTorch model's in the export's README and ``arch.json``, with the
-largest absolute logit difference from PyTorch over the first images, so a user sees what the conversion costs
-before shipping it.
+calibrated on images of the model's own training split, preprocessed exactly as its input. Every deployed file of
+the export (``model.onnx`` too) is then run by its runtime on the evaluation split the training reported (the data
+set's test split, or the held-out part of train): its top-1 stands beside the PyTorch model's in the export's
+README and ``arch.json``, with the largest absolute logit difference from PyTorch over the first images, so a user
+sees what the conversion costs before shipping it.
 """
 
 from __future__ import annotations
