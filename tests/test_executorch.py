@@ -53,6 +53,24 @@ def test_executorch_measures_both_precisions() -> None:
         assert m.min_ms > 0 and m.count >= 4
 
 
+def test_a_block_xnnpack_int8_cannot_run_fails_in_one_line() -> None:
+    """executorch 1.5.1: a 2-group MixConv of stride 2 into a 2x2 output, with SE, lowers to int8 but fails at run
+    time ("Attempted to resize a static tensor", 0 channels); the runner says so as a LatencyTableError."""
+    from mixnas.errors import LatencyTableError
+    from mixnas.models.mixnet import MBConvBlock
+    from mixnas.search_space.arch import GlobalParams
+    from mixnas.search_space.arch_strings import decode_arch
+
+    params = GlobalParams(stem_size=32, feature_size=64, resolution=8, num_classes=4)
+    arch = decode_arch(["r1_k3.5_a1_p1_s22_e3_i32_o64_se0.25"], grammar="tf", global_params=params)
+    block = MBConvBlock(arch.layers()[0]).eval()
+    shape = (1, 32, 4, 4)
+    calibration = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i in range(4)]
+    run = executorch_runner(to_pte(block, shape, "int8", calibration), 1)
+    with pytest.raises(LatencyTableError, match="ExecuTorch could not run a converted model"):
+        run(torch.from_numpy(calibration[0]))
+
+
 def test_an_executorch_table_is_built_validated_and_used_by_a_trial(tmp_path: Path, capsys) -> None:
     from mixnas.launch.config import config_from_dict
     from mixnas.launch.trial import TrialEvaluator

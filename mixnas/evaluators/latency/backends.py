@@ -372,7 +372,12 @@ def executorch_runner(model: bytes | str, threads: int) -> Callable[[Any], Any]:
     method = program.load_method("forward")
 
     def run(x: Any, _keep: Any = (model, program, method)) -> Any:
-        return method.execute([x])[0]
+        try:
+            return method.execute([x])[0]
+        except RuntimeError as exc:  # the runtime's own failure (its log names the operator), as one line
+            raise LatencyTableError(
+                f"ExecuTorch could not run a converted model ({first_line(exc)}); executorch 1.5.1's XNNPACK int8 "
+                "fails so on multi-group MixConv blocks of stride 2 into a 2x2 output (docs/latency.md)") from None
 
     return run
 
