@@ -466,7 +466,12 @@ def _write_deployed(item: TrainedExport, arch: Architecture, model: nn.Module, f
             path = str(item.folder / name)
             runs.append((name, "executorch (XNNPACK)", precision, lambda p=path: deployed.executorch_batch_runner(p)))
     for file, runtime, precision, runner in runs:
-        score = deployed.score(runner(), model, data, file=file, runtime=runtime, precision=precision)
+        try:
+            score = deployed.score(runner(), model, data, file=file, runtime=runtime, precision=precision)
+        except MixnasError as exc:  # the file is written; its runtime cannot run it here: say so, score the rest
+            item.notes.append(f"{file} was written but {runtime} could not run it here: {exc}")
+            logger.warning("%s: not scored: %s", file, exc)
+            continue
         item.scores.append(score.to_dict())
         logger.info("%s (%s %s): top-1 %.4f on %d images", file, runtime, precision, score.top1, score.images)
     item.eval_split = data.split
