@@ -33,6 +33,11 @@ REFERENCE_MARGIN = 0.1  # the hypervolume's reference point: the worst told valu
 CHEBYSHEV_RHO = 0.05  # weight of the sum term of the augmented Chebyshev scalarisation (ParEGO's value)
 
 
+def default_multi_objective(n_objectives: int) -> str:
+    """``ehvi`` for up to two objectives (it is ignored with one), ``parego`` for more."""
+    return "ehvi" if n_objectives <= 2 else "parego"
+
+
 def acquire(
     pool: Sequence[Encoding],
     belief: Belief,

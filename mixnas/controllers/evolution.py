@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from mixnas.controllers.acquisition import Belief, acquire, best_first
+from mixnas.controllers.acquisition import Belief, acquire, best_first, default_multi_objective
 from mixnas.controllers.base import (
     Controller,
     Encoding,
@@ -160,12 +160,13 @@ class EvolutionController(Controller):
         belief = Belief(objectives=self.objectives, known=self.known, features=self._features,
                         regressor=self._regressor, told=told, pending=pending, needed=children,
                         model_rng=self._model_rng)
-        several = len(self.objectives) > 1
-        weights = self._model_rng.dirichlet(np.ones(len(self.objectives))) if several else np.ones(1)
+        multi_objective = default_multi_objective(len(self.objectives))
+        weights = np.ones(len(self.objectives))  # only ParEGO's scalarisation uses weights: drawn for it alone
+        if multi_objective == "parego":
+            weights = self._model_rng.dirichlet(weights)
         scores = acquire(children, belief, np.array([self.fitness(v) for _, v in told]), pending,
-                         objectives=self.objectives, acquisition="ei", beta=0.0,
-                         multi_objective="ehvi" if len(self.objectives) <= 2 else "parego", weights=weights,
-                         rng=self._model_rng)
+                         objectives=self.objectives, acquisition="ei", beta=0.0, multi_objective=multi_objective,
+                         weights=weights, rng=self._model_rng)
         return children[best_first(scores)[0]]
 
     def _tournament_winner(self, contestants: list[int]) -> int:

@@ -85,6 +85,7 @@ from mixnas.controllers.acquisition import (
     Scalarisation,
     acquire,
     best_first,
+    default_multi_objective,
     pareto_ranks,
 )
 from mixnas.controllers.predictor import MODELS, EncodingFeatures, make_regressor
@@ -154,7 +155,7 @@ class GuidedController(Controller):
         self.acquisition = _word(acquisition, "acquisition", ACQUISITIONS)
         self.model = _word(model, "model", MODELS)
         if multi_objective is None:
-            multi_objective = "ehvi" if len(self.objectives) <= 2 else "parego"
+            multi_objective = default_multi_objective(len(self.objectives))
         self.multi_objective = _word(multi_objective, "multi_objective", MULTI_OBJECTIVE)
         if self.multi_objective == "ehvi" and len(self.objectives) > 2:
             raise ControllerError(f"guided: multi_objective ehvi needs exactly two objectives, this search has "
