@@ -124,3 +124,18 @@ def test_an_int8_measure_section_calibrates_on_the_experiments_data(tmp_path: Pa
     outcome = TrialEvaluator(cfg).run((0,) * len(load_space("tiny").dimensions), 0)
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0
+
+
+def test_a_backend_that_learns_repeated_inputs_gets_a_rotation_of_them() -> None:
+    from mixnas.evaluators.latency.backends import INPUT_VARIANTS, InputRotation, calibration_inputs
+    from mixnas.evaluators.latency.measure import MeasureConfig, make_input
+
+    x = make_input((1, 3, 32, 32), MeasureConfig(backend="litert"))
+    assert isinstance(x, InputRotation) and len(x.inputs) == INPUT_VARIANTS
+    assert len({a.tobytes() for a in x.inputs}) == INPUT_VARIANTS  # all different
+    int8 = make_input((1, 3, 32, 32), MeasureConfig(backend="litert", precision="int8", calibration_data="digits"))
+    assert np.array_equal(np.stack(int8.inputs), calibration_inputs("digits", (1, 3, 32, 32), INPUT_VARIANTS))
+    big = make_input((1, 3, 224, 224), MeasureConfig(backend="litert"))
+    assert 2 <= len(big.inputs) < INPUT_VARIANTS and sum(a.nbytes for a in big.inputs) <= 32 << 20
+    fixed = make_input((1, 3, 32, 32), MeasureConfig(backend="onnxruntime"))
+    assert isinstance(fixed, np.ndarray) and fixed.shape == (1, 3, 32, 32)

@@ -124,3 +124,20 @@ def test_the_phone_path_runs_with_litert_benchmark_here(tmp_path: Path, capsys) 
     assert "drift correction off: the reference network took" in captured.err  # ~0.1 ms at 32 px as well
     table = LatencyTable.load(tmp_path / "lut.json")
     assert table.backend == "litert" and table.device["program"] == "benchmark_litert_model"
+
+
+def test_the_runner_takes_a_new_input_of_a_rotation_every_run() -> None:
+    """LiteRT runs a repeated input faster than a stream of new ones, so its measurements rotate inputs."""
+    from mixnas.evaluators.latency.backends import InputRotation
+    from mixnas.evaluators.latency.measure import make_input
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    for precision in ("float32", "int8"):
+        config = MeasureConfig(backend="litert", precision=precision,
+                               calibration_data="digits" if precision == "int8" else None)
+        x = make_input((1, 3, 8, 8), config)
+        assert isinstance(x, InputRotation) and len(x.inputs) == 64
+        run = litert_runner(to_tflite(model, (1, 3, 8, 8), precision, calibration_inputs("digits", (1, 3, 8, 8))), 1)
+        outputs = [run(x).copy() for _ in range(2 * len(x.inputs))]
+        assert not np.array_equal(outputs[0], outputs[1])  # a new input each run
+        assert all(np.array_equal(a, b) for a, b in zip(outputs, outputs[len(x.inputs):]))  # in a fixed cycle

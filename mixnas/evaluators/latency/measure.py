@@ -38,6 +38,7 @@ from mixnas.evaluators.latency.backends import (
     STAND_IN,
     convert_pipeline,
     get_backend,
+    varied_inputs,
 )
 from mixnas.evaluators.latency.timing import (
     CLOCKS,
@@ -235,11 +236,15 @@ def device_metadata(config: MeasureConfig) -> dict[str, Any]:
 
 
 def make_input(input_shape: Sequence[int], config: MeasureConfig) -> Any:
-    """A random (seeded) input of ``input_shape`` in the form ``config``'s backend takes."""
+    """A random (seeded) input of ``input_shape`` in the form ``config``'s backend takes; for a backend that
+    rotates inputs (:attr:`~.backends.Backend.input_variants`), an :class:`~.backends.InputRotation`."""
     if len(input_shape) < 1 or any(int(d) < 1 for d in input_shape):
         raise LatencyTableError(f"input shape: expected positive dimensions, got {tuple(input_shape)}")
+    backend = get_backend(config.backend)
+    if backend.input_variants > 1:
+        return varied_inputs(input_shape, config, backend.input_variants)
     x = random_input(tuple(int(d) for d in input_shape))
-    if not get_backend(config.backend).tensor_input:
+    if not backend.tensor_input:
         return x
     import torch
 
