@@ -139,3 +139,24 @@ def test_a_backend_that_learns_repeated_inputs_gets_a_rotation_of_them() -> None
     assert 2 <= len(big.inputs) < INPUT_VARIANTS and sum(a.nbytes for a in big.inputs) <= 32 << 20
     fixed = make_input((1, 3, 32, 32), MeasureConfig(backend="onnxruntime"))
     assert isinstance(fixed, np.ndarray) and fixed.shape == (1, 3, 32, 32)
+
+
+def test_a_litert_table_timed_on_one_repeated_input_takes_no_rotated_measurements() -> None:
+    from mixnas.errors import LatencyTableError
+    from mixnas.evaluators.latency.lut import LatencyTable
+    from mixnas.evaluators.latency.measure import MeasureConfig
+    from mixnas.evaluators.latency.profile import check_compatible
+
+    class HereTimer:  # the device without importing LiteRT
+        def device(self, config):
+            return {"cpu": "x", "accelerator": "cpu"}
+
+    config = MeasureConfig(backend="litert")
+    assert config.to_dict()["input_variants"] == 64
+    assert "input_variants" not in MeasureConfig(backend="onnxruntime").to_dict()
+    settings = {k: v for k, v in config.to_dict().items() if k != "input_variants"}  # as tables were before
+    old = LatencyTable("litert", 1, 1, device={"cpu": "x", "accelerator": "cpu"}, settings=settings)
+    with pytest.raises(LatencyTableError, match="input_variants: table 1, now 64.*repeated input.*profile it again"):
+        check_compatible(old, config, HereTimer())
+    check_compatible(LatencyTable("litert", 1, 1, device={"cpu": "x", "accelerator": "cpu"},
+                                  settings=config.to_dict()), config, HereTimer())

@@ -477,8 +477,8 @@ class InputRotation:
     A deployed network meets a new frame every run. LiteRT's kernels (ai-edge-litert 2.3.0, XNNPACK) branch on the
     data, and the processor learns those branches when one input is repeated: int8 `tiny` networks took 1.0-1.8x
     as long on 64 inputs in turn as on one repeated input, a float32 one 1.23x, while ONNX Runtime changed by at most
-    1% (docs/latency.md, "LiteRT and repeated inputs"). A cycle of 8 inputs is still partly learnt; 64 and 256 time
-    alike. A stage that does not know this type never receives it.
+    1% (docs/latency.md, run AB). A cycle of 8 inputs is still partly learnt; 64 and 256 time alike. A table
+    records the count (``settings.input_variants``). A stage that does not know this type never receives it.
     """
 
     inputs: tuple[Any, ...]

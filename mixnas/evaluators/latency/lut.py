@@ -61,6 +61,10 @@ DEFAULT_PRECISION = "float32"  # what a table without ``precision`` (format_vers
 KIND_KEYS = ("backend", "precision", "folded_batch_norms")
 FOLDED_HINT = ("; a table without folded_batch_norms was measured by a mixnas before batch norms were folded "
                "before conversion: profile it again")
+# ``input_variants``: how many inputs a measurement rotated (``backends.InputRotation``; 1: one repeated input, all
+# tables before LiteRT's rotation). A condition: a table takes no measurements of another, merge(force=True) may mix.
+ROTATION_HINT = ("; a litert table without input_variants was timed on one repeated input, which LiteRT runs faster "
+                 "than new frames: profile it again")
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -333,7 +337,7 @@ class LatencyTable:
 
     def condition(self) -> dict[str, Any]:
         """What must match for two tables to be comparable: backend, precision, threads, batch, clock, statistic,
-        whether batch norms were folded before conversion, device."""
+        whether batch norms were folded before conversion, how many inputs a measurement rotated, device."""
         return {
             "backend": self.backend,
             "precision": self.precision,
@@ -342,6 +346,7 @@ class LatencyTable:
             "clock": self.settings.get("clock"),
             "statistic": self.settings.get("statistic"),
             "folded_batch_norms": bool(self.settings.get("folded_batch_norms", False)),
+            "input_variants": int(self.settings.get("input_variants", 1)),
             **{k: self.device.get(k) for k in DEVICE_KEYS},
         }
 

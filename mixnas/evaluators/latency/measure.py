@@ -150,15 +150,19 @@ class MeasureConfig:
         return "thread" if self.threads == 1 and self.device == "cpu" else "wall"
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings a table records (``calibration_data`` of an int8 table: the data set, or the stand-in)."""
+        """The settings a table records (``calibration_data`` of an int8 table: the data set, or the stand-in;
+        ``input_variants`` where the backend rotates inputs)."""
         out = {**asdict(self), "clock": self.resolved_clock}
         if self.precision == "int8":
             out["calibration_data"] = self.calibration_data or STAND_IN
             out["quantization"] = INT8_SCHEME
         else:
             del out["calibration_data"]
-        if get_backend(self.backend).folds_batch_norms:
+        backend = get_backend(self.backend)
+        if backend.folds_batch_norms:
             out["folded_batch_norms"] = True
+        if backend.input_variants > 1:
+            out["input_variants"] = backend.input_variants
         return out
 
 
