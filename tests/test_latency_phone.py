@@ -275,6 +275,7 @@ def test_export_run_locally_and_import(tmp_path: Path, fake_conversion: dict[str
     for key in parts:  # the stand-in's latency is the file size in us; no drift (the reference never changes)
         assert table.entries[key].ms == pytest.approx(fake_conversion[key] / 1000)
     assert table.backend == "litert" and table.precision == "float32"
+    assert "input_variants" not in table.settings  # the phone's program repeats one input
     assert table.calibration is not None
     assert imported.validation is not None and imported.validation["n"] == 4
     assert imported.validation["within_10pct"] == 1.0  # sums of parts + 50 us, which the calibration learns

@@ -383,6 +383,7 @@ def import_phone(folder: str | os.PathLike[str]) -> PhoneImport:
     settings: dict[str, Any] = {**config.to_dict(), "runs_per_model": manifest.runs_per_model,
                                 "warmup": manifest.warmup, "passes": manifest.passes, "clock": f"{program.name}'s",
                                 "drift_correction": drift.correct}
+    settings.pop("input_variants", None)  # the phone's program fills its input once and repeats it
     if drift.correct:
         settings.update(reference_arch=runs[drift.refs[0]]["key"].removeprefix("reference:"),
                         reference_ms=drift.baseline)
