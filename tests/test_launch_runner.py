@@ -132,7 +132,7 @@ def test_sigkill_and_resume_equals_uninterrupted_run(shared_dir, tmp_path, ray_a
     assert len(ref_rows) == trials and all(r["status"] == "ok" for r in ref_rows)
 
     run_dir = tmp_path / "killed"
-    seed = random.randrange(10**6)
+    seed = int(os.environ.get("KILL_SEED", random.randrange(10**6)))  # KILL_SEED=<seed of a failure> repeats its kills
     rng = random.Random(seed)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "mixnas.launch.cli"]
@@ -157,7 +157,10 @@ def test_sigkill_and_resume_equals_uninterrupted_run(shared_dir, tmp_path, ray_a
     assert _essence(rows) == _essence(ref_rows), f"killed-and-resumed ledger differs (random seed {seed})"
     saved = json.loads((run_dir / "controller.json").read_text())
     expected = json.loads((reference / "controller.json").read_text())
-    assert saved["controller"] == expected["controller"] and saved["journal_length"] == 2 * trials
+    # a kill after the last tell but before the final snapshot left controller.json behind the journal (seeds
+    # 150652, 577390): resume now completes that bookkeeping instead of calling the run finished
+    assert saved["controller"] == expected["controller"] and saved["journal_length"] == 2 * trials, \
+        f"controller.json behind the journal after the last resume (random seed {seed})"
     assert _tells(run_dir) == list(range(trials))
 
 

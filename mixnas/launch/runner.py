@@ -436,9 +436,12 @@ def resume_search(run_dir: str | Path, *, new_config: ExperimentConfig | None = 
         records = ledger.trials()
         told = sum(1 for e, _ in ledger.journal() if e == "tell")
         exhausted = ledger.get_meta("exhausted") == "1"
+        # a driver stopped after its last tell but before it wrote its final snapshot and finished_at: the run
+        # below has nothing left to run and only brings controller.json up to the journal and marks the end
+        closed = ledger.get_meta("finished_at") is not None
     trained = sum(1 for r in records if r.trained)
     if ((trained >= cfg.execution.trials or exhausted) and all(r.finished for r in records)
-            and told >= len(records)):
+            and told >= len(records) and closed):
         return summarize(cfg, records, finished=True), True
     check_files(cfg)
     return Search(cfg, paths, observers=observers).run(), False
