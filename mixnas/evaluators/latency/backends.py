@@ -467,7 +467,7 @@ def _quiet_stderr_fd() -> Iterator[None]:
 
 
 INPUT_VARIANTS = 64
-INPUT_VARIANTS_BYTES = 32 << 20  # at most this much memory for the inputs of one rotation (224 px: 53 images)
+INPUT_VARIANTS_BYTES = 32 << 20  # at most this much memory for the inputs of one rotation (224 px: 55 images)
 
 
 @dataclass(frozen=True)
