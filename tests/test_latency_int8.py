@@ -137,6 +137,7 @@ def test_a_backend_that_learns_repeated_inputs_gets_a_rotation_of_them() -> None
     assert np.array_equal(np.stack(int8.inputs), calibration_inputs("digits", (1, 3, 32, 32), INPUT_VARIANTS))
     big = make_input((1, 3, 224, 224), MeasureConfig(backend="litert"))
     assert 2 <= len(big.inputs) < INPUT_VARIANTS and sum(a.nbytes for a in big.inputs) <= 32 << 20
+    assert make_input([1, 3, 32, 32], MeasureConfig(backend="litert")) is x  # one rotation shared by every pipeline
     fixed = make_input((1, 3, 32, 32), MeasureConfig(backend="onnxruntime"))
     assert isinstance(fixed, np.ndarray) and fixed.shape == (1, 3, 32, 32)
 
@@ -158,5 +159,7 @@ def test_a_litert_table_timed_on_one_repeated_input_takes_no_rotated_measurement
     old = LatencyTable("litert", 1, 1, device={"cpu": "x", "accelerator": "cpu"}, settings=settings)
     with pytest.raises(LatencyTableError, match="input_variants: table 1, now 64.*repeated input.*profile it again"):
         check_compatible(old, config, HereTimer())
-    check_compatible(LatencyTable("litert", 1, 1, device={"cpu": "x", "accelerator": "cpu"},
-                                  settings=config.to_dict()), config, HereTimer())
+    new = LatencyTable("litert", 1, 1, device={"cpu": "x", "accelerator": "cpu"}, settings=config.to_dict())
+    check_compatible(new, config, HereTimer())
+    with pytest.raises(LatencyTableError, match="use force to merge anyway.*repeated input.*profile it again"):
+        new.merge(old)

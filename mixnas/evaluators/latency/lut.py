@@ -65,6 +65,12 @@ FOLDED_HINT = ("; a table without folded_batch_norms was measured by a mixnas be
 # tables before LiteRT's rotation). A condition: a table takes no measurements of another, merge(force=True) may mix.
 ROTATION_HINT = ("; a litert table without input_variants was timed on one repeated input, which LiteRT runs faster "
                  "than new frames: profile it again")
+_HINTS = {"folded_batch_norms": FOLDED_HINT, "input_variants": ROTATION_HINT}
+
+
+def condition_hint(differing: Sequence[str]) -> str:
+    """What to do about the conditions in ``differing`` that only an older mixnas produced ("" for the others)."""
+    return "".join(hint for key, hint in _HINTS.items() if key in differing)
 # Device fields that must agree for two tables (or a table and a measurement) to describe the same hardware.
 DEVICE_KEYS = ("cpu", "accelerator")
 CSV_COLUMNS = ("signature", "mean_ms", "std_ms", "count")
@@ -365,13 +371,13 @@ class LatencyTable:
         if kind:  # a float32 entry in an int8 table (or an ONNX Runtime one in a torch table) is simply wrong
             details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in kind)
             raise LatencyTableError(f"refusing to merge latency tables of different {' and '.join(kind)} ({details}); "
-                                    "a table holds one backend, one precision and one conversion" + FOLDED_HINT
-                                    * ("folded_batch_norms" in kind))
+                                    "a table holds one backend, one precision and one conversion"
+                                    + condition_hint(kind))
         if differing and not force:
             details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in differing)
             raise LatencyTableError(
                 f"refusing to merge latency tables measured under different conditions ({details}); "
-                "use force to merge anyway"
+                "use force to merge anyway" + condition_hint(differing)
             )
         entries = dict(self.entries)
         for sig, entry in other.entries.items():

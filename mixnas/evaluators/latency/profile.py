@@ -25,11 +25,10 @@ from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.backends import STAND_IN
 from mixnas.evaluators.latency.lut import (
     CALIBRATION_MODELS,
-    FOLDED_HINT,
-    ROTATION_HINT,
     Calibration,
     Entry,
     LatencyTable,
+    condition_hint,
     lut_sum,
     pool_entries,
 )
@@ -128,9 +127,8 @@ def check_compatible(table: LatencyTable, config: MeasureConfig, timer: Timer | 
     differing = [k for k in here if here[k] != theirs[k]]
     if differing:
         details = ", ".join(f"{k}: table {theirs[k]!r}, now {here[k]!r}" for k in differing)
-        hint = (FOLDED_HINT if "folded_batch_norms" in differing else "") + (
-            ROTATION_HINT if "input_variants" in differing else "")
-        raise LatencyTableError(f"the latency table was measured under other conditions ({details}){hint}")
+        raise LatencyTableError(f"the latency table was measured under other conditions ({details})"
+                                f"{condition_hint(differing)}")
 
 
 def select_contexts(
