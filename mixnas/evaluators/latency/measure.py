@@ -454,22 +454,23 @@ def measure_archs(
     reference_ms / reference now`` (see :meth:`Measurement.value`). With ``references``, pairs of (architecture,
     its latency at the table's speed), all of them are timed in every chunk and ``drift`` is the median of their
     ratios, which is steadier than one network. On a shared machine whose speed drifts with other people's load
-    this keeps measurements taken minutes apart comparable; on a dedicated device drift stays near 1.
+    this keeps measurements taken minutes apart comparable; on a dedicated device drift stays near 1. The
+    references are prepared anew in every chunk, beside the networks they correct (:func:`_drift_spec`).
     """
     config = config or MeasureConfig()
     if references:
-        ref_specs = [network_spec(a, config.batch_size, key=f"drift{i}:{a.id}") for i, (a, _) in enumerate(references)]
-        baselines = [float(ms) for _, ms in references]
+        ref_archs, baselines = [a for a, _ in references], [float(ms) for _, ms in references]
     elif reference_ms is not None:
-        ref_specs, baselines = [reference_spec(config)], [float(reference_ms)]
+        ref_archs, baselines = [None], [float(reference_ms)]
     else:
-        ref_specs, baselines = [], []
+        ref_archs, baselines = [], []
     size = math.ceil(len(archs) / math.ceil(len(archs) / chunk)) if archs else 1  # balanced chunks
-    timer = timer or LocalTimer(limit=size + len(ref_specs))  # keeps the references prepared, not old chunks
+    timer = timer or LocalTimer(limit=size + len(ref_archs))  # holds one chunk and its references
     results: list[Measurement] = []
     for start in range(0, len(archs), size):
         part = enumerate(archs[start : start + size], start)
         specs = [network_spec(a, config.batch_size, key=f"net{i}:{a.id}") for i, a in part]
+        ref_specs = [_drift_spec(a, i, start, config) for i, a in enumerate(ref_archs)]
         measured, _ = timer.time([[s] for s in [*specs, *ref_specs]], config, rounds=rounds)
         drift = 1.0
         if ref_specs:
@@ -479,6 +480,22 @@ def measure_archs(
         if progress is not None:
             progress(len(results), len(archs))
     return results
+
+
+def _drift_spec(arch: Any | None, i: int, start: int, config: MeasureConfig) -> StageSpec:
+    """A drift reference (``arch``, or the reference network for None) prepared anew for the chunk at ``start``.
+
+    Prepared once and reused, a reference ages differently from the networks beside it: in a process that
+    has loaded many int8 ONNX Runtime sessions, a session loaded later runs slower (the same 10 `tiny` networks
+    loaded again after 100 others: 1.07-1.10x, while sessions kept from the start slowed by 1.00-1.04x; no
+    session option, allocator setting or moving quantisation to another process changed it). Kept across
+    chunks, the references missed most of that, and a validation's later chunks read 8% slower than its first
+    (docs/latency.md, run AE).
+    """
+    if arch is None:
+        spec = reference_spec(config)
+        return replace(spec, key=f"{spec.key}@{start}")
+    return network_spec(arch, config.batch_size, key=f"drift{i}@{start}:{arch.id}")
 
 
 def measure_arch(
