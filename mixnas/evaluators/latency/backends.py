@@ -319,15 +319,46 @@ def to_pte(module: torch.nn.Module, input_shape: Sequence[int], precision: str,
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if precision == "int8":
-            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-                XNNPACKQuantizer,
-                get_symmetric_quantization_config,
-            )
-            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-            module = _pt2e_quantized(module, example, quantizer, calibration)
+            module = _pt2e_quantized(module, example, _xnnpack_quantizer(), calibration)
         lowered = to_edge_transform_and_lower(torch.export.export(module, example),
                                               partitioner=[XnnpackPartitioner()])
         return bytes(lowered.to_executorch().buffer)
+
+
+def _xnnpack_quantizer() -> Any:
+    """XNNPACK's PT2E quantizer (symmetric, per-channel weights) that also gives each ``narrow`` (MixConv's channel
+    groups under ``torch.export``, see ``models/layers.py``) its input's quantisation parameters, as it already does
+    for ``slice``.
+
+    Without this, a group's slice takes its consumer's parameters; XNNPACK refuses a slice whose input and output
+    parameters differ, and the portable slice left outside splits the block into two delegates. executorch 1.5.1's
+    ``ChannelsLastTaggedReshapePass`` then miswires the delegate holding the other slices (their NHWC offsets are
+    applied to an NCHW input), which fails at run time ("Attempted to resize a static tensor", 0 channels).
+    """
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    class Quantizer(XNNPACKQuantizer):
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if node.op != "call_function" or node.target != torch.ops.aten.narrow.default:
+                    continue
+                source = node.args[0]
+                annotation = source.meta.get(Q_ANNOTATION_KEY) if isinstance(source, torch.fx.Node) else None
+                if annotation is None or annotation.output_qspec is None or Q_ANNOTATION_KEY in node.meta:
+                    continue
+                shared = SharedQuantizationSpec(source)
+                node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(
+                    input_qspec_map={source: shared}, output_qspec=shared, _annotated=True)
+            return model
+
+    return Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
 
 def _pt2e_quantized(module: torch.nn.Module, example: tuple[Any, ...], quantizer: Any,
@@ -379,8 +410,8 @@ def executorch_runner(model: bytes | str, threads: int) -> Callable[[Any], Any]:
             return method.execute([x])[0]
         except RuntimeError as exc:  # the runtime's own failure (its log names the operator), as one line
             raise LatencyTableError(
-                f"ExecuTorch could not run a converted model ({first_line(exc)}); executorch 1.5.1's XNNPACK int8 "
-                "fails so on multi-group MixConv blocks of stride 2 into a 2x2 output (docs/latency.md)") from None
+                f"ExecuTorch could not run a converted model ({first_line(exc)}); the runtime's log names the "
+                "operator") from None
 
     return run
 
