@@ -895,3 +895,53 @@ def test_a_table_this_installation_cannot_extend_is_refused_before_the_first_tri
         check_files(config_from_dict(data, source="x.yaml"))
     data["latency"]["options"] = {"measure_missing": False}  # then such trials fail with their reason
     check_files(config_from_dict(data, source="x.yaml"))
+
+
+class AgingTimer:
+    """Stages first prepared in a later call run slower (by 10% a call) and keep that speed: an int8 ONNX Runtime
+    session loaded after many others runs slower than one loaded at the start (docs/latency.md, run AE)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.factor: dict[str, float] = {}  # stage key -> its speed factor, fixed when first prepared
+        self.keys: list[list[str]] = []
+
+    @staticmethod
+    def base(key: str) -> float:
+        return 1.0 + (sum(map(ord, key.split(":", 1)[-1])) % 11) / 10  # by architecture id, not by key
+
+    def time(self, pipelines, config, *, rounds):
+        keys = [s.key for p in pipelines for s in p]
+        self.keys.append(keys)
+        for k in keys:
+            self.factor.setdefault(k, 1.0 + 0.1 * self.calls)
+        self.calls += 1
+        return {k: Measurement.from_samples([self.base(k) * self.factor[k]]) for k in keys}, 1.0
+
+
+def test_drift_references_are_prepared_again_beside_every_chunk_they_correct() -> None:
+    from mixnas.evaluators.latency.measure import measure_archs
+
+    archs = _tiny_archs(9)
+    references = [(a, AgingTimer.base(f"x:{a.id}")) for a in archs[6:]]  # measured when the process was new
+    timer = AgingTimer()
+    measured = measure_archs(archs[:6], FAST, chunk=2, references=references, timer=timer)
+    assert len(timer.keys) == 3
+    drift_keys = [{k for k in call if k.startswith("drift")} for call in timer.keys]
+    assert all(len(k) == 3 for k in drift_keys) and not drift_keys[0] & drift_keys[1]  # new stages every chunk
+    for arch, m in zip(archs[:6], measured):  # aged like its references, so corrected back to the start
+        assert m.value("min") == pytest.approx(AgingTimer.base(f"x:{arch.id}"))
+
+
+def test_a_validation_times_at_most_ten_calibration_networks_evenly_spaced_as_references() -> None:
+    from mixnas.evaluators.latency.validate import DRIFT_REFERENCES, calibration_references
+
+    archs = _tiny_archs(30)
+    points = tuple((a.id, 1.0, float(i + 1)) for i, a in enumerate(archs))
+    table = LatencyTable("torch", 1, 1, calibration=Calibration(scale=1.0, offset_ms=0.0, points=points,
+                                                                  archs=tuple(a.to_dict() for a in archs)))
+    refs = calibration_references(table)
+    assert len(refs) == DRIFT_REFERENCES == 10
+    assert [ms for _, ms in refs] == [1.0, 4.0, 7.0, 11.0, 14.0, 17.0, 20.0, 24.0, 27.0, 30.0]
+    assert refs[0][0].id == archs[0].id and refs[-1][0].id == archs[-1].id
+    assert len(calibration_references(table, limit=40)) == 30

@@ -133,14 +133,16 @@ def onnx_runner(model: bytes | str) -> Callable[[np.ndarray], np.ndarray]:
 def write_onnx_int8(folder: Path, float_model: bytes, data: EvalData) -> dict[str, Any]:
     """``model.int8.onnx`` quantised from the float32 ONNX model, calibrated on the training images; returns the
     calibration record."""
-    from mixnas.evaluators.latency.backends import INT8_SCHEME, quantize_onnx
+    from mixnas.evaluators.latency.backends import INT8_SCHEME, int8_saturates, quantize_onnx
     from mixnas.textio import atomic_file
 
     batches = data.calibration()
-    model = quantize_onnx(float_model, batches)
+    reduce_range = int8_saturates()
+    model = quantize_onnx(float_model, batches, reduce_range=reduce_range)
     with atomic_file(folder / "model.int8.onnx", "wb") as fh:
         fh.write(model)
-    return {"scheme": INT8_SCHEME, "images": sum(len(b) for b in batches),
+    scheme = INT8_SCHEME + (", 7-bit weights (reduce_range: this x86 processor has no VNNI)" if reduce_range else "")
+    return {"scheme": scheme, "images": sum(len(b) for b in batches),
             "from": "the training split of the run's data, preprocessed as the input", "seed": CALIBRATION_SEED}
 
 

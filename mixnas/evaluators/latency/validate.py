@@ -237,6 +237,8 @@ def _metrics(
 # Below these, a validation's own measurements disagree with themselves (even against odd rounds) so much that
 # its error and rank figures say more about the machine than about the predictor.
 REPEATABILITY_MIN_SPEARMAN = 0.98
+# The calibration networks a validation times beside every chunk of its networks to correct drift.
+DRIFT_REFERENCES = 10
 REPEATABILITY_MAX_RMSPE = 3.0
 
 
@@ -258,17 +260,23 @@ def repeatability_warning(metrics: dict[str, Any]) -> str | None:
     )
 
 
-def calibration_references(table: Any) -> list[tuple[Architecture, float]]:
-    """The table's calibration networks with their stored latencies, as drift references for validation.
+def calibration_references(table: Any, limit: int = DRIFT_REFERENCES) -> list[tuple[Architecture, float]]:
+    """Up to ``limit`` of the table's calibration networks (evenly spaced) with their stored latencies, as drift
+    references for validation.
 
     They were measured end to end when the table was calibrated (drift-corrected to the table's speed); timing
     them again beside the validation networks tells how fast the machine is *now* relative to then, from
     networks of the same space rather than one reference network. Empty when the table did not store them.
+    Every chunk of a validation converts its references again (:func:`~.measure.measure_archs`), hence the limit:
+    a LiteRT or ExecuTorch network takes seconds to convert.
     """
     cal = table.calibration
     if cal is None or not cal.archs:
         return []
-    return [(Architecture.from_dict(a), m) for a, (_, _, m) in zip(cal.archs, cal.points)]
+    pairs = [(Architecture.from_dict(a), m) for a, (_, _, m) in zip(cal.archs, cal.points)]
+    if len(pairs) <= limit:
+        return pairs
+    return [pairs[round(i * (len(pairs) - 1) / (limit - 1))] for i in range(limit)] if limit > 1 else pairs[:limit]
 
 
 def plot_scatter(report: ValidationReport, path: str | Path, *, title: str = "") -> None:
