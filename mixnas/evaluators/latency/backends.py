@@ -239,9 +239,9 @@ def int8_saturates() -> bool:
     """True on an x86-64 processor without VNNI (AVX2, or AVX-512 without VNNI; Linux's ``/proc/cpuinfo`` flags).
 
     There ONNX Runtime's fused uint8 x int8 kernels add products in pairs with 16-bit saturation, and a model
-    with full 8-bit weights can lose accuracy: a conv / depthwise pair quantised here (AMD Zen 3, onnxruntime
-    1.32.0) was off by 15% of its output range, against 1.4% with 7-bit weights and 1.5% on a VNNI machine.
-    ONNX Runtime recommends ``reduce_range`` (7-bit weights) on such processors.
+    with full 8-bit weights can lose accuracy: a conv / depthwise pair quantised on an AMD Zen 3 (onnxruntime
+    1.32.0) was off by 15% of its output range, against 1.7% with 7-bit weights and 1.4% with 8-bit weights and
+    the graph optimisations (the fused kernels) off. ONNX Runtime recommends ``reduce_range`` (7-bit weights) on such processors.
     """
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False

@@ -237,9 +237,9 @@ def _metrics(
 # Below these, a validation's own measurements disagree with themselves (even against odd rounds) so much that
 # its error and rank figures say more about the machine than about the predictor.
 REPEATABILITY_MIN_SPEARMAN = 0.98
+REPEATABILITY_MAX_RMSPE = 3.0
 # The calibration networks a validation times beside every chunk of its networks to correct drift.
 DRIFT_REFERENCES = 10
-REPEATABILITY_MAX_RMSPE = 3.0
 
 
 def repeatability_warning(metrics: dict[str, Any]) -> str | None:
