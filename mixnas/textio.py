@@ -261,12 +261,40 @@ def output_folder(path: str | os.PathLike[str], error: type[MixnasError]) -> Pat
     return folder
 
 
+def file_mode(path: str | os.PathLike[str]) -> int:
+    """The permission bits for a file written at ``path``: an existing regular file's own, else those ``open()``
+    gives a new file (0666 less the process's umask; a temporary file from :mod:`tempfile` is 0600, which kept
+    tables, exports and reports from the other users of a shared machine and from a web server)."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``os.umask`` can only set it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
     """A file handle whose content replaces ``path`` only when the block ends without an error: readers (and a
     crash) see the old content or the new, never a mix (a temporary file in the same folder, flushed to disk,
     then ``os.replace``). ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``.
 
+    The new file gets the permissions ``open()`` would give it (:func:`file_mode`), not the temporary file's 0600.
     Only a regular file (or nothing) at ``path`` is replaced: ``os.replace`` would swap a device node, a FIFO or
     a socket for the new file (run as root, ``--out /dev/full`` turned the device into a JSON file), so those
     raise an ``OSError`` ("not a regular file") before anything is written; a folder raises ``IsADirectoryError``.
@@ -283,6 +311,7 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "w") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode(path))
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             yield fh
             fh.flush()

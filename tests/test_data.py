@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -321,8 +322,14 @@ def test_synthetic_is_seeded() -> None:
 def test_cache_write_is_atomic_no_temp_files(tmp_path: Path) -> None:
     root, cache = tmp_path / "images", tmp_path / "cache"
     write_folder(root, per_class=2)
-    load_images(DataSpec(str(root), resolution=4, cache_dir=str(cache)))
+    old = os.umask(0o022)
+    try:
+        load_images(DataSpec(str(root), resolution=4, cache_dir=str(cache)))
+    finally:
+        os.umask(old)
     assert not [n for n in os.listdir(cache) if n.startswith(".tmp-")]
+    modes = {stat.S_IMODE(os.stat(cache / n).st_mode) for n in os.listdir(cache) if n.endswith(".npy")}
+    assert modes == {0o644}  # readable as open() makes a file, not the temporary file's 0600
 
 
 def test_a_data_set_over_the_memory_budget_is_memory_mapped_and_trains_the_same(

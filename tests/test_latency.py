@@ -7,8 +7,10 @@ setting honoured, resumable profiling), never speed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import math
+import signal
 import random
 import statistics
 import time
@@ -30,6 +32,7 @@ from mixnas.evaluators.latency.measure import (
     measure_arch,
     measure_interleaved,
     measure_module,
+    network_spec,
 )
 from mixnas.evaluators.latency.lut import lut_sum
 from mixnas.evaluators.latency.predictor import LatencyPredictor, MeasuringPredictor, load_predictor
@@ -931,6 +934,89 @@ def test_drift_references_are_prepared_again_beside_every_chunk_they_correct() -
     assert all(len(k) == 3 for k in drift_keys) and not drift_keys[0] & drift_keys[1]  # new stages every chunk
     for arch, m in zip(archs[:6], measured):  # aged like its references, so corrected back to the start
         assert m.value("min") == pytest.approx(AgingTimer.base(f"x:{arch.id}"))
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="a fresh process per measurement needs os.fork")
+
+
+@needs_fork
+def test_work_in_a_fresh_process_returns_its_result_and_leaves_this_process_as_it_was() -> None:
+    from mixnas.evaluators.latency.timing import FreshProcessError, in_fresh_process
+
+    state = {"sessions": 0}
+
+    def work() -> dict:
+        state["sessions"] += 5  # what a measurement loads stays in its process
+        return {"pid": os.getpid(), "sessions": state["sessions"], "x": [0.1, 1e-7]}
+
+    first, second = in_fresh_process(work), in_fresh_process(work)
+    assert first["pid"] != os.getpid() and second["pid"] not in (os.getpid(), first["pid"])
+    assert first["sessions"] == second["sessions"] == 5 and state["sessions"] == 0
+    assert first["x"] == [0.1, 1e-7]  # floats come back exactly
+
+    def refuse() -> None:
+        raise TimingError("rounds: expected an integer in 1..100000, got 0\nsecond line")
+
+    with pytest.raises(FreshProcessError) as err:
+        in_fresh_process(refuse)
+    assert (err.value.kind, err.value.message) == ("TimingError", "rounds: expected an integer in 1..100000, got 0")
+
+    def crash() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)  # a runtime that dies under the measurement
+
+    with pytest.raises(FreshProcessError, match="the measuring process was killed by SIGKILL"):
+        in_fresh_process(crash)
+    assert in_fresh_process(lambda: 7) == 7  # and this process goes on
+
+
+def _pid_recording_load(monkeypatch: pytest.MonkeyPatch, file: Path) -> None:
+    """Make the onnxruntime backend note the process that loads each of its models in ``file``."""
+    from mixnas.evaluators.latency import backends
+
+    real = backends.BACKENDS["onnxruntime"]
+
+    def load(model, config):  # noqa: ANN001
+        with open(file, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real.load(model, config)
+
+    monkeypatch.setitem(backends.BACKENDS, "onnxruntime", replace(real, load=load))
+
+
+@needs_fork
+def test_a_local_timer_loads_and_times_converted_models_in_a_fresh_process_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sessions loaded late in a long process run slower (docs/latency.md, run AF): every call starts anew
+    from mixnas.evaluators.latency.measure import LocalTimer
+
+    pids = tmp_path / "pids"
+    _pid_recording_load(monkeypatch, pids)
+    archs = _tiny_archs(2)
+    config = replace(FAST, backend="onnxruntime")
+    timer = LocalTimer()
+    assert timer.fresh_process
+    for arch in archs:
+        measured, _ = timer.time([[network_spec(arch, 1)]], config, rounds=2)
+        assert measured[f"net:{arch.id}"].value("min") > 0
+    loaders = pids.read_text().split()
+    assert len(loaders) == 2 and len(set(loaders)) == 2 and str(os.getpid()) not in loaders
+    pids.unlink()
+    in_place, _ = LocalTimer(fresh_process=False).time([[network_spec(archs[0], 1)]], config, rounds=2)
+    assert pids.read_text().split() == [str(os.getpid())] and in_place[f"net:{archs[0].id}"].value("min") > 0
+
+
+@needs_fork
+def test_a_model_that_cannot_be_loaded_in_the_fresh_process_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mixnas.evaluators.latency import backends
+    from mixnas.evaluators.latency.measure import LocalTimer
+
+    def load(model, config):  # noqa: ANN001
+        raise LatencyTableError("onnxruntime cannot load the model: (INVALID_GRAPH) a test")
+
+    monkeypatch.setitem(backends.BACKENDS, "onnxruntime", replace(backends.BACKENDS["onnxruntime"], load=load))
+    with pytest.raises(LatencyTableError, match=r"^onnxruntime cannot load the model: \(INVALID_GRAPH\) a test$"):
+        LocalTimer().time([[network_spec(_tiny_archs(1)[0], 1)]], replace(FAST, backend="onnxruntime"), rounds=1)
 
 
 def test_a_validation_times_at_most_ten_calibration_networks_evenly_spaced_as_references() -> None:

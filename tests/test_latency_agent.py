@@ -191,6 +191,38 @@ def test_a_model_that_does_not_fit_its_input_is_a_400(agent: dict) -> None:
     assert summary["count"] == 4 and summary["min_ms"] > 0 and len(summary["halves"]) == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a fresh process per measurement needs os.fork")
+def test_the_agent_loads_and_times_every_request_in_a_fresh_process(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # a device's agent runs for hours, and sessions loaded late in a long process run slower (docs/latency.md, AF)
+    import torch
+
+    from mixnas.evaluators.latency import agent as agent_module
+    from mixnas.evaluators.latency.backends import export_onnx
+
+    model = tmp_path / "conv.onnx"
+    model.write_bytes(export_onnx(torch.nn.Conv2d(3, 4, 3), (1, 3, 8, 8)))
+    pids = tmp_path / "pids"
+    real = agent_module.onnx_stage
+
+    def onnx_stage(path, threads):  # noqa: ANN001
+        with open(pids, "a", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real(path, threads)
+
+    monkeypatch.setattr(agent_module, "onnx_stage", onnx_stage)
+    body = {"models": {"conv": "m"}, "pipelines": [{"input_shape": [1, 3, 8, 8], "stages": ["conv"]}],
+            "settings": {"warmup": 1, "repeats": 4, "rounds": 2, "min_seconds": 0}}
+    answers = [agent_module.measure_request(body, lambda ref: str(model)) for _ in range(2)]
+    assert all(a["results"]["conv"]["count"] == 4 for a in answers)
+    loaders = pids.read_text().split()
+    assert len(set(loaders)) == 2 and str(os.getpid()) not in loaders
+    body["pipelines"][0]["input_shape"] = [1, 5, 8, 8]  # the child's refusal is still the caller's 400
+    with pytest.raises(agent_module.AgentError, match="do not run on input") as err:
+        agent_module.measure_request(body, lambda ref: str(model))
+    assert err.value.status == 400
+
+
 def test_profile_validate_and_measure_through_the_agent(agent: dict, tmp_path: Path, capsys) -> None:
     remote = ["--remote", agent["url"], "--token-file", str(agent["token"])]
     lut = tmp_path / "lut.json"

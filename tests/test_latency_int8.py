@@ -63,6 +63,19 @@ def test_precision_is_checked_against_the_backend() -> None:
         MeasureConfig(backend="onnxruntime", calibration_data="digits")
 
 
+def test_an_int8_table_records_its_own_backends_quantisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mixnas.evaluators.latency import backends
+
+    assert "XNNPACKQuantizer" in MeasureConfig(backend="executorch", precision="int8").to_dict()["quantization"]
+    assert "litert-torch" in MeasureConfig(backend="litert", precision="int8").to_dict()["quantization"]
+    for saturates, bits in ((True, "7-bit weights"), (False, "")):
+        monkeypatch.setattr(backends, "int8_saturates", lambda s=saturates: s)
+        scheme = MeasureConfig(backend="onnxruntime", precision="int8").to_dict()["quantization"]
+        assert scheme.startswith(backends.INT8_SCHEME) and bits in scheme
+        assert saturates or scheme == backends.INT8_SCHEME
+    assert "quantization" not in MeasureConfig(backend="onnxruntime").to_dict()
+
+
 def test_an_int8_table_is_profiled_validated_and_records_its_precision(tmp_path: Path, capsys) -> None:
     lut = tmp_path / "int8.json"
     assert main(["latency", "profile", "--space", "tiny", "-n", "2", "--calibrate", "2", "--precision", "int8",

@@ -21,6 +21,21 @@ def test_an_atomic_write_replaces_a_file_and_leaves_no_temporary_file(tmp_path: 
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]
 
 
+def test_an_atomic_write_gives_a_new_file_the_umask_permissions_and_keeps_an_old_files(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        new = tmp_path / "table.json"
+        write_json_atomic(new, {"a": 1})
+        assert stat.S_IMODE(os.stat(new).st_mode) == 0o640  # what open() gives, not mkstemp's 0600
+        kept = tmp_path / "private.json"
+        kept.write_text("{}")
+        kept.chmod(0o600)
+        write_json_atomic(kept, {"a": 2})
+        assert stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
 def test_an_atomic_write_refuses_to_replace_a_fifo_or_a_folder(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe"

@@ -19,7 +19,7 @@ import numpy as np
 from mixnas.data.spec import CACHE_VERSION
 from mixnas.data.readers import decode_image
 from mixnas.errors import DataError
-from mixnas.textio import exclusive_lock
+from mixnas.textio import exclusive_lock, file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def _atomic_npy(file: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     """A writable memory-mapped uint8 ``.npy`` that appears at ``file`` only once it is complete."""
     file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npy")
+    os.fchmod(fd, file_mode(file))  # readable as open() would make it, not the temporary file's 0600
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)

@@ -133,16 +133,14 @@ def onnx_runner(model: bytes | str) -> Callable[[np.ndarray], np.ndarray]:
 def write_onnx_int8(folder: Path, float_model: bytes, data: EvalData) -> dict[str, Any]:
     """``model.int8.onnx`` quantised from the float32 ONNX model, calibrated on the training images; returns the
     calibration record."""
-    from mixnas.evaluators.latency.backends import INT8_SCHEME, int8_saturates, quantize_onnx
+    from mixnas.evaluators.latency.backends import onnx_int8_scheme, quantize_onnx
     from mixnas.textio import atomic_file
 
     batches = data.calibration()
-    reduce_range = int8_saturates()
-    model = quantize_onnx(float_model, batches, reduce_range=reduce_range)
+    model = quantize_onnx(float_model, batches)
     with atomic_file(folder / "model.int8.onnx", "wb") as fh:
         fh.write(model)
-    scheme = INT8_SCHEME + (", 7-bit weights (reduce_range: this x86 processor has no VNNI)" if reduce_range else "")
-    return {"scheme": scheme, "images": sum(len(b) for b in batches),
+    return {"scheme": onnx_int8_scheme(), "images": sum(len(b) for b in batches),
             "from": "the training split of the run's data, preprocessed as the input", "seed": CALIBRATION_SEED}
 
 
@@ -151,7 +149,7 @@ def write_pte(folder: Path, model: nn.Module, resolution: int, data: EvalData, p
     calibration record (None for float32)."""
     import numpy as np
 
-    from mixnas.evaluators.latency.backends import to_pte
+    from mixnas.evaluators.latency.backends import EXECUTORCH_INT8_SCHEME, to_pte
     from mixnas.textio import atomic_file
 
     name = "model.int8.pte" if precision == "int8" else "model.pte"
@@ -159,7 +157,7 @@ def write_pte(folder: Path, model: nn.Module, resolution: int, data: EvalData, p
     record = None
     if precision == "int8":
         calibration = [x[i:i + 1] for x in data.calibration() for i in range(len(x))]
-        record = {"scheme": "ExecuTorch PT2E, XNNPACKQuantizer symmetric, per-channel int8 weights",
+        record = {"scheme": EXECUTORCH_INT8_SCHEME,
                   "images": len(calibration), "from": "the training split of the run's data, preprocessed as the "
                   "input", "seed": CALIBRATION_SEED}
     program = to_pte(model, (1, 3, resolution, resolution), precision,

@@ -55,12 +55,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 # mixnas-bundle: begin (``mixnas latency agent-script`` puts the source of timing.py here)
 from mixnas.evaluators.latency.timing import (
+    FreshProcessError,
     PipelineRun,
     Stage,
     Timing,
     TimingError,
     check_count,
     clock_ns,
+    in_fresh_process,
     random_input,
     summarize_halves,
     time_pipeline,
@@ -134,17 +136,23 @@ def first_line(exc: BaseException) -> str:
 
 
 # --- device metadata ------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`, else ``unknown``."""
+def cpuinfo_field(*keys: str) -> str | None:
+    """The first non-empty value of one of ``keys`` in ``/proc/cpuinfo`` (Linux), else None."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
+                if key.strip() in keys and value.strip():
                     return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (Linux), else :func:`platform.processor`, else ``unknown``."""
+    return (cpuinfo_field("model name", "Hardware", "Processor", "cpu model") or platform.processor()
+            or platform.machine() or "unknown")
 
 
 def host_info() -> dict[str, Any]:
@@ -223,6 +231,17 @@ def measure_request(body: Any, locate: Callable[[str], str], default_threads: in
             missing.append(ref)
     if missing:
         raise AgentError(f"{len(missing)} model(s) not held by the agent; upload them", 409, missing=missing)
+    try:  # loaded and timed in a process of their own, as the first models of a process are (timing.py)
+        return in_fresh_process(lambda: _time_request(timing, paths, pipelines))
+    except FreshProcessError as exc:
+        if exc.kind == "crash" or (exc.status is None and exc.kind != "TimingError"):
+            raise RuntimeError(exc.message) from None  # the handler answers 500 with the reason
+        raise AgentError(exc.message, exc.status or 400) from None
+
+
+def _time_request(timing: Timing, paths: Mapping[str, str], pipelines: Sequence[tuple[list[str], tuple[int, ...]]]
+                  ) -> dict[str, Any]:
+    """Load the models of a checked request and time its pipelines (in :func:`measure_request`'s fresh process)."""
     prepared: dict[str, Stage] = {}
     runs: list[PipelineRun] = []
     for keys, shape in pipelines:

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Sequence
 
 from mixnas.errors import LatencyTableError
-from mixnas.evaluators.latency.agent import AgentError, first_line, import_onnxruntime, onnx_stage
+from mixnas.evaluators.latency.agent import AgentError, cpuinfo_field, first_line, import_onnxruntime, onnx_stage
 from mixnas.evaluators.latency.timing import Stage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +69,9 @@ CALIBRATION_IMAGES = 16
 CALIBRATION_SEED = 1234
 STAND_IN = f"stand-in: {CALIBRATION_IMAGES} seeded standard-normal images (no calibration data given)"
 INT8_SCHEME = "onnxruntime static QDQ, per-channel int8 weights, uint8 activations, MinMax calibration"
+REDUCED_RANGE = ", 7-bit weights (reduce_range: this x86 processor has no VNNI)"
+EXECUTORCH_INT8_SCHEME = "ExecuTorch PT2E, XNNPACKQuantizer symmetric, per-channel int8 weights"
+LITERT_INT8_SCHEME = "litert-torch PT2E, PT2EQuantizer symmetric, per-channel int8 weights, int8 input and output"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Backend:
             (:func:`deployed_module`); a table records it (``settings.folded_batch_norms``).
         input_variants: how many different inputs a measurement feeds in turn (:class:`InputRotation`), for a
             runtime that runs one input repeated faster than a stream of new ones; 1: one fixed input.
+        int8_scheme: ``() -> str``: how it quantises to int8 on this machine (a table's
+            ``settings.quantization``, an export's calibration record); None without int8.
     """
 
     name: str
@@ -103,6 +108,7 @@ class Backend:
     agent: bool = False
     folds_batch_norms: bool = False
     input_variants: int = 1
+    int8_scheme: Callable[[], str] | None = None
 
     def check(self, precision: str, device: str) -> None:
         """A :class:`LatencyTableError` naming what this backend allows when it cannot run ``precision`` on
@@ -245,12 +251,13 @@ def int8_saturates() -> bool:
     """
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), None)
-    except OSError:
-        return False
-    return flags is not None and not {"avx512_vnni", "avx_vnni"} & set(flags)
+    flags = cpuinfo_field("flags")
+    return flags is not None and not {"avx512_vnni", "avx_vnni"} & set(flags.split())
+
+
+def onnx_int8_scheme() -> str:
+    """:data:`INT8_SCHEME`, with :data:`REDUCED_RANGE` where :func:`quantize_onnx` uses 7-bit weights here."""
+    return INT8_SCHEME + (REDUCED_RANGE if int8_saturates() else "")
 
 
 def quantize_onnx(model: bytes, calibration: Sequence[np.ndarray], *, input_name: str = "input",
@@ -629,11 +636,13 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions,
                      tensor_input=True),
     "onnxruntime": Backend("onnxruntime", ("float32", "int8"), ("cpu",), _onnx_convert, _onnx_load, ".onnx",
-                           _onnx_versions, agent=True, folds_batch_norms=True),
+                           _onnx_versions, agent=True, folds_batch_norms=True, int8_scheme=onnx_int8_scheme),
     "executorch": Backend("executorch", ("float32", "int8"), ("cpu",), _executorch_convert, _executorch_load, ".pte",
-                          _executorch_versions, tensor_input=True, folds_batch_norms=True),
+                          _executorch_versions, tensor_input=True, folds_batch_norms=True,
+                          int8_scheme=lambda: EXECUTORCH_INT8_SCHEME),
     "litert": Backend("litert", ("float32", "int8"), ("cpu",), _litert_convert, _litert_load, ".tflite",
-                      _litert_versions, folds_batch_norms=True, input_variants=INPUT_VARIANTS),
+                      _litert_versions, folds_batch_norms=True, input_variants=INPUT_VARIANTS,
+                      int8_scheme=lambda: LITERT_INT8_SCHEME),
 }
 BACKEND_NAMES = tuple(BACKENDS)
 

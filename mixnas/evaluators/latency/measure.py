@@ -34,7 +34,6 @@ from mixnas import bounds
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.agent import host_info
 from mixnas.evaluators.latency.backends import (
-    INT8_SCHEME,
     STAND_IN,
     convert_pipeline,
     get_backend,
@@ -43,10 +42,13 @@ from mixnas.evaluators.latency.backends import (
 from mixnas.evaluators.latency.timing import (
     CLOCKS,
     STATISTICS,
+    FreshProcessError,
     Stage,
     Timing,
     TimingError,
     check_count,
+    fresh_process_available,
+    in_fresh_process,
     random_input,
     summarize,
     time_pipelines,
@@ -153,12 +155,12 @@ class MeasureConfig:
         """The settings a table records (``calibration_data`` of an int8 table: the data set, or the stand-in;
         ``input_variants`` where the backend rotates inputs)."""
         out = {**asdict(self), "clock": self.resolved_clock}
+        backend = get_backend(self.backend)
         if self.precision == "int8":
             out["calibration_data"] = self.calibration_data or STAND_IN
-            out["quantization"] = INT8_SCHEME
+            out["quantization"] = backend.int8_scheme()
         else:
             del out["calibration_data"]
-        backend = get_backend(self.backend)
         if backend.folds_batch_norms:
             out["folded_batch_norms"] = True
         if backend.input_variants > 1:
@@ -324,11 +326,20 @@ Timed = tuple[dict[str, Measurement], float]
 
 
 class LocalTimer:
-    """Times pipelines in this process with ``config``'s backend, keeping the ``limit`` latest prepared stages."""
+    """Times pipelines on this machine with ``config``'s backend.
 
-    def __init__(self, limit: int = 512) -> None:
+    A backend that converts modules for its runtime (``onnxruntime``, ``executorch``, ``litert``) converts, loads
+    and times each call's pipelines in a child process forked for the call (``fresh_process``, the default
+    where ``os.fork`` exists; :func:`~mixnas.evaluators.latency.timing.in_fresh_process`): sessions loaded late in
+    a long process run slower, unevenly, and a whole profile is one long process (docs/latency.md, run AF).
+    The torch backend, and every backend where fork is unavailable, times in this process, keeping the ``limit``
+    latest prepared stages.
+    """
+
+    def __init__(self, limit: int = 512, *, fresh_process: bool | None = None) -> None:
         self.limit = limit
         self.stages: OrderedDict[str, Stage] = OrderedDict()
+        self.fresh_process = fresh_process_available() if fresh_process is None else fresh_process
 
     def device(self, config: MeasureConfig) -> dict[str, Any]:
         return device_metadata(config)
@@ -359,11 +370,47 @@ class LocalTimer:
         return [here[spec.key] for spec in pipeline]
 
     def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
-        with torch_threads(config.threads):
-            runs = [([s.key for s in p], self._stages(p, config), make_input(p[0].input_shape, config))
-                    for p in pipelines]
-        pooled, seconds = time_pipelines(runs, timing_settings(config, rounds), _torch_context(config))
+        settings = timing_settings(config, rounds)
+        if self.fresh_process and get_backend(config.backend).file_suffix is not None:
+            try:
+                done = in_fresh_process(lambda: _time_fresh(pipelines, config, settings))
+            except FreshProcessError as exc:
+                raise (TimingError if exc.kind == "TimingError" else LatencyTableError)(exc.message) from None
+            pooled = {k: (even, odd) for k, (even, odd) in done["pooled"].items()}
+            seconds = done["seconds"]
+        else:
+            with torch_threads(config.threads):
+                runs = [([s.key for s in p], self._stages(p, config), make_input(p[0].input_shape, config))
+                        for p in pipelines]
+            pooled, seconds = time_pipelines(runs, settings, _torch_context(config))
         return {k: _pooled_measurement(even, odd, config.statistic) for k, (even, odd) in pooled.items()}, seconds
+
+
+def _time_fresh(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing) -> dict[str, Any]:
+    """:class:`LocalTimer`'s work in a fresh process: convert, load and time ``pipelines``; JSON-ready results.
+
+    torch runs on one thread here whatever ``config.threads`` says (the runtime takes its own threads from it):
+    a forked child must not enter an OpenMP parallel region that its parent's thread pool may have left behind.
+    """
+    backend = get_backend(config.backend)
+    loaded: dict[str, Stage] = {}
+    runs = []
+    with torch_threads(1):
+        for pipeline in pipelines:
+            for spec, model in convert_pipeline(pipeline, config, skip=set(loaded)):
+                loaded[spec.key] = backend.load(model, config)
+            runs.append(([s.key for s in pipeline], [loaded[s.key] for s in pipeline],
+                         make_input(pipeline[0].input_shape, config)))
+        pooled, seconds = time_pipelines(runs, settings, _one_thread_inference)
+    return {"pooled": {k: [even, odd] for k, (even, odd) in pooled.items()}, "seconds": seconds}
+
+
+@contextlib.contextmanager
+def _one_thread_inference() -> Iterator[None]:
+    import torch
+
+    with torch_threads(1), torch.inference_mode():
+        yield
 
 
 def _pooled_measurement(even: Sequence[float], odd: Sequence[float], statistic: str) -> Measurement:

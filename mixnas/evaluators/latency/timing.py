@@ -1,7 +1,8 @@
 """The measurement rules every mixnas latency measurement follows, in one module of the standard library only.
 
 Warm-up, interleaved rounds over a minimum time span, the thread-CPU or wall clock, the summary statistics and the
-statistic of the even and the odd rounds (``halves``). Local measurement (:mod:`.measure`, with any backend of
+statistic of the even and the odd rounds (``halves``), and every measurement in a process of its own
+(:func:`in_fresh_process`). Local measurement (:mod:`.measure`, with any backend of
 :mod:`.backends`), the latency agent on a device (:mod:`.agent`) and the offline runner therefore time models by
 the same code: ``mixnas latency agent-script`` writes this module and the agent into one file for the device.
 
@@ -11,7 +12,10 @@ It imports only the standard library (numpy inside :func:`random_input`), and no
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
@@ -261,3 +265,79 @@ def random_input(shape: Sequence[int]) -> Any:
     import numpy as np
 
     return np.random.default_rng(0).standard_normal(tuple(shape), dtype=np.float32)
+
+
+# --- a fresh process for every measurement ----------------------------------------------------------------------
+class FreshProcessError(Exception):
+    """What went wrong in :func:`in_fresh_process`'s child: the exception's class name, its first line, and its
+    ``status`` where it had one (the agent's HTTP status)."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+
+def fresh_process_available() -> bool:
+    """Whether :func:`in_fresh_process` forks (POSIX: Linux, macOS, Android), rather than running in this process."""
+    return hasattr(os, "fork")
+
+
+def in_fresh_process(work: Callable[[], Any]) -> Any:
+    """``work()`` run in a child process forked for it; its result (JSON-serialisable) is returned here.
+
+    Why: in a process that has loaded many runtime sessions, a session loaded later runs slower. On an AMD Zen 3
+    with onnxruntime 1.32, int8 `tiny` networks loaded again after 100 others ran up to 1.11x as long as when
+    first loaded, unevenly (0.98-1.10x per network), and a lookup table profiled in one process predicted
+    networks measured elsewhere worse for it (docs/latency.md, run AF). A child forked per measurement has loaded
+    nothing before it: every model is timed as the first models of a process are. The child loads, runs and
+    exits; its sessions never outlive the measurement.
+
+    An exception in the child raises :class:`FreshProcessError` here; a child killed by a signal (a crash in the
+    runtime) raises one too, naming the signal, and this process goes on. Where ``os.fork`` does not exist
+    (Windows), ``work()`` runs in this process.
+    """
+    if not fresh_process_available():
+        return work()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running this process's exit handlers
+        code = 0
+        try:
+            os.close(read_end)
+            try:
+                payload: dict[str, Any] = {"result": work()}
+            except BaseException as exc:  # noqa: BLE001  (everything goes back to the parent)
+                text = str(exc).strip().splitlines()
+                status = getattr(exc, "status", None)
+                payload = {"error": (text[0] if text else type(exc).__name__)[:500], "kind": type(exc).__name__,
+                           "status": status if isinstance(status, int) else None}
+                code = 1
+            with os.fdopen(write_end, "wb") as fh:
+                fh.write(json.dumps(payload).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    status = None
+    try:
+        with os.fdopen(read_end, "rb") as fh:
+            data = fh.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:  # interrupted here (Ctrl-C): the child goes too
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+    try:
+        payload = json.loads(data) if data else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = None
+    if not isinstance(payload, dict) or not ("result" in payload or "error" in payload):
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            how = f"was killed by {signal.Signals(number).name if number in set(signal.Signals) else number}"
+        else:
+            how = f"exited with status {os.WEXITSTATUS(status)} without a result"
+        raise FreshProcessError("crash", f"the measuring process {how} (a crash in the runtime, or out of memory)")
+    if "error" in payload:
+        raise FreshProcessError(str(payload.get("kind")), str(payload["error"]), payload.get("status"))
+    return payload["result"]
