@@ -970,17 +970,29 @@ def test_work_in_a_fresh_process_returns_its_result_and_leaves_this_process_as_i
 
 
 def _pid_recording_load(monkeypatch: pytest.MonkeyPatch, file: Path) -> None:
-    """Make the onnxruntime backend note the process that loads each of its models in ``file``."""
+    """Make the onnxruntime backend note in ``file`` the process that loads (``load <pid>``) and converts
+    (``convert <pid>``) each of its models."""
     from mixnas.evaluators.latency import backends
 
     real = backends.BACKENDS["onnxruntime"]
 
-    def load(model, config):  # noqa: ANN001
+    def note(what: str) -> None:
         with open(file, "a", encoding="utf-8") as fh:
-            fh.write(f"{os.getpid()}\n")
+            fh.write(f"{what} {os.getpid()}\n")
+
+    def load(model, config):  # noqa: ANN001
+        note("load")
         return real.load(model, config)
 
-    monkeypatch.setitem(backends.BACKENDS, "onnxruntime", replace(real, load=load))
+    def convert(module, shape, config, calibration):  # noqa: ANN001
+        note("convert")
+        return real.convert(module, shape, config, calibration)
+
+    monkeypatch.setitem(backends.BACKENDS, "onnxruntime", replace(real, load=load, convert=convert))
+
+
+def _pids(file: Path, what: str) -> list[str]:
+    return [line.split()[1] for line in file.read_text().splitlines() if line.startswith(what)]
 
 
 @needs_fork
@@ -999,11 +1011,21 @@ def test_a_local_timer_loads_and_times_converted_models_in_a_fresh_process_per_c
     for arch in archs:
         measured, _ = timer.time([[network_spec(arch, 1)]], config, rounds=2)
         assert measured[f"net:{arch.id}"].value("min") > 0
-    loaders = pids.read_text().split()
+    loaders = _pids(pids, "load")
     assert len(loaders) == 2 and len(set(loaders)) == 2 and str(os.getpid()) not in loaders
+    assert _pids(pids, "convert") == loaders  # ONNX Runtime converts in the child too
     pids.unlink()
     in_place, _ = LocalTimer(fresh_process=False).time([[network_spec(archs[0], 1)]], config, rounds=2)
-    assert pids.read_text().split() == [str(os.getpid())] and in_place[f"net:{archs[0].id}"].value("min") > 0
+    assert _pids(pids, "load") == [str(os.getpid())] and in_place[f"net:{archs[0].id}"].value("min") > 0
+    pids.unlink()
+    # a backend whose converter is not safe in a forked child (litert-torch's thread pool) converts here
+    from mixnas.evaluators.latency import backends
+
+    recording = backends.BACKENDS["onnxruntime"]
+    monkeypatch.setitem(backends.BACKENDS, "onnxruntime", replace(recording, converts_in_child=False))
+    measured, _ = LocalTimer().time([[network_spec(archs[1], 1)]], config, rounds=2)
+    assert _pids(pids, "convert") == [str(os.getpid())] and _pids(pids, "load") != [str(os.getpid())]
+    assert measured[f"net:{archs[1].id}"].value("min") > 0
 
 
 @needs_fork

@@ -95,6 +95,12 @@ class Backend:
             runtime that runs one input repeated faster than a stream of new ones; 1: one fixed input.
         int8_scheme: ``() -> str``: how it quantises to int8 on this machine (a table's
             ``settings.quantization``, an export's calibration record); None without int8.
+        converts_in_child: a fresh measuring process (``measure.LocalTimer``) converts its models too, not only
+            loads and times them. Only where the converter is safe to run in a forked child: litert-torch's MLIR
+            (jaxlib) starts a thread pool when imported, and a child forked after that waited forever for its
+            threads; those backends convert in the parent and send the models' bytes to the child.
+        converter_modules: what a child's conversion imports, imported once in the parent before it forks
+            (:func:`preload_converters`), so that no child imports them again.
     """
 
     name: str
@@ -109,6 +115,8 @@ class Backend:
     folds_batch_norms: bool = False
     input_variants: int = 1
     int8_scheme: Callable[[], str] | None = None
+    converts_in_child: bool = False
+    converter_modules: tuple[str, ...] = ()
 
     def check(self, precision: str, device: str) -> None:
         """A :class:`LatencyTableError` naming what this backend allows when it cannot run ``precision`` on
@@ -636,7 +644,9 @@ BACKENDS: dict[str, Backend] = {
     "torch": Backend("torch", ("float32",), ("cpu", "cuda"), _torch_convert, _torch_load, None, _torch_versions,
                      tensor_input=True),
     "onnxruntime": Backend("onnxruntime", ("float32", "int8"), ("cpu",), _onnx_convert, _onnx_load, ".onnx",
-                           _onnx_versions, agent=True, folds_batch_norms=True, int8_scheme=onnx_int8_scheme),
+                           _onnx_versions, agent=True, folds_batch_norms=True, int8_scheme=onnx_int8_scheme,
+                           converts_in_child=True,
+                           converter_modules=("onnx", "torch.onnx", "onnxruntime.quantization")),
     "executorch": Backend("executorch", ("float32", "int8"), ("cpu",), _executorch_convert, _executorch_load, ".pte",
                           _executorch_versions, tensor_input=True, folds_batch_norms=True,
                           int8_scheme=lambda: EXECUTORCH_INT8_SCHEME),
@@ -645,6 +655,18 @@ BACKENDS: dict[str, Backend] = {
                       int8_scheme=lambda: LITERT_INT8_SCHEME),
 }
 BACKEND_NAMES = tuple(BACKENDS)
+
+
+@functools.lru_cache(maxsize=None)
+def preload_converters(name: str) -> None:
+    """Import backend ``name``'s :attr:`~Backend.converter_modules` here, once (one that is not installed is left
+    to the conversion, which names the extra). A fresh process forked per measurement then starts with them:
+    ``onnxruntime.quantization`` alone took 1.1 s to import in each."""
+    import importlib
+
+    for module in get_backend(name).converter_modules:
+        with contextlib.suppress(ImportError), _quiet_root_logger():
+            importlib.import_module(module)
 
 
 def get_backend(name: str) -> Backend:

@@ -37,6 +37,7 @@ from mixnas.evaluators.latency.backends import (
     STAND_IN,
     convert_pipeline,
     get_backend,
+    preload_converters,
     varied_inputs,
 )
 from mixnas.evaluators.latency.timing import (
@@ -371,9 +372,17 @@ class LocalTimer:
 
     def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
         settings = timing_settings(config, rounds)
-        if self.fresh_process and get_backend(config.backend).file_suffix is not None:
+        backend = get_backend(config.backend)
+        if self.fresh_process and backend.file_suffix is not None:
+            models: dict[str, Any] = {}
+            if backend.converts_in_child:
+                preload_converters(config.backend)
+            else:  # converted here, loaded and timed there
+                with torch_threads(config.threads):
+                    for pipeline in pipelines:
+                        models.update((spec.key, m) for spec, m in convert_pipeline(pipeline, config, skip=models))
             try:
-                done = in_fresh_process(lambda: _time_fresh(pipelines, config, settings))
+                done = in_fresh_process(lambda: _time_fresh(pipelines, config, settings, models))
             except FreshProcessError as exc:
                 raise (TimingError if exc.kind == "TimingError" else LatencyTableError)(exc.message) from None
             pooled = {k: (even, odd) for k, (even, odd) in done["pooled"].items()}
@@ -386,14 +395,16 @@ class LocalTimer:
         return {k: _pooled_measurement(even, odd, config.statistic) for k, (even, odd) in pooled.items()}, seconds
 
 
-def _time_fresh(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing) -> dict[str, Any]:
-    """:class:`LocalTimer`'s work in a fresh process: convert, load and time ``pipelines``; JSON-ready results.
+def _time_fresh(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing,
+                models: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`LocalTimer`'s work in a fresh process: load (and convert, where ``models`` lacks them) and time
+    ``pipelines``; JSON-ready results.
 
     torch runs on one thread here whatever ``config.threads`` says (the runtime takes its own threads from it):
     a forked child must not enter an OpenMP parallel region that its parent's thread pool may have left behind.
     """
     backend = get_backend(config.backend)
-    loaded: dict[str, Stage] = {}
+    loaded: dict[str, Stage] = {k: backend.load(m, config) for k, m in models.items()}
     runs = []
     with torch_threads(1):
         for pipeline in pipelines:
@@ -537,7 +548,8 @@ def _drift_spec(arch: Any | None, i: int, start: int, config: MeasureConfig) -> 
     loaded again after 100 others: 1.07-1.10x, while sessions kept from the start slowed by 1.00-1.04x; no
     session option, allocator setting or moving quantisation to another process changed it). Kept across
     chunks, the references missed most of that, and a validation's later chunks read 8% slower than its first
-    (docs/latency.md, run AE).
+    (docs/latency.md, run AE). A :class:`LocalTimer` now times every chunk in a fresh process, where its
+    references are new anyway; a timer that keeps one process (an in-process one, a custom one) still needs this.
     """
     if arch is None:
         spec = reference_spec(config)

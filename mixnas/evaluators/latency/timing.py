@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
@@ -299,7 +300,12 @@ def in_fresh_process(work: Callable[[], Any]) -> Any:
     if not fresh_process_available():
         return work()
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # JAX (imported by litert-torch) and Python 3.12+ warn against forking a process with threads; the child
+        # runs only ``work``, which must not use the parent's thread pools (backends.Backend.converts_in_child)
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report, then leave without running this process's exit handlers
         code = 0
         try:
