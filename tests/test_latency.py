@@ -967,6 +967,8 @@ def test_work_in_a_fresh_process_returns_its_result_and_leaves_this_process_as_i
     with pytest.raises(FreshProcessError, match="the measuring process was killed by SIGKILL"):
         in_fresh_process(crash)
     assert in_fresh_process(lambda: 7) == 7  # and this process goes on
+    with pytest.raises(FreshProcessError, match="is not JSON serializable"):
+        in_fresh_process(lambda: object())  # a result that cannot come back is an error, not a silent crash
 
 
 def _pid_recording_load(monkeypatch: pytest.MonkeyPatch, file: Path) -> None:

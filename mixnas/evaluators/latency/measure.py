@@ -329,10 +329,11 @@ Timed = tuple[dict[str, Measurement], float]
 class LocalTimer:
     """Times pipelines on this machine with ``config``'s backend.
 
-    A backend that converts modules for its runtime (``onnxruntime``, ``executorch``, ``litert``) converts, loads
-    and times each call's pipelines in a child process forked for the call (``fresh_process``, the default
-    where ``os.fork`` exists; :func:`~mixnas.evaluators.latency.timing.in_fresh_process`): sessions loaded late in
-    a long process run slower, unevenly, and a whole profile is one long process (docs/latency.md, run AF).
+    A backend that converts modules for its runtime (``onnxruntime``, ``executorch``, ``litert``) loads and times
+    each call's pipelines in a child process forked for the call (``fresh_process``, the default where
+    ``os.fork`` exists; :func:`~mixnas.evaluators.latency.timing.in_fresh_process`), and converts them there too
+    where that is safe (:attr:`~.backends.Backend.converts_in_child`): sessions loaded late in a long process
+    run slower, unevenly, and a whole profile is one long process (docs/latency.md, run AF).
     The torch backend, and every backend where fork is unavailable, times in this process, keeping the ``limit``
     latest prepared stages.
     """

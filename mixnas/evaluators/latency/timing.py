@@ -311,15 +311,16 @@ def in_fresh_process(work: Callable[[], Any]) -> Any:
         try:
             os.close(read_end)
             try:
-                payload: dict[str, Any] = {"result": work()}
+                data = json.dumps({"result": work()}).encode()
             except BaseException as exc:  # noqa: BLE001  (everything goes back to the parent)
                 text = str(exc).strip().splitlines()
                 status = getattr(exc, "status", None)
-                payload = {"error": (text[0] if text else type(exc).__name__)[:500], "kind": type(exc).__name__,
-                           "status": status if isinstance(status, int) else None}
+                data = json.dumps({"error": (text[0] if text else type(exc).__name__)[:500],
+                                   "kind": type(exc).__name__, "status": status if isinstance(status, int) else None
+                                   }).encode()
                 code = 1
             with os.fdopen(write_end, "wb") as fh:
-                fh.write(json.dumps(payload).encode())
+                fh.write(data)
         finally:
             os._exit(code)
     os.close(write_end)
