@@ -261,12 +261,14 @@ def make_input(input_shape: Sequence[int], config: MeasureConfig) -> Any:
     return t
 
 
-def _torch_context(config: MeasureConfig) -> Callable[[], ContextManager[Any]]:
+def _torch_context(threads: int) -> Callable[[], ContextManager[Any]]:
+    """What every timed run happens in: torch on ``threads`` threads, in inference mode."""
+
     @contextlib.contextmanager
     def context() -> Iterator[None]:
         import torch
 
-        with torch_threads(config.threads), torch.inference_mode():
+        with torch_threads(threads), torch.inference_mode():
             yield
 
     return context
@@ -373,27 +375,33 @@ class LocalTimer:
 
     def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
         settings = timing_settings(config, rounds)
-        backend = get_backend(config.backend)
-        if self.fresh_process and backend.file_suffix is not None:
-            models: dict[str, Any] = {}
-            if backend.converts_in_child:
-                preload_converters(config.backend)
-            else:  # converted here, loaded and timed there
-                with torch_threads(config.threads):
-                    for pipeline in pipelines:
-                        models.update((spec.key, m) for spec, m in convert_pipeline(pipeline, config, skip=models))
-            try:
-                done = in_fresh_process(lambda: _time_fresh(pipelines, config, settings, models))
-            except FreshProcessError as exc:
-                raise (TimingError if exc.kind == "TimingError" else LatencyTableError)(exc.message) from None
-            pooled = {k: (even, odd) for k, (even, odd) in done["pooled"].items()}
-            seconds = done["seconds"]
+        if self.fresh_process and get_backend(config.backend).file_suffix is not None:
+            pooled, seconds = _time_in_fresh_process(pipelines, config, settings)
         else:
             with torch_threads(config.threads):
                 runs = [([s.key for s in p], self._stages(p, config), make_input(p[0].input_shape, config))
                         for p in pipelines]
-            pooled, seconds = time_pipelines(runs, settings, _torch_context(config))
+            pooled, seconds = time_pipelines(runs, settings, _torch_context(config.threads))
         return {k: _pooled_measurement(even, odd, config.statistic) for k, (even, odd) in pooled.items()}, seconds
+
+
+def _time_in_fresh_process(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing
+                           ) -> tuple[dict[str, tuple[list[float], list[float]]], float]:
+    """:class:`LocalTimer`'s fresh-process path: convert here or there (:attr:`.Backend.converts_in_child`), load
+    and time there (:func:`_time_fresh`); the pooled runs and round seconds, as :func:`time_pipelines` gives."""
+    backend = get_backend(config.backend)
+    models: dict[str, Any] = {}
+    if backend.converts_in_child:
+        preload_converters(config.backend)
+    else:  # converted here, loaded and timed there
+        with torch_threads(config.threads):
+            for pipeline in pipelines:
+                models.update((spec.key, m) for spec, m in convert_pipeline(pipeline, config, skip=models))
+    try:
+        done = in_fresh_process(lambda: _time_fresh(pipelines, config, settings, models))
+    except FreshProcessError as exc:
+        raise (TimingError if exc.kind == "TimingError" else LatencyTableError)(exc.message) from None
+    return {k: (even, odd) for k, (even, odd) in done["pooled"].items()}, done["seconds"]
 
 
 def _time_fresh(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing,
@@ -413,16 +421,8 @@ def _time_fresh(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: 
                 loaded[spec.key] = backend.load(model, config)
             runs.append(([s.key for s in pipeline], [loaded[s.key] for s in pipeline],
                          make_input(pipeline[0].input_shape, config)))
-        pooled, seconds = time_pipelines(runs, settings, _one_thread_inference)
+        pooled, seconds = time_pipelines(runs, settings, _torch_context(1))
     return {"pooled": {k: [even, odd] for k, (even, odd) in pooled.items()}, "seconds": seconds}
-
-
-@contextlib.contextmanager
-def _one_thread_inference() -> Iterator[None]:
-    import torch
-
-    with torch_threads(1), torch.inference_mode():
-        yield
 
 
 def _pooled_measurement(even: Sequence[float], odd: Sequence[float], statistic: str) -> Measurement:
