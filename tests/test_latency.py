@@ -336,6 +336,36 @@ def test_measure_arch_both_backends(tiny) -> None:
         assert m.value("median") > 0 and math.isfinite(m.std_ms)
 
 
+def test_a_table_times_its_drift_reference_at_the_resolution_of_its_networks(tmp_path: Path) -> None:
+    """At its own 32 px the reference read the footprint of 224-px networks beside it as drift (run AG): a new
+    table times it at its networks' resolution, keeps that, and refuses measurements that time it elsewhere."""
+    from mixnas.evaluators.latency.measure import reference_resolution, reference_spec
+    from mixnas.evaluators.latency.profile import check_compatible, load_or_create, table_config
+
+    tiny = resolve_arch("mixnet_tiny")
+    big = tiny.replace(resolution=64)
+    assert reference_resolution([]) is None and reference_resolution([tiny]) is None
+    assert reference_resolution([tiny, big]) == 64
+    spec = reference_spec(MeasureConfig(reference_resolution=64))
+    assert spec.key == "reference:mixnet_tiny@64" and tuple(spec.input_shape) == (1, 3, 64, 64)
+    assert reference_spec(FAST).key == "reference:mixnet_tiny"
+    assert "reference_resolution" not in FAST.to_dict()  # tables of 32-px spaces are written as before
+    for bad in (0, -3, 5000, 1.5, True, "64"):
+        with pytest.raises(LatencyTableError, match="reference_resolution"):
+            MeasureConfig(reference_resolution=bad)
+
+    path = tmp_path / "t.json"
+    table = load_or_create(path, FAST, archs=[tiny, big])
+    assert table.settings["reference_resolution"] == 64 and table.settings["reference_ms"] > 0
+    table.save(path)
+    assert config_from_table(LatencyTable.load(path)).reference_resolution == 64
+    with pytest.raises(LatencyTableError, match="drift reference runs at 64 px, this measurement's at its own px"):
+        check_compatible(table, FAST)
+    again = load_or_create(path, FAST, archs=[tiny])  # an existing table keeps its reference
+    assert table_config(FAST, again).reference_resolution == 64
+    check_compatible(again, table_config(FAST, again))
+
+
 def test_measure_config_validation() -> None:
     with pytest.raises(LatencyTableError, match="backend"):
         MeasureConfig(backend="tflite")
@@ -635,6 +665,15 @@ def test_error_metrics_hand_case() -> None:
 
 # --- command line ---------------------------------------------------------------------------------------------
 FAST_ARGS = ["--warmup", "1", "--repeats", "3", "--rounds", "1", "--min-seconds", "0"]
+
+
+def test_cli_profile_times_the_reference_at_the_profiled_resolution(tmp_path: Path) -> None:
+    lut = str(tmp_path / "lut.json")
+    args = ["latency", "profile", "--space", "tiny", "-n", "2", "--calibrate", "0", "--out", lut, *FAST_ARGS]
+    assert main([*args, "--resolution", "48"]) == 0
+    assert LatencyTable.load(lut).settings["reference_resolution"] == 48
+    assert main([*args, "--seed", "5"]) == 0  # more of it at 32 px: the table keeps its reference
+    assert LatencyTable.load(lut).settings["reference_resolution"] == 48
 
 
 def test_cli_profile_predict_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ import math
 import statistics
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from mixnas import bounds
 from mixnas.errors import LatencyTableError
@@ -68,6 +68,7 @@ DEFAULT_MIN_SECONDS = 4.0
 MEASURE_RANGES = {"threads": bounds.THREADS, "batch_size": bounds.integer(1, 1024),
                   "repeats": bounds.integer(1, 10**6), "warmup": bounds.integer(0, 10**6),
                   "min_seconds": bounds.number(0, 3600)}
+_REFERENCE_RESOLUTION = bounds.integer(1, 4096)  # search_space.arch.MAX_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class MeasureConfig:
             backend runs it (``onnxruntime``: static QDQ quantisation).
         calibration_data: int8 only: the data set whose images calibrate the quantisation (``digits``, a path;
             see :func:`~mixnas.evaluators.latency.backends.calibration_inputs`); None: a stated stand-in.
+        reference_resolution: the input resolution of the drift reference network (None: its own, 32 px); a
+            table profiled at a larger resolution times it at that one (:func:`reference_resolution`).
     """
 
     backend: str = "torch"
@@ -120,6 +123,7 @@ class MeasureConfig:
     min_seconds: float = DEFAULT_MIN_SECONDS
     precision: str = "float32"
     calibration_data: str | None = None
+    reference_resolution: int | None = None
 
     def __post_init__(self) -> None:
         backend = get_backend(self.backend)
@@ -144,6 +148,11 @@ class MeasureConfig:
             if not isinstance(self.calibration_data, str) or not self.calibration_data:
                 raise LatencyTableError(f"calibration_data: expected a data set ('digits', a path), got "
                                         f"{self.calibration_data!r}")
+        if self.reference_resolution is not None:
+            try:
+                _REFERENCE_RESOLUTION.check(self.reference_resolution, "reference_resolution")
+            except ValueError as exc:
+                raise LatencyTableError(str(exc)) from None
 
     @property
     def resolved_clock(self) -> str:
@@ -162,6 +171,8 @@ class MeasureConfig:
             out["quantization"] = backend.int8_scheme()
         else:
             del out["calibration_data"]
+        if self.reference_resolution is None:
+            del out["reference_resolution"]
         if backend.folds_batch_norms:
             out["folded_batch_norms"] = True
         if backend.input_variants > 1:
@@ -477,10 +488,31 @@ def network_spec(arch: Any, batch_size: int, key: str | None = None) -> StageSpe
 
 
 def reference_spec(config: MeasureConfig) -> StageSpec:
-    """The fixed reference network (the ``mixnet_tiny`` preset), for drift correction."""
+    """The fixed reference network (the ``mixnet_tiny`` preset) for drift correction, at
+    ``config.reference_resolution`` (its own 32 px for None)."""
     from mixnas.search_space.presets import resolve_arch
 
-    return network_spec(resolve_arch(REFERENCE_ARCH), config.batch_size, key=f"reference:{REFERENCE_ARCH}")
+    arch = resolve_arch(REFERENCE_ARCH)
+    res = config.reference_resolution
+    if res is None or res == arch.resolution:
+        return network_spec(arch, config.batch_size, key=f"reference:{REFERENCE_ARCH}")
+    return network_spec(arch.replace(resolution=res), config.batch_size, key=f"reference:{REFERENCE_ARCH}@{res}")
+
+
+def reference_resolution(archs: Iterable[Any]) -> int | None:
+    """The resolution at which a table of ``archs`` times its drift reference: their largest (None: the
+    reference's own, also for no architectures).
+
+    A reference much smaller than the networks beside it reads their footprint as drift: at its own 32 px
+    (0.23 ms in int8 on an AMD Zen 3), timed beside 224-px `mixnet` networks it ran 8% slower than alone, and
+    the profile rescaled every part and calibration network of a 224-px table by that much: the table predicted
+    networks 7-15% faster than they ran alone (docs/latency.md, run AG).
+    """
+    from mixnas.search_space.presets import resolve_arch
+
+    own = resolve_arch(REFERENCE_ARCH).resolution
+    largest = max((a.resolution for a in archs), default=own)
+    return None if largest == own else largest
 
 
 def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS, timer: Timer | None = None) -> float:

@@ -38,6 +38,7 @@ from mixnas.evaluators.latency.measure import (
     Pipeline,
     check_positive,
     network_spec,
+    reference_resolution,
     reference_spec,
     timing_settings,
 )
@@ -86,6 +87,8 @@ def export_layers(
     check_positive("chunk", chunk)
     check_positive("rounds", rounds)
     root = models_folder(folder)
+    if config.reference_resolution is None:  # the reference at the networks' resolution (measure.reference_resolution)
+        config = replace(config, reference_resolution=reference_resolution([*archs, *calibration]))
     reference = reference_spec(config)
     contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
                                             precision=config.precision), [*archs, *calibration])

@@ -44,6 +44,7 @@ from mixnas.evaluators.latency.measure import (
     check_positive,
     measure_archs,
     measure_reference,
+    reference_resolution,
     reference_spec,
 )
 from mixnas.evaluators.latency.signatures import Part, arch_parts, arch_signatures, part_module
@@ -84,7 +85,8 @@ def new_table(config: MeasureConfig, timer: Timer | None = None) -> LatencyTable
 
 def config_from_table(table: LatencyTable, **overrides: Any) -> MeasureConfig:
     """The measurement settings a table was built with (backend, threads, batch, clock, statistic, ...)."""
-    names = ("device", "warmup", "repeats", "channels_last", "clock", "statistic", "drift_correction", "min_seconds")
+    names = ("device", "warmup", "repeats", "channels_last", "clock", "statistic", "drift_correction", "min_seconds",
+             "reference_resolution")
     known = {k: table.settings[k] for k in names if k in table.settings}
     known["precision"] = table.precision
     data = table.settings.get("calibration_data")
@@ -129,6 +131,11 @@ def check_compatible(table: LatencyTable, config: MeasureConfig, timer: Timer | 
         details = ", ".join(f"{k}: table {theirs[k]!r}, now {here[k]!r}" for k in differing)
         raise LatencyTableError(f"the latency table was measured under other conditions ({details})"
                                 f"{condition_hint(differing)}")
+    ours, table_res = config.reference_resolution, table.settings.get("reference_resolution")
+    if config.drift_correction and "reference_ms" in table.settings and ours != table_res:
+        raise LatencyTableError(
+            f"the table's drift reference runs at {table_res or 'its own'} px, this measurement's at {ours or 'its own'}"
+            " px: take the measurement settings from the table (config_from_table) to add to it")
 
 
 def select_contexts(
@@ -499,10 +506,24 @@ def store_calibration(table: LatencyTable, archs: Sequence[Architecture], measur
     return table.calibration
 
 
-def load_or_create(path: str | os.PathLike[str], config: MeasureConfig, timer: Timer | None = None) -> LatencyTable:
-    """The table at ``path`` if it exists (it must match ``config`` and ``timer``'s device), else a new one."""
+def load_or_create(
+    path: str | os.PathLike[str], config: MeasureConfig, timer: Timer | None = None, *, archs: Iterable[Architecture] = ()
+) -> LatencyTable:
+    """The table at ``path`` if it exists (it must match ``config`` and ``timer``'s device), else a new one.
+
+    A table keeps the drift reference it was started with: an existing one its own, a new one for ``archs``
+    the resolution :func:`~.measure.reference_resolution` gives (unless ``config`` sets one). Measure for the
+    table with :func:`table_config`.
+    """
     if Path(path).exists():
         table = LatencyTable.load(path)
-        check_compatible(table, config, timer)
+        check_compatible(table, table_config(config, table), timer)
         return table
+    if config.reference_resolution is None:
+        config = replace(config, reference_resolution=reference_resolution(archs))
     return new_table(config, timer)
+
+
+def table_config(config: MeasureConfig, table: LatencyTable) -> MeasureConfig:
+    """``config`` with ``table``'s drift reference (its ``reference_resolution``), to add measurements to it."""
+    return replace(config, reference_resolution=table.settings.get("reference_resolution"))

@@ -229,7 +229,9 @@ def _profile_archs(args: argparse.Namespace, coverage: Any) -> tuple[list[Any], 
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from mixnas.evaluators.latency.profile import calibrate, load_or_create, profile_archs, select_contexts
+    from mixnas.evaluators.latency.profile import (
+        calibrate, load_or_create, profile_archs, select_contexts, table_config,
+    )
     from mixnas.evaluators.latency.signatures import arch_signatures
 
     timer = timer_of(args)
@@ -237,10 +239,11 @@ def run_profile(args: argparse.Namespace) -> int:
     if args.arch and (args.n is not None or args.exhaustive):
         raise LatencyTableError("-n and --exhaustive choose architectures of --space; with --arch, leave them out")
     coverage = space_coverage(args.space, args.resolution) if args.exhaustive else None
-    table = load_or_create(args.out, config, timer)
+    archs, calibration_archs = _profile_archs(args, coverage)
+    table = load_or_create(args.out, config, timer, archs=[*archs, *calibration_archs])
+    config = table_config(config, table)
     if timer is not None:
         say(f"profile: measuring on {table.describe_device()}")
-    archs, calibration_archs = _profile_archs(args, coverage)
     distinct = {s for a in archs for s in arch_signatures(a)}
     missing = table.missing(s for a in archs for s in arch_signatures(a))
     contexts = select_contexts(table, archs)
