@@ -47,17 +47,17 @@ from mixnas.outcome import finite_or_none
 from mixnas.evaluators.latency.backends import convert_pipeline, get_backend
 from mixnas.evaluators.latency.lut import LatencyTable
 from mixnas.evaluators.latency.measure import (
-    REFERENCE_ARCH,
     MeasureConfig,
     Measurement,
     check_positive,
     network_spec,
+    reference_resolution,
+    reference_spec,
     StageSpec,
 )
 from mixnas.evaluators.latency.offline import models_folder
 from mixnas.evaluators.latency.phone_programs import PROGRAMS, BenchmarkProgram, ProgramRun, get_program
 from mixnas.evaluators.latency.profile import context_pipeline, select_contexts, store_calibration, store_measured
-from mixnas.evaluators.latency.sampling import with_resolution
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.evaluators.latency.timing import TimingError, check_count
 from mixnas.search_space.arch import Architecture
@@ -75,17 +75,6 @@ COARSE_STEPS = 20  # a time under this many steps of a program's resolution is r
 
 
 # --- export ---------------------------------------------------------------------------------------------------
-def phone_reference(config: MeasureConfig, archs: Sequence[Architecture]) -> StageSpec:
-    """The reference network (the ``mixnet_tiny`` preset) at the largest input resolution of ``archs``: a benchmark
-    program prints coarse times (0.01 ms for LiteRT's Python one), and at its own 32 px the reference takes
-    ~0.1 ms, too short to measure a drift of a few percent."""
-    from mixnas.search_space.presets import resolve_arch
-
-    arch = resolve_arch(REFERENCE_ARCH)
-    arch = with_resolution(arch, max([a.resolution for a in archs], default=arch.resolution))
-    return network_spec(arch, config.batch_size, key=f"reference:{REFERENCE_ARCH}@{arch.resolution}")
-
-
 def pass_output(output: str, index: int) -> str:
     """The output file of a run in pass ``index`` (0: the manifest's name; then ``NNNNN.pass2.txt``, ...)."""
     return output if index == 0 else output.replace(".txt", f".pass{index + 1}.txt")
@@ -118,7 +107,11 @@ def export_phone(
     everything = [*archs, *calibration, *validation]
     contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
                                             precision=config.precision), everything)
-    reference = phone_reference(config, everything)
+    if config.reference_resolution is None:
+        # at the networks' resolution (measure.reference_resolution); also because a benchmark program prints
+        # coarse times (0.01 ms for LiteRT's Python one) and at 32 px the reference takes ~0.1 ms
+        config = replace(config, reference_resolution=reference_resolution(everything))
+    reference = reference_spec(config)
     writer = _ModelWriter(root, get_backend(config.backend).file_suffix, progress)
     writer.total = len({s for a in contexts for s in arch_signatures(a)}) + 1 + len(calibration) + len(validation)
     reference_file = writer.convert([reference], config)[0][2]
