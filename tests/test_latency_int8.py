@@ -134,6 +134,8 @@ def test_an_int8_measure_section_calibrates_on_the_experiments_data(tmp_path: Pa
     measure = cfg.latency.measure_config
     assert (measure.backend, measure.precision, measure.calibration_data) == ("onnxruntime", "int8", "digits")
     assert cfg.to_dict()["latency"]["precision"] == "int8"
+    assert "reference_resolution" not in cfg.to_dict()["latency"]["options"]  # config.yaml as before
+    assert config_from_dict(cfg.to_dict(), source="config.yaml", base_dir=tmp_path).latency == cfg.latency
     outcome = TrialEvaluator(cfg).run((0,) * len(load_space("tiny").dimensions), 0)
     assert outcome.status == "ok", outcome.reason
     assert outcome.metrics["latency_ms"] > 0

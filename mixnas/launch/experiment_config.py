@@ -142,6 +142,8 @@ def _measure_sections(config: Any, top_level: Sequence[str] = MEASURE_TOP_LEVEL)
     options = dataclasses.asdict(config)
     out = {key: options.pop(key) for key in top_level}
     options.pop("backend", None)
+    if options.get("reference_resolution") is None:  # a table's setting; unset, as config.yaml always wrote it
+        options.pop("reference_resolution", None)
     return {**out, "options": options}
 
 
