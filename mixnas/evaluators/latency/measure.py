@@ -506,7 +506,7 @@ def reference_resolution(archs: Iterable[Any]) -> int | None:
     A reference much smaller than the networks beside it reads their footprint as drift: at its own 32 px
     (0.23 ms in int8 on an AMD Zen 3), timed beside 224-px `mixnet` networks it ran 8% slower than alone, and
     the profile rescaled every part and calibration network of a 224-px table by that much: the table predicted
-    networks 7-15% faster than they ran alone (docs/latency.md, run AG).
+    networks 6-15% faster than they ran alone (docs/latency.md, run AG).
     """
     from mixnas.search_space.presets import resolve_arch
 
