@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import logging
 import math
 import signal
 import random
@@ -665,6 +666,27 @@ def test_error_metrics_hand_case() -> None:
 
 # --- command line ---------------------------------------------------------------------------------------------
 FAST_ARGS = ["--warmup", "1", "--repeats", "3", "--rounds", "1", "--min-seconds", "0"]
+
+
+def test_a_table_profiled_above_its_references_resolution_warns_that_its_milliseconds_are_low(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from mixnas.evaluators.latency.predictor import reference_warning
+
+    def table(stem: str, **settings: object) -> LatencyTable:
+        t = LatencyTable("onnxruntime", 1, 1, device={"cpu": "x"},
+                         settings={"clock": "thread", "reference_ms": 0.2, "folded_batch_norms": True, **settings})
+        t.entries[stem] = Entry(ms=1.0, mean_ms=1.0, std_ms=0.0, count=1)
+        return t
+
+    old = table("stem_r224_i3_o16_s2")
+    assert "ran at 32 px beside networks of up to 224 px" in reference_warning(old)
+    assert reference_warning(table("stem_r224_i3_o16_s2", reference_resolution=224)) is None
+    assert reference_warning(table("stem_r32_i3_o16_s2")) is None
+    assert reference_warning(table("stem_r224_i3_o16_s2", reference_arch="mixnet_tiny@224")) is None  # a phone's
+    old.save(tmp_path / "old.json")
+    with caplog.at_level(logging.WARNING):
+        load_predictor(tmp_path / "old.json")
+    assert "profile it again for a latency target in milliseconds" in caplog.text
 
 
 def test_cli_profile_times_the_reference_at_the_profiled_resolution(tmp_path: Path) -> None:

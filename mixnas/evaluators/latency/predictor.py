@@ -32,7 +32,7 @@ from typing import Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.lut import LatencyTable, locked_table, lut_sum
-from mixnas.evaluators.latency.measure import MeasureConfig
+from mixnas.evaluators.latency.measure import MeasureConfig, reference_spec
 from mixnas.evaluators.latency.profile import config_from_table, profile_archs
 from mixnas.evaluators.latency.signatures import arch_signatures
 from mixnas.search_space.arch import Architecture
@@ -206,6 +206,29 @@ def unfolded_warning(table: LatencyTable) -> str | None:
             "and exports; profile it again")
 
 
+_STEM_RESOLUTION = re.compile(r"^stem_r(\d+)_")
+
+
+def reference_warning(table: LatencyTable) -> str | None:
+    """A warning for a table whose drift reference ran at a smaller resolution than its networks (profiled at
+    more than 32 px by a mixnas before ``reference_resolution``): the reference read the networks' footprint as
+    drift and the table's milliseconds are low (6-15% at 224 px in int8, docs/latency.md run AG), else None."""
+    if "reference_ms" not in table.settings or "@" in str(table.settings.get("reference_arch", "")):
+        return None  # no drift reference, or a phone folder's (exported at the networks' resolution)
+    stems = [int(m.group(1)) for s in table.entries if (m := _STEM_RESOLUTION.match(s))]
+    if not stems:
+        return None
+    ref = table.settings.get("reference_resolution")
+    if not isinstance(ref, int) or isinstance(ref, bool):
+        ref = reference_spec(MeasureConfig()).input_shape[-1]  # the reference's own resolution
+    largest = max(stems)
+    if largest <= ref:
+        return None
+    return (f"its drift reference ran at {ref} px beside networks of up to {largest} px, which reads their "
+            "footprint as drift: its milliseconds are low (6-15% at 224 px; rankings are not affected); profile "
+            "it again for a latency target in milliseconds")
+
+
 def load_predictor(
     path: str | os.PathLike[str],
     *,
@@ -219,7 +242,7 @@ def load_predictor(
     ``config`` (how to measure) only matters with ``measure_missing``.
     """
     predictor = LatencyPredictor.from_file(path, calibrated=calibrated)
-    stale = unfolded_warning(predictor.table)
-    if stale:
-        logger.warning("%s: %s", path, stale)
+    for stale in (unfolded_warning(predictor.table), reference_warning(predictor.table)):
+        if stale:
+            logger.warning("%s: %s", path, stale)
     return MeasuringPredictor(predictor, config=config) if measure_missing else predictor
