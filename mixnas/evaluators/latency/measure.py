@@ -54,6 +54,7 @@ from mixnas.evaluators.latency.timing import (
     summarize,
     time_pipelines,
 )
+from mixnas.search_space.arch import MAX_RESOLUTION
 from mixnas.torch_runtime import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +69,7 @@ DEFAULT_MIN_SECONDS = 4.0
 MEASURE_RANGES = {"threads": bounds.THREADS, "batch_size": bounds.integer(1, 1024),
                   "repeats": bounds.integer(1, 10**6), "warmup": bounds.integer(0, 10**6),
                   "min_seconds": bounds.number(0, 3600)}
-_REFERENCE_RESOLUTION = bounds.integer(1, 4096)  # search_space.arch.MAX_RESOLUTION
+_REFERENCE_RESOLUTION = bounds.integer(1, MAX_RESOLUTION)
 
 
 @dataclass(frozen=True)
@@ -487,16 +488,21 @@ def network_spec(arch: Any, batch_size: int, key: str | None = None) -> StageSpe
     return StageSpec(key or f"net:{arch.id}", lambda: build_network(arch), arch_input_shape(arch, batch_size))
 
 
-def reference_spec(config: MeasureConfig) -> StageSpec:
-    """The fixed reference network (the ``mixnet_tiny`` preset) for drift correction, at
-    ``config.reference_resolution`` (its own 32 px for None)."""
+def reference_arch(resolution: int | None = None) -> Any:
+    """The fixed reference network for drift correction (the ``mixnet_tiny`` preset), at ``resolution`` (its
+    own 32 px for None)."""
     from mixnas.search_space.presets import resolve_arch
 
     arch = resolve_arch(REFERENCE_ARCH)
-    res = config.reference_resolution
-    if res is None or res == arch.resolution:
-        return network_spec(arch, config.batch_size, key=f"reference:{REFERENCE_ARCH}")
-    return network_spec(arch.replace(resolution=res), config.batch_size, key=f"reference:{REFERENCE_ARCH}@{res}")
+    return arch if resolution is None or resolution == arch.resolution else arch.replace(resolution=resolution)
+
+
+def reference_spec(config: MeasureConfig) -> StageSpec:
+    """:func:`reference_arch` at ``config.reference_resolution``, to time."""
+    arch = reference_arch(config.reference_resolution)
+    own = arch.resolution == reference_arch().resolution
+    return network_spec(arch, config.batch_size,
+                        key=f"reference:{REFERENCE_ARCH}" if own else f"reference:{REFERENCE_ARCH}@{arch.resolution}")
 
 
 def reference_resolution(archs: Iterable[Any]) -> int | None:
@@ -508,11 +514,16 @@ def reference_resolution(archs: Iterable[Any]) -> int | None:
     the profile rescaled every part and calibration network of a 224-px table by that much: the table predicted
     networks 6-15% faster than they ran alone (docs/latency.md, run AG).
     """
-    from mixnas.search_space.presets import resolve_arch
-
-    own = resolve_arch(REFERENCE_ARCH).resolution
+    own = reference_arch().resolution
     largest = max((a.resolution for a in archs), default=own)
     return None if largest == own else largest
+
+
+def with_reference_for(config: MeasureConfig, archs: Iterable[Any]) -> MeasureConfig:
+    """``config`` with its drift reference at :func:`reference_resolution` of ``archs``, unless it sets one."""
+    if config.reference_resolution is not None:
+        return config
+    return replace(config, reference_resolution=reference_resolution(archs))
 
 
 def measure_reference(config: MeasureConfig, *, rounds: int = DEFAULT_ROUNDS, timer: Timer | None = None) -> float:

@@ -38,9 +38,9 @@ from mixnas.evaluators.latency.measure import (
     Pipeline,
     check_positive,
     network_spec,
-    reference_resolution,
     reference_spec,
     timing_settings,
+    with_reference_for,
 )
 from mixnas.evaluators.latency.profile import (
     DEFAULT_CHUNK,
@@ -87,8 +87,7 @@ def export_layers(
     check_positive("chunk", chunk)
     check_positive("rounds", rounds)
     root = models_folder(folder)
-    if config.reference_resolution is None:  # the reference at the networks' resolution (measure.reference_resolution)
-        config = replace(config, reference_resolution=reference_resolution([*archs, *calibration]))
+    config = with_reference_for(config, [*archs, *calibration])
     reference = reference_spec(config)
     contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
                                             precision=config.precision), [*archs, *calibration])

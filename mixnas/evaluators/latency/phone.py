@@ -51,9 +51,9 @@ from mixnas.evaluators.latency.measure import (
     Measurement,
     check_positive,
     network_spec,
-    reference_resolution,
     reference_spec,
     StageSpec,
+    with_reference_for,
 )
 from mixnas.evaluators.latency.offline import models_folder
 from mixnas.evaluators.latency.phone_programs import PROGRAMS, BenchmarkProgram, ProgramRun, get_program
@@ -107,10 +107,9 @@ def export_phone(
     everything = [*archs, *calibration, *validation]
     contexts = select_contexts(LatencyTable(config.backend, config.threads, config.batch_size,
                                             precision=config.precision), everything)
-    if config.reference_resolution is None:
-        # at the networks' resolution (measure.reference_resolution); also because a benchmark program prints
-        # coarse times (0.01 ms for LiteRT's Python one) and at 32 px the reference takes ~0.1 ms
-        config = replace(config, reference_resolution=reference_resolution(everything))
+    # the reference at the networks' resolution, also because a benchmark program prints coarse times (0.01 ms
+    # for LiteRT's Python one) and at 32 px the reference takes ~0.1 ms
+    config = with_reference_for(config, everything)
     reference = reference_spec(config)
     writer = _ModelWriter(root, get_backend(config.backend).file_suffix, progress)
     writer.total = len({s for a in contexts for s in arch_signatures(a)}) + 1 + len(calibration) + len(validation)

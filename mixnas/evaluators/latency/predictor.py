@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Sequence
 
 from mixnas.errors import LatencyTableError
 from mixnas.evaluators.latency.lut import LatencyTable, locked_table, lut_sum
-from mixnas.evaluators.latency.measure import MeasureConfig, reference_spec
+from mixnas.evaluators.latency.measure import MeasureConfig, reference_arch
 from mixnas.evaluators.latency.profile import config_from_table, profile_archs
-from mixnas.evaluators.latency.signatures import arch_signatures
+from mixnas.evaluators.latency.signatures import arch_signatures, stem_resolution
 from mixnas.search_space.arch import Architecture
 
 logger = logging.getLogger(__name__)
@@ -111,9 +110,14 @@ class LatencyPredictor:
         )
 
 
+def _resolutions(table: LatencyTable) -> list[int]:
+    """The input resolutions of the networks whose stems ``table`` holds, ascending."""
+    return sorted({r for sig in table.entries if (r := stem_resolution(sig)) is not None})
+
+
 def _resolution_hint(table: LatencyTable, arch: Architecture) -> str:
     """`` (the table holds resolutions [32], the architecture is at 224)`` when the stems say so, else ``""``."""
-    held = sorted({int(m.group(1)) for sig in table.entries if (m := re.match(r"stem_r(\d+)_", sig))})
+    held = _resolutions(table)
     if held and arch.resolution not in held:
         return f" (the table holds resolutions {held}, the architecture is at {arch.resolution}: --resolution?)"
     return ""
@@ -206,22 +210,19 @@ def unfolded_warning(table: LatencyTable) -> str | None:
             "and exports; profile it again")
 
 
-_STEM_RESOLUTION = re.compile(r"^stem_r(\d+)_")
-
-
 def reference_warning(table: LatencyTable) -> str | None:
     """A warning for a table whose drift reference ran at a smaller resolution than its networks (profiled at
     more than 32 px by a mixnas before ``reference_resolution``): the reference read the networks' footprint as
     drift and the table's milliseconds are low (6-15% at 224 px in int8, docs/latency.md run AG), else None."""
     if "reference_ms" not in table.settings or "@" in str(table.settings.get("reference_arch", "")):
         return None  # no drift reference, or a phone folder's (exported at the networks' resolution)
-    stems = [int(m.group(1)) for s in table.entries if (m := _STEM_RESOLUTION.match(s))]
+    stems = _resolutions(table)
     if not stems:
         return None
     ref = table.settings.get("reference_resolution")
     if not isinstance(ref, int) or isinstance(ref, bool):
-        ref = reference_spec(MeasureConfig()).input_shape[-1]  # the reference's own resolution
-    largest = max(stems)
+        ref = reference_arch().resolution  # its own
+    largest = stems[-1]
     if largest <= ref:
         return None
     return (f"its drift reference ran at {ref} px beside networks of up to {largest} px, which reads their "

@@ -44,8 +44,8 @@ from mixnas.evaluators.latency.measure import (
     check_positive,
     measure_archs,
     measure_reference,
-    reference_resolution,
     reference_spec,
+    with_reference_for,
 )
 from mixnas.evaluators.latency.signatures import Part, arch_parts, arch_signatures, part_module
 from mixnas.search_space.arch import Architecture
@@ -519,9 +519,7 @@ def load_or_create(
         table = LatencyTable.load(path)
         check_compatible(table, table_config(config, table), timer)
         return table
-    if config.reference_resolution is None:
-        config = replace(config, reference_resolution=reference_resolution(archs))
-    return new_table(config, timer)
+    return new_table(with_reference_for(config, archs), timer)
 
 
 def table_config(config: MeasureConfig, table: LatencyTable) -> MeasureConfig:

@@ -116,6 +116,15 @@ SIGNATURE_PATTERN = re.compile(
 )
 
 
+_STEM = re.compile(rf"^stem_r({_INT})_")
+
+
+def stem_resolution(signature: str) -> int | None:
+    """The input resolution of a stem part's ``signature`` (:attr:`StemPart.signature`); None for other parts."""
+    m = _STEM.match(signature)
+    return int(m.group(1)) if m else None
+
+
 def _dots(values: tuple[int, ...]) -> str:
     return ".".join(str(v) for v in values)
 
