@@ -2,8 +2,8 @@
 backend in float32 and int8, tables built, validated and used by a search trial, and trained exports scored in
 ExecuTorch's own runtime. Skipped, with the install line, where the extra is not installed (CI's base install).
 
-Converting a part to a ``.pte`` takes ~3-4 s in float32 and ~15-20 s in int8 on the development machine (almost
-all of it in ``convert_pt2e``), so these tests profile a handful of parts.
+Converting a part to a ``.pte`` takes ~1.5-4.5 s in float32 and ~3-7 s in int8 on the development machine (most
+of it in ``torch.export`` and the lowering), so these tests profile a handful of parts.
 """
 
 from __future__ import annotations
@@ -74,6 +74,32 @@ def test_a_multi_group_mixconv_block_runs_in_xnnpack_int8_like_eager(block_strin
     got = executorch_runner(to_pte(block, shape, "int8", calibration), 1)(x)
     assert got.shape == want.shape == (1, 64, 2, 2)
     assert (got - want).abs().mean() < 0.1 * want.abs().mean()
+
+
+def test_leaving_out_the_qat_batch_norm_patterns_changes_no_byte_of_an_int8_program(monkeypatch) -> None:
+    """``_xnnpack_quantizer`` skips XNNPACK's conv-batch-norm patterns (QAT graphs only; 40% of a conversion): a
+    MixConv block with squeeze-and-excite and swish converts to the same bytes as with every pattern."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    from mixnas.evaluators.latency import backends
+    from mixnas.models.mixnet import MBConvBlock
+    from mixnas.search_space.arch import GlobalParams
+    from mixnas.search_space.arch_strings import decode_arch
+
+    quantizer = backends._xnnpack_quantizer()
+    left_out = {p.name for p in XNNPACKQuantizer.SUPPORTED_PATTERNS} - {p.name for p in quantizer.SUPPORTED_PATTERNS}
+    assert left_out == backends.TRAINING_BATCH_NORM_PATTERNS
+    params = GlobalParams(stem_size=16, feature_size=64, resolution=8, num_classes=4)
+    arch = decode_arch(["r1_k3.5_a1_p1_s11_e3_i16_o16_se0.25_sw"], grammar="tf", global_params=params)
+    block = MBConvBlock(arch.layers()[0]).eval()
+    shape = (1, 16, 8, 8)
+    calibration = [np.random.default_rng(i).standard_normal(shape).astype(np.float32) for i in range(2)]
+    fast = to_pte(block, shape, "int8", calibration)
+    stock = type(quantizer).__mro__[1].SUPPORTED_PATTERNS
+    monkeypatch.setattr(backends, "_xnnpack_quantizer",
+                        lambda: type("Stock", (type(quantizer),), {"SUPPORTED_PATTERNS": stock})().set_global(
+                            quantizer.global_config))
+    assert to_pte(block, shape, "int8", calibration) == fast
 
 
 def test_an_executorch_table_is_built_validated_and_used_by_a_trial(tmp_path: Path, capsys) -> None:
