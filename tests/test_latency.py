@@ -189,6 +189,15 @@ def test_merge_pools_entries_and_refuses_other_conditions(tiny) -> None:
     with pytest.raises(LatencyTableError, match="cpu"):
         a.merge(other_device)
     assert len(a.merge(other_device, force=True)) == 1
+    # drift-corrected tables whose references ran at different resolutions: entries rescaled to different baselines
+    old_ref = LatencyTable(backend="torch", threads=1, batch_size=1, device={"cpu": "x"},
+                           settings={"reference_ms": 0.2})
+    new_ref = LatencyTable(backend="torch", threads=1, batch_size=1, device={"cpu": "x"},
+                           settings={"reference_ms": 4.8, "reference_resolution": 224})
+    with pytest.raises(LatencyTableError, match=r"reference_resolution: None vs 224"):
+        old_ref.merge(new_ref)
+    assert len(old_ref.merge(new_ref, force=True)) == 0 and len(new_ref.merge(new_ref)) == 0
+    assert len(a.merge(new_ref)) == 1  # a table without a drift reference has no baseline to disagree with
 
 
 # --- CSV import -----------------------------------------------------------------------------------------------

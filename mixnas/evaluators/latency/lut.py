@@ -361,9 +361,11 @@ class LatencyTable:
         """A new table with the entries of both.
 
         Tables of different backends, thread counts, batch sizes or devices describe different hardware
-        conditions and are refused unless ``force``. A signature in both gets pooled statistics (count-weighted
-        mean and central value, pooled variance). The calibration is kept from ``self`` (else ``other``);
-        calibrate again (``latency profile --calibrate``) after merging tables measured at different times.
+        conditions and are refused unless ``force``, as are drift-corrected tables whose reference networks
+        ran at different resolutions (each table's entries are rescaled to its own reference). A signature in
+        both gets pooled statistics (count-weighted mean and central value, pooled variance). The calibration is
+        kept from ``self`` (else ``other``); calibrate again (``latency profile --calibrate``) after merging
+        tables measured at different times.
         """
         mine, theirs = self.condition(), other.condition()
         differing = [k for k in mine if mine[k] != theirs[k]]
@@ -373,6 +375,10 @@ class LatencyTable:
             raise LatencyTableError(f"refusing to merge latency tables of different {' and '.join(kind)} ({details}); "
                                     "a table holds one backend, one precision and one conversion"
                                     + condition_hint(kind))
+        if "reference_ms" in self.settings and "reference_ms" in other.settings:  # each rescaled to its reference
+            key = "reference_resolution"
+            mine[key], theirs[key] = self.settings.get(key), other.settings.get(key)
+            differing += [key] if mine[key] != theirs[key] else []
         if differing and not force:
             details = ", ".join(f"{k}: {mine[k]!r} vs {theirs[k]!r}" for k in differing)
             raise LatencyTableError(
