@@ -1040,6 +1040,16 @@ def test_work_in_a_fresh_process_returns_its_result_and_leaves_this_process_as_i
     with pytest.raises(FreshProcessError, match="is not JSON serializable"):
         in_fresh_process(lambda: object())  # a result that cannot come back is an error, not a silent crash
 
+    read_end, write_end = os.pipe()  # a descriptor the child must not hold (the agent's socket, say)
+    try:
+        assert in_fresh_process(lambda: os.fstat(write_end) and "open") == "open"
+        with pytest.raises(FreshProcessError, match="Bad file descriptor"):
+            in_fresh_process(lambda: os.fstat(write_end), close_in_child=(write_end,))
+        os.fstat(write_end)  # still open here
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
 
 def _pid_recording_load(monkeypatch: pytest.MonkeyPatch, file: Path) -> None:
     """Make the onnxruntime backend note in ``file`` the process that loads (``load <pid>``) and converts

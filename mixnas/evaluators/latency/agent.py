@@ -217,8 +217,10 @@ def parse_request(
     return timing, dict(models), pipelines
 
 
-def measure_request(body: Any, locate: Callable[[str], str], default_threads: int = 1) -> dict[str, Any]:
-    """Run one measure request; ``locate(model reference) -> file path`` (an :class:`AgentError` if unknown)."""
+def measure_request(body: Any, locate: Callable[[str], str], default_threads: int = 1,
+                    close_in_child: Sequence[int] = ()) -> dict[str, Any]:
+    """Run one measure request; ``locate(model reference) -> file path`` (an :class:`AgentError` if unknown).
+    ``close_in_child``: descriptors the measuring process closes first (the server's sockets)."""
     timing, models, pipelines = parse_request(body, default_threads)
     missing = []
     paths = {}
@@ -232,7 +234,7 @@ def measure_request(body: Any, locate: Callable[[str], str], default_threads: in
     if missing:
         raise AgentError(f"{len(missing)} model(s) not held by the agent; upload them", 409, missing=missing)
     try:  # loaded and timed in a process of their own, as the first models of a process are (timing.py)
-        return in_fresh_process(lambda: _time_request(timing, paths, pipelines))
+        return in_fresh_process(lambda: _time_request(timing, paths, pipelines), close_in_child)
     except FreshProcessError as exc:
         if exc.kind == "crash" or (exc.status is None and exc.kind != "TimingError"):
             raise RuntimeError(exc.message) from None  # the handler answers 500 with the reason
@@ -386,7 +388,8 @@ class AgentHandler(BaseHTTPRequestHandler):
             body = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AgentError(f"request body is not JSON ({first_line(exc)})") from None
-        return measure_request(body, self.server.store.locate, self.server.threads)
+        return measure_request(body, self.server.store.locate, self.server.threads,
+                               close_in_child=(self.server.fileno(), self.connection.fileno()))
 
     def _reply(self, status: int, payload: Mapping[str, Any]) -> None:
         data = json.dumps(payload).encode()

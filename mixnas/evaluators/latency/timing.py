@@ -283,7 +283,7 @@ def fresh_process_available() -> bool:
     return hasattr(os, "fork")
 
 
-def in_fresh_process(work: Callable[[], Any]) -> Any:
+def in_fresh_process(work: Callable[[], Any], close_in_child: Sequence[int] = ()) -> Any:
     """``work()`` run in a child process forked for it; its result (JSON-serialisable) is returned here.
 
     Why: in a process that has loaded many runtime sessions, a session loaded later runs slower. On an AMD Zen 3
@@ -296,6 +296,9 @@ def in_fresh_process(work: Callable[[], Any]) -> Any:
     An exception in the child raises :class:`FreshProcessError` here; a child killed by a signal (a crash in the
     runtime) raises one too, naming the signal, and this process goes on. Where ``os.fork`` does not exist
     (Windows), ``work()`` runs in this process.
+
+    ``close_in_child``: file descriptors the child closes before ``work`` (the agent's listening socket and the
+    caller's connection: a child must not hold the port or the connection open if this process dies first).
     """
     if not fresh_process_available():
         return work()
@@ -310,6 +313,9 @@ def in_fresh_process(work: Callable[[], Any]) -> Any:
         code = 0
         try:
             os.close(read_end)
+            for fd in close_in_child:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             try:
                 data = json.dumps({"result": work()}).encode()
             except BaseException as exc:  # noqa: BLE001  (everything goes back to the parent)
