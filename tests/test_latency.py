@@ -1111,6 +1111,40 @@ def test_a_local_timer_loads_and_times_converted_models_in_a_fresh_process_per_c
 
 
 @needs_fork
+def test_a_timer_that_converts_here_converts_each_part_once_across_its_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ExecuTorch and LiteRT convert in this process, seconds a part: the chunks of a profile or a validation
+    convert a part met in several networks once (``measure.ConvertedModels``), not once per chunk."""
+    from mixnas.evaluators.latency import backends
+    from mixnas.evaluators.latency.measure import LocalTimer
+    from mixnas.evaluators.latency.profile import context_pipeline
+
+    pids = tmp_path / "pids"
+    _pid_recording_load(monkeypatch, pids)
+    monkeypatch.setitem(backends.BACKENDS, "onnxruntime",
+                        replace(backends.BACKENDS["onnxruntime"], converts_in_child=False))
+    archs = _tiny_archs(3)
+    config = replace(FAST, backend="onnxruntime", precision="int8")
+    timer = LocalTimer()
+    parts = [context_pipeline(a, 1) for a in archs]
+    first, _ = timer.time(parts[:2], config, rounds=1)
+    assert len(_pids(pids, "convert")) == len(first)  # each distinct part once
+    pids.unlink()
+    again, _ = timer.time(parts[1:], config, rounds=1)  # the second network's parts are kept
+    new = {s.key for s in parts[2]} - {s.key for p in parts[:2] for s in p}
+    assert len(_pids(pids, "convert")) == len(new) and set(again) == {s.key for p in parts[1:] for s in p}
+    pids.unlink()
+    timer.time(parts[1:], replace(config, precision="float32"), rounds=1)  # another config: converted anew
+    assert len(_pids(pids, "convert")) == len({s.key for p in parts[1:] for s in p})
+    pids.unlink()
+    small = LocalTimer(cache_bytes=0)  # nothing kept
+    small.time(parts[:1], config, rounds=1)
+    small.time(parts[:1], config, rounds=1)
+    assert len(_pids(pids, "convert")) == 2 * len({s.key for s in parts[0]})
+
+
+@needs_fork
 def test_a_model_that_cannot_be_loaded_in_the_fresh_process_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from mixnas.evaluators.latency import backends
     from mixnas.evaluators.latency.measure import LocalTimer

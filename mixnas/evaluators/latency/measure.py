@@ -63,6 +63,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_REPEATS = 100
 DEFAULT_ROUNDS = 20
 DEFAULT_MIN_SECONDS = 4.0
+# the most bytes of converted models a LocalTimer keeps for later calls (backends that convert in this process)
+CONVERTED_CACHE_BYTES = 512 * 2**20
 # The range of every numeric measurement setting (mixnas.bounds): checked by MeasureConfig, used by the command
 # line's options and the experiment's latency section. Upper bounds are sanity limits: torch crashes on absurd thread
 # counts, a huge batch cannot be allocated, a measurement of hours per network never ends a profile.
@@ -350,12 +352,20 @@ class LocalTimer:
     run slower, unevenly, and a whole profile is one long process (docs/latency.md, run AF).
     The torch backend, and every backend where fork is unavailable, times in this process, keeping the ``limit``
     latest prepared stages.
+
+    A backend that converts here (``executorch``, ``litert``: seconds a part) converts each key once per timer:
+    the converted models are kept (:class:`ConvertedModels`, up to ``cache_bytes``) for the timer's later calls,
+    so the chunks of a profile or a validation convert a part met in many networks once instead of in every
+    chunk. An int8 part keeps the quantisation parameters of the first network it was converted in, which
+    change no operator the runtime runs.
     """
 
-    def __init__(self, limit: int = 512, *, fresh_process: bool | None = None) -> None:
+    def __init__(self, limit: int = 512, *, fresh_process: bool | None = None,
+                 cache_bytes: int = CONVERTED_CACHE_BYTES) -> None:
         self.limit = limit
         self.stages: OrderedDict[str, Stage] = OrderedDict()
         self.fresh_process = fresh_process_available() if fresh_process is None else fresh_process
+        self.converted = ConvertedModels(cache_bytes)
 
     def device(self, config: MeasureConfig) -> dict[str, Any]:
         return device_metadata(config)
@@ -388,7 +398,7 @@ class LocalTimer:
     def time(self, pipelines: Sequence[Pipeline], config: MeasureConfig, *, rounds: int) -> Timed:
         settings = timing_settings(config, rounds)
         if self.fresh_process and get_backend(config.backend).file_suffix is not None:
-            pooled, seconds = _time_in_fresh_process(pipelines, config, settings)
+            pooled, seconds = _time_in_fresh_process(pipelines, config, settings, self.converted)
         else:
             with torch_threads(config.threads):
                 runs = [([s.key for s in p], self._stages(p, config), make_input(p[0].input_shape, config))
@@ -397,18 +407,63 @@ class LocalTimer:
         return {k: _pooled_measurement(even, odd, config.statistic) for k, (even, odd) in pooled.items()}, seconds
 
 
-def _time_in_fresh_process(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing
+class ConvertedModels:
+    """Converted models by stage key, the least recently used dropped beyond ``max_bytes`` (of ``bytes`` models;
+    other models count as nothing). Keys are signatures for parts, so a key names one model for a given config;
+    a :class:`LocalTimer` holds one per timer, for one config at a time."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.models: OrderedDict[str, Any] = OrderedDict()
+        self.size = 0
+        self.config: MeasureConfig | None = None
+
+    def for_config(self, config: MeasureConfig) -> ConvertedModels:
+        """This cache, emptied first if it holds another config's models."""
+        if config != self.config:
+            self.models.clear()
+            self.size, self.config = 0, config
+        return self
+
+    def get(self, key: str) -> Any | None:
+        if key in self.models:
+            self.models.move_to_end(key)
+        return self.models.get(key)
+
+    def put(self, key: str, model: Any) -> None:
+        if key in self.models:
+            self.size -= _nbytes(self.models.pop(key))
+        self.models[key] = model
+        self.size += _nbytes(model)
+        while self.size > self.max_bytes and self.models:
+            self.size -= _nbytes(self.models.popitem(last=False)[1])
+
+
+def _nbytes(model: Any) -> int:
+    return len(model) if isinstance(model, (bytes, bytearray)) else 0
+
+
+def _time_in_fresh_process(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing,
+                           converted: ConvertedModels | None = None
                            ) -> tuple[dict[str, tuple[list[float], list[float]]], float]:
-    """:class:`LocalTimer`'s fresh-process path: convert here or there (:attr:`.Backend.converts_in_child`), load
-    and time there (:func:`_time_fresh`); the pooled runs and round seconds, as :func:`time_pipelines` gives."""
+    """:class:`LocalTimer`'s fresh-process path: convert here (each key once: ``converted`` keeps them for later
+    calls) or there (:attr:`.Backend.converts_in_child`), load and time there (:func:`_time_fresh`); the pooled
+    runs and round seconds, as :func:`time_pipelines` gives."""
     backend = get_backend(config.backend)
     models: dict[str, Any] = {}
     if backend.converts_in_child:
         preload_converters(config.backend)
     else:  # converted here, loaded and timed there
+        cache = (converted or ConvertedModels(0)).for_config(config)
         with torch_threads(config.threads):
             for pipeline in pipelines:
-                models.update((spec.key, m) for spec, m in convert_pipeline(pipeline, config, skip=models))
+                for spec in pipeline:
+                    kept = cache.get(spec.key) if spec.key not in models else None
+                    if kept is not None:
+                        models[spec.key] = kept
+                for spec, m in convert_pipeline(pipeline, config, skip=models):
+                    models[spec.key] = m
+                    cache.put(spec.key, m)
     try:
         done = in_fresh_process(lambda: _time_fresh(pipelines, config, settings, models))
     except FreshProcessError as exc:
