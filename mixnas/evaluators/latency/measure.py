@@ -444,8 +444,7 @@ def _nbytes(model: Any) -> int:
 
 
 def _time_in_fresh_process(pipelines: Sequence[Pipeline], config: MeasureConfig, settings: Timing,
-                           converted: ConvertedModels | None = None
-                           ) -> tuple[dict[str, tuple[list[float], list[float]]], float]:
+                           converted: ConvertedModels) -> tuple[dict[str, tuple[list[float], list[float]]], float]:
     """:class:`LocalTimer`'s fresh-process path: convert here (each key once: ``converted`` keeps them for later
     calls) or there (:attr:`.Backend.converts_in_child`), load and time there (:func:`_time_fresh`); the pooled
     runs and round seconds, as :func:`time_pipelines` gives."""
@@ -454,7 +453,7 @@ def _time_in_fresh_process(pipelines: Sequence[Pipeline], config: MeasureConfig,
     if backend.converts_in_child:
         preload_converters(config.backend)
     else:  # converted here, loaded and timed there
-        cache = (converted or ConvertedModels(0)).for_config(config)
+        cache = converted.for_config(config)
         with torch_threads(config.threads):
             for pipeline in pipelines:
                 for spec in pipeline:
